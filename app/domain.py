@@ -1,0 +1,160 @@
+"""Domain values shared by every layer: venues, balances and the events a venue parser emits.
+
+The flow is ``raw frame -> venues.<venue> parser -> events (this module) -> fold -> store``.
+Everything here is an immutable value with exact ``Decimal`` amounts; nothing does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+
+class Venue(enum.StrEnum):
+    BITOPRO = "bitopro"
+    SFOX = "sfox"
+    DELTADEFI = "deltadefi"
+    SOLANATRACKER = "solanatracker"
+
+
+class AccountState(enum.StrEnum):
+    """Lifecycle of one upstream account (SPEC §7)."""
+
+    CONNECTING = "connecting"
+    SYNCING = "syncing"
+    LIVE = "live"
+    STALE = "stale"
+    AUTH_FAILED = "auth_failed"
+    DISABLED = "disabled"
+
+
+EXCHANGE_WALLET = ""
+"""The ``wallet`` of an exchange (custodial) account's own balances."""
+
+ExtraValue = str | bool | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AssetBalance:
+    """One asset's balance in one wallet, as a venue reported it.
+
+    ``total == available + locked`` always holds; venues that send only two of the three
+    are completed by :meth:`from_total_available` / :meth:`from_available_locked`.
+    """
+
+    wallet: str
+    asset: str
+    total: Decimal
+    available: Decimal
+    locked: Decimal
+    symbol: str | None = None
+    extra: Mapping[str, ExtraValue] = field(default_factory=dict)
+
+    @classmethod
+    def from_total_available(
+        cls,
+        wallet: str,
+        asset: str,
+        total: Decimal,
+        available: Decimal,
+        *,
+        symbol: str | None = None,
+        extra: Mapping[str, ExtraValue] | None = None,
+    ) -> AssetBalance:
+        return cls(wallet, asset, total, available, total - available, symbol, extra or {})
+
+    @classmethod
+    def from_available_locked(
+        cls,
+        wallet: str,
+        asset: str,
+        available: Decimal,
+        locked: Decimal,
+        *,
+        symbol: str | None = None,
+        extra: Mapping[str, ExtraValue] | None = None,
+    ) -> AssetBalance:
+        return cls(wallet, asset, available + locked, available, locked, symbol, extra or {})
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceSnapshot:
+    """The complete state of one wallet scope: every asset not listed is gone.
+
+    ``wallet`` is the scope being replaced (``""`` for the exchange account itself).
+    """
+
+    wallet: str
+    balances: tuple[AssetBalance, ...]
+    venue_ts: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceUpdate:
+    """New values for some assets; assets not listed are untouched."""
+
+    balances: tuple[AssetBalance, ...]
+    venue_ts: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PriceUpdate:
+    """A USD price and token metadata learned for a Solana mint (transactions room)."""
+
+    mint: str
+    price_usd: Decimal | None
+    symbol: str | None = None
+    name: str | None = None
+    decimals: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VenueEvent:
+    """Something worth re-broadcasting that never changes balances (SPEC §5)."""
+
+    kind: str  # "order" | "points" | "swap"
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReply:
+    """A protocol control message: sFOX success/error, SolanaTracker joined, ...
+
+    ``ok`` false means the venue refused (e.g. sFOX authenticate error).
+    """
+
+    action: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceGap:
+    """The venue's per-connection sequence skipped or went backwards: resync."""
+
+    expected: int
+    received: int
+
+
+Event = BalanceSnapshot | BalanceUpdate | PriceUpdate | VenueEvent | ControlReply | SequenceGap
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceRecord:
+    """The unified record stored and served (SPEC §4)."""
+
+    account: str
+    venue: str
+    wallet: str
+    asset: str
+    symbol: str | None
+    total: Decimal
+    available: Decimal
+    locked: Decimal
+    updated_at: str
+    venue_ts: str | None
+    stale: bool
+    extra: Mapping[str, ExtraValue]

@@ -1,0 +1,98 @@
+"""What every venue module provides: how to connect, and how to read frames into events.
+
+Venue modules are pure: they build URLs, headers and messages and turn raw frames into
+:mod:`app.domain` events, but never touch a socket. The shared connection loop
+(:mod:`app.upstream`) does the I/O, the backoff and the liveness checks for all venues.
+
+Exceptions::
+
+    ProtocolError            a frame or REST body the service cannot accept; ``reason`` is
+    |                        the ``upstream_errors_total{reason}`` label
+    +-- AuthRejected         the venue refused the credentials (reason ``auth``)
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from app.domain import Event, Venue
+from app.settings import AccountConfig
+
+MAX_FRAME_BYTES = 1 << 20
+"""Frames larger than this are rejected whole (reason ``oversize``)."""
+
+
+class ProtocolError(Exception):
+    """A frame was rejected whole. ``reason`` is a short metric label, ``str()`` is secret-free."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AuthRejected(ProtocolError):
+    """The venue refused the credentials."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("auth", message)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A request to make. ``url`` may carry secrets; log only ``log_url``."""
+
+    method: str
+    url: str
+    log_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"HttpRequest({self.method} {self.log_url})"
+
+
+class VenueSession(abc.ABC):
+    """Protocol state of ONE upstream connection of one account.
+
+    A new session is created for every (re)connect, so per-connection state (BitoPro's
+    "first frame is the snapshot", sFOX's sequence counter) starts fresh each time.
+    """
+
+    venue: Venue
+
+    def __init__(self, account: AccountConfig) -> None:
+        self.account = account
+
+    @abc.abstractmethod
+    def connect_request(self) -> HttpRequest:
+        """The WebSocket upgrade request (URL and headers), freshly signed where needed."""
+
+    def opening_messages(self) -> Sequence[str]:
+        """Text frames to send right after the socket opens (sFOX authenticate, ST joins)."""
+        return ()
+
+    @abc.abstractmethod
+    def on_frame(self, raw: str | bytes) -> tuple[list[Event], list[str]]:
+        """Read one frame: the events it carries and any text frames to send in reply.
+
+        Raises :class:`ProtocolError` (rejecting the whole frame) on anything malformed.
+        """
+
+    @property
+    def subscribed(self) -> bool:
+        """True once the stream will deliver balances (sFOX: after the subscribe reply)."""
+        return True
+
+    @property
+    def stream_has_snapshot(self) -> bool:
+        """True if the stream itself begins with a full snapshot (BitoPro)."""
+        return False
+
+    def rest_snapshot_request(self) -> HttpRequest | None:
+        """The REST balance snapshot request used to seed, or None if not configured."""
+        return None
+
+    def parse_rest_snapshot(self, body: bytes) -> list[Event]:
+        """Read the REST snapshot body into snapshot events (one per wallet scope)."""
+        raise NotImplementedError
