@@ -14,7 +14,7 @@ import socket
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,7 +27,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 ACCOUNT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SOLANA_ADDRESS_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
@@ -208,9 +207,7 @@ def _parse_accounts_text(text: str, source: str) -> list[Any]:
     return data
 
 
-def load_accounts(
-    inline: str | None, path: Path, env: Mapping[str, str]
-) -> list[AccountConfig]:
+def load_accounts(inline: str | None, path: Path, env: Mapping[str, str]) -> list[AccountConfig]:
     if inline is not None and inline.strip():
         raw = _parse_accounts_text(inline, "BALAGG_ACCOUNTS")
     elif path.exists():

@@ -1,0 +1,103 @@
+"""The ``balance-aggregator`` command: serve, demo, simulate, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import orjson
+from pydantic import ValidationError
+
+from app.settings import ConfigError, Settings
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            loc = ".".join(str(p) for p in error["loc"])
+            msg = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"BALAGG_{loc.upper()}: {msg}")
+        raise ConfigError("; ".join(problems)) from None
+
+
+def cmd_check_config(_args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    accounts = settings.load_accounts()
+    redis = "embedded (private redis-server under data_dir)"
+    if settings.redis_url is not None:
+        redis = "configured (BALAGG_REDIS_URL, **********)"
+    out = {
+        "host": settings.host,
+        "port": settings.port,
+        "redis": redis,
+        "data_dir": str(settings.data_dir),
+        "instance_id": settings.instance_id,
+        "api_tokens": len(settings.api_tokens),
+        "accounts": [a.masked() for a in accounts],
+    }
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    enabled = sum(1 for a in accounts if a.enabled)
+    sys.stdout.write(f"ok: {enabled} enabled account(s) of {len(accounts)}\n")
+    return 0
+
+
+def cmd_serve(_args: argparse.Namespace) -> int:
+    from app.service import run_service
+
+    settings = _load_settings()
+    settings.load_accounts()  # fail fast, before anything starts
+    return run_service(settings)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    return run_demo(host=args.host, port=args.port, sim_port=args.sim_port)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from app.simulators.runner import run_simulate
+
+    return run_simulate(host=args.host, port=args.port, walk=args.walk)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="balance-aggregator",
+        description="Live, exact balances from BitoPro, sFOX, DeltaDeFi and SolanaTracker.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("serve", help="run the service from its settings (BALAGG_*)")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("demo", help="run the venue simulators and the service wired to them")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="service port (default 8000)")
+    p.add_argument("--sim-port", type=int, default=0, help="first simulator port (0 = free)")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("simulate", help="run only the four venue simulators")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="first port (0 = free ports)")
+    p.add_argument("--walk", action="store_true", help="random-walk the balances")
+    p.set_defaults(func=cmd_simulate)
+    p = sub.add_parser("check-config", help="validate settings and accounts; print them masked")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

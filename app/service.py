@@ -1,0 +1,177 @@
+"""The service: ``create_app(settings)`` and its lifespan, and ``run_service`` for the CLI.
+
+Nothing starts at import time. The lifespan brings the parts up in dependency order —
+Redis (embedded unless ``BALAGG_REDIS_URL`` is set), the batched writer, the stream hub
+(one change-stream reader per process), then the upstream supervisor — and takes them
+down in reverse, flushing pending writes before Redis goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import redis.asyncio as aioredis
+import uvicorn
+from fastapi import FastAPI
+
+from app.api import install_routes
+from app.hub import StreamHub
+from app.logs import SCRUBBER, setup_logging
+from app.metrics import Metrics
+from app.redis_server import EmbeddedRedis
+from app.runtime import Runtime
+from app.settings import AccountConfig, Settings
+from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
+from app.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+def _secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[str]:
+    values = [t.get_secret_value() for t in settings.api_tokens]
+    if settings.redis_url is not None:
+        values.append(settings.redis_url.get_secret_value())
+    for account in accounts:
+        for name in ("api_key", "api_secret", "email", "data_api_key"):
+            secret = getattr(account, name)
+            if secret is not None:
+                values.append(secret.get_secret_value())
+    return values
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = None) -> FastAPI:
+    """Build the app. ``accounts`` defaults to the configured accounts file/inline list."""
+    resolved = list(accounts) if accounts is not None else settings.load_accounts()
+    SCRUBBER.add(_secrets_of(settings, resolved))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedded: EmbeddedRedis | None = None
+        if settings.redis_url is None:
+            embedded = EmbeddedRedis(settings.data_dir / "redis")
+            await asyncio.to_thread(embedded.start)
+            url = embedded.url
+            log.info("started embedded redis (pid %s) on %s", embedded.pid, url)
+        else:
+            url = settings.redis_url.get_secret_value()
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=10
+        )
+        metrics = Metrics()
+        keys = Keys(settings.key_prefix)
+        runtime_ref: list[Runtime] = []
+
+        def on_flush(results: Sequence[FlushResult]) -> None:
+            metrics.redis_up.set(1)
+            for result in results:
+                if result.changes:
+                    metrics.balance_updates.labels(result.account).inc(result.changes)
+                if result.fenced:
+                    metrics.fenced_writes.labels(result.account).inc()
+                    if runtime_ref:
+                        runtime_ref[0].supervisor.on_fenced(result.account)
+
+        def on_error(op: str, _exc: BaseException) -> None:
+            metrics.redis_errors.labels(op).inc()
+            metrics.redis_up.set(0)
+
+        writer = BalanceWriter(
+            client,
+            keys,
+            stream_maxlen=settings.stream_maxlen,
+            on_flush=on_flush,
+            on_error=on_error,
+        )
+        runtime = Runtime(
+            settings=settings,
+            accounts=resolved,
+            redis=client,
+            keys=keys,
+            writer=writer,
+            reader=BalanceReader(client, keys),
+            metrics=metrics,
+        )
+        runtime_ref.append(runtime)
+        runtime.hub = StreamHub(runtime)
+        runtime.supervisor = Supervisor(runtime)
+        writer._fence = runtime.supervisor.fence_token  # noqa: SLF001 - wired once here
+        app.state.runtime = runtime
+        if not _is_loopback(settings.host) and not settings.api_tokens:
+            log.warning(
+                "listening on %s without BALAGG_API_TOKENS: anyone who can reach it can read "
+                "every balance", settings.host
+            )
+        writer.start()
+        try:
+            await runtime.hub.start()
+            await runtime.supervisor.start()
+            log.info(
+                "serving %d account(s) (%d enabled) as instance %s",
+                len(resolved),
+                sum(1 for a in resolved if a.enabled),
+                settings.instance_id,
+            )
+            yield
+        finally:
+            log.info("shutting down")
+            with contextlib.suppress(Exception):
+                await runtime.supervisor.stop()
+            with contextlib.suppress(Exception):
+                await runtime.hub.stop()
+            if not await writer.drain(10):
+                log.warning("shutdown: %d pending write(s) not flushed", writer.pending_keys())
+            await writer.close(1)
+            await client.aclose()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    app = FastAPI(
+        title="balance-aggregator",
+        version="0.1.0",
+        summary="Live, exact balances across BitoPro, sFOX, DeltaDeFi and SolanaTracker",
+        lifespan=lifespan,
+    )
+    install_routes(app, settings)
+    return app
+
+
+def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = None) -> int:
+    """Run until SIGINT/SIGTERM; return 0 after a clean shutdown."""
+    setup_logging(settings.log_level, settings.log_format)
+    app = create_app(settings, accounts)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop" if _has_uvloop() else "asyncio",
+        ws="websockets",
+        timeout_graceful_shutdown=10,
+        ws_max_size=1 << 16,
+        h11_max_incomplete_event_size=1 << 16,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
