@@ -9,6 +9,8 @@ account's keys share a slot)::
     P:{acct}:lease   string owner token (see app.leases); checked by every write
     P:seq            string the deployment-wide change counter
     P:changes        stream entry id "<seq>-0"; fields a (account), s (asset), m (message)
+    P:prices         hash  Solana mint -> {"price_usd", "symbol", "name", "decimals"}
+    P:instances      zset  instance id -> last heartbeat (ms), for fair lease sharing
 
 Every write is one Lua script: it compares, writes, takes a ``seq`` per real change and
 appends the ready-to-send downstream message to ``P:changes`` in the same atomic step, so
@@ -137,6 +139,9 @@ class Keys:
         self.prefix = prefix
         self.seq = f"{prefix}:seq"
         self.changes = f"{prefix}:changes"
+        self.prices = f"{prefix}:prices"
+        self.instances = f"{prefix}:instances"
+        self.resync = f"{prefix}:resync"
 
     def account(self, account: str, kind: str) -> str:
         return f"{self.prefix}:{{{account}}}:{kind}"
@@ -295,6 +300,7 @@ class BalanceWriter:
         self._pending: dict[str, _PendingAccount] = {}
         self._notes: deque[_Note] = deque()
         self._statuses: dict[str, _Note] = {}
+        self._prices: dict[str, bytes] = {}
         self._max_notes = max_pending_notes
         self.dropped_notes = 0
         self._wake = asyncio.Event()
@@ -373,6 +379,11 @@ class BalanceWriter:
         self._notes.append(_Note(account, "event", orjson.dumps(dict(data)), prefix))
         self._kick()
 
+    def submit_price(self, mint: str, doc: Mapping[str, Any]) -> None:
+        """A Solana mint's USD price and metadata, kept in ``P:prices`` (no change entry)."""
+        self._prices[mint] = orjson.dumps(dict(doc))
+        self._kick()
+
     def discard(self, account: str) -> None:
         """Forget everything pending for an account (it was fenced off)."""
         self._pending.pop(account, None)
@@ -415,7 +426,7 @@ class BalanceWriter:
                 continue
             backoff = 0.05
             self.healthy = True
-            if not self._pending and not self._notes and not self._statuses:
+            if not (self._pending or self._notes or self._statuses or self._prices):
                 self._idle.set()
             else:
                 self._wake.set()
@@ -425,7 +436,8 @@ class BalanceWriter:
         pending, self._pending = self._pending, {}
         statuses, self._statuses = self._statuses, {}
         notes, self._notes = self._notes, deque()
-        if not pending and not statuses and not notes:
+        prices, self._prices = self._prices, {}
+        if not pending and not statuses and not notes and not prices:
             return []
         now = utc_now_iso()
         calls: list[tuple[str, bool]] = []  # (account, is_apply)
@@ -461,12 +473,18 @@ class BalanceWriter:
                 ]  # fmt: skip
                 await self._note(keys=keys, args=args, client=pipe)
                 calls.append((note.account, False))
+            if prices:
+                pipe.hset(self._keys.prices, mapping=prices)  # type: ignore[arg-type]
             replies = await pipe.execute(raise_on_error=False)
         except BaseException:
-            self._restore(pending, statuses, notes)
+            self._restore(pending, statuses, notes, prices)
             raise
         results: list[FlushResult] = []
         failed: BaseException | None = None
+        if prices:
+            price_reply = replies.pop()
+            if isinstance(price_reply, BaseException):
+                failed = price_reply
         for (account, _is_apply), reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 failed = reply
@@ -475,7 +493,7 @@ class BalanceWriter:
             results.append(FlushResult(account, max(count, 0), last, count < 0))
         if failed is not None:
             # Scripts are idempotent (compare-and-set), so re-running the whole batch is safe.
-            self._restore(pending, statuses, notes)
+            self._restore(pending, statuses, notes, prices)
             raise failed
         fenced = {r.account for r in results if r.fenced}
         for account in fenced:
@@ -489,7 +507,10 @@ class BalanceWriter:
         pending: dict[str, _PendingAccount],
         statuses: dict[str, _Note],
         notes: deque[_Note],
+        prices: dict[str, bytes],
     ) -> None:
+        prices.update(self._prices)
+        self._prices = prices
         for account, newer in self._pending.items():
             older = pending.get(account)
             if older is None:
