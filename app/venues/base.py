@@ -41,12 +41,17 @@ class AuthRejected(ProtocolError):
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
-    """A request to make. ``url`` may carry secrets; log only ``log_url``."""
+    """A request to make. ``url`` and ``headers`` may carry secrets; log only ``log_url``.
+
+    ``wallet`` names the wallet scope a REST snapshot request reads, for venues that need
+    one request per wallet (SolanaTracker); ``None`` otherwise.
+    """
 
     method: str
     url: str
     log_url: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    wallet: str | None = None
 
     def __repr__(self) -> str:
         return f"HttpRequest({self.method} {self.log_url})"
@@ -63,6 +68,9 @@ class VenueSession(abc.ABC):
 
     def __init__(self, account: AccountConfig) -> None:
         self.account = account
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} account={self.account.id!r}>"
 
     @abc.abstractmethod
     def connect_request(self) -> HttpRequest:
@@ -89,10 +97,29 @@ class VenueSession(abc.ABC):
         """True if the stream itself begins with a full snapshot (BitoPro)."""
         return False
 
+    @property
+    def needs_rest_seed(self) -> bool:
+        """True if every (re)connect must be seeded from REST (the stream sends no snapshot)."""
+        return False
+
     def rest_snapshot_request(self) -> HttpRequest | None:
         """The REST balance snapshot request used to seed, or None if not configured."""
         return None
 
+    def rest_snapshot_requests(self) -> list[HttpRequest]:
+        """The REST requests that seed this connection: empty unless :attr:`needs_rest_seed`.
+
+        Venues that read one wallet per request (SolanaTracker) return several.
+        """
+        if not self.needs_rest_seed:
+            return []
+        request = self.rest_snapshot_request()
+        return [] if request is None else [request]
+
     def parse_rest_snapshot(self, body: bytes) -> list[Event]:
         """Read the REST snapshot body into snapshot events (one per wallet scope)."""
         raise NotImplementedError
+
+    def parse_rest_snapshot_for(self, request: HttpRequest, body: bytes) -> list[Event]:
+        """Read the answer to ``request`` (one of :meth:`rest_snapshot_requests`)."""
+        return self.parse_rest_snapshot(body)

@@ -1,0 +1,221 @@
+"""BitoPro private account-balance stream: signed upgrade headers, snapshot-then-changes frames.
+
+Auth lives only in three headers on the WebSocket upgrade (and on the REST snapshot):
+``X-BITOPRO-APIKEY``, ``X-BITOPRO-PAYLOAD`` (base64 of compact JSON ``{"identity", "nonce"}``)
+and ``X-BITOPRO-SIGNATURE`` (hex HMAC-SHA384 of that base64 string). Nothing is sent after
+connecting. The first frame of a connection carries every currency and replaces the
+account; later frames carry changed currencies. This is the service's hot path, so the
+frame reader is kept deliberately lean.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Final
+
+from app.domain import (
+    EXCHANGE_WALLET,
+    AssetBalance,
+    BalanceSnapshot,
+    BalanceUpdate,
+    Event,
+    ExtraValue,
+    Venue,
+)
+from app.settings import AccountConfig
+from app.venues import _wire as w
+from app.venues.base import HttpRequest, VenueSession
+
+DEFAULT_WS_URL: Final = "wss://stream.bitopro.com:443/ws/v1/pub/auth/account-balance"
+DEFAULT_REST_URL: Final = "https://api.bitopro.com"
+REST_BALANCE_PATH: Final = "/v3/accounts/balance"
+EVENT_ACCOUNT_BALANCE: Final = "ACCOUNT_BALANCE"
+
+_ZERO: Final = Decimal(0)
+_ASSET_CACHE_SIZE: Final = 4096
+_ASSETS: dict[str, str] = {}
+_last_nonce = 0
+
+
+def sign_payload(identity: str, nonce: int, secret: str) -> tuple[str, str]:
+    """The ``X-BITOPRO-PAYLOAD`` and ``X-BITOPRO-SIGNATURE`` header values.
+
+    The signature covers the base64 *string* (padding included), not the raw JSON.
+    """
+    body = json.dumps({"identity": identity, "nonce": nonce}, separators=(",", ":"))
+    payload = base64.b64encode(body.encode("utf-8")).decode("ascii")
+    signature = hmac.new(secret.encode("utf-8"), payload.encode("ascii"), hashlib.sha384)
+    return payload, signature.hexdigest()
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _next_nonce(now_ms: int) -> int:
+    """Unix ms, but strictly increasing within the process (two connects in one ms)."""
+    global _last_nonce
+    _last_nonce = max(now_ms, _last_nonce + 1)
+    return _last_nonce
+
+
+class BitoproSession(VenueSession):
+    """One BitoPro connection: signed headers out, ``ACCOUNT_BALANCE`` frames in."""
+
+    venue = Venue.BITOPRO
+
+    def __init__(
+        self, account: AccountConfig, *, clock_ms: Callable[[], int] = _wall_clock_ms
+    ) -> None:
+        super().__init__(account)
+        self._clock_ms = clock_ms
+        self._got_snapshot = False
+
+    # -- auth --------------------------------------------------------------------------
+
+    def auth_headers(self) -> dict[str, str]:
+        """Freshly signed headers: a new nonce on every call, as the venue requires."""
+        key = self.account.api_key
+        secret = self.account.api_secret
+        email = self.account.email
+        if key is None or secret is None or email is None:
+            raise ValueError(f"account {self.account.id}: api_key, api_secret and email required")
+        nonce = _next_nonce(self._clock_ms())
+        payload, signature = sign_payload(
+            email.get_secret_value(), nonce, secret.get_secret_value()
+        )
+        return {
+            "X-BITOPRO-APIKEY": key.get_secret_value(),
+            "X-BITOPRO-PAYLOAD": payload,
+            "X-BITOPRO-SIGNATURE": signature,
+        }
+
+    def connect_request(self) -> HttpRequest:
+        url = self.account.ws_url or DEFAULT_WS_URL
+        return HttpRequest("GET", url, w.redact_url(url), self.auth_headers())
+
+    @property
+    def stream_has_snapshot(self) -> bool:
+        return True
+
+    # -- frames ------------------------------------------------------------------------
+
+    def on_frame(self, raw: str | bytes) -> tuple[list[Event], list[str]]:
+        """Read one ``ACCOUNT_BALANCE`` frame.
+
+        The first frame of a connection lists every currency and becomes a snapshot; later
+        frames list changed currencies. A later frame, verbatim::
+
+            {
+              "event": "ACCOUNT_BALANCE",
+              "eventID": "88038887-1de1-4521-b411-93440156cb41",
+              "timestamp": 1639553303365,
+              "datetime": "2021-12-15T07:28:23.365Z",
+              "data": {
+                "ADA": {
+                  "currency": "ADA",
+                  "amount": "999999999999.99999999",
+                  "available": "0",
+                  "stake": "0",
+                  "tradable": true
+                }
+              }
+            }
+        """
+        event = w.decode(raw, self._read_frame)
+        self._got_snapshot = True  # only once the frame was accepted whole
+        if isinstance(event, BalanceUpdate) and not event.balances:
+            return [], []
+        return [event], []
+
+    def _read_frame(self, doc: Any) -> Event:
+        if type(doc) is not dict:
+            raise w.reject(w.SCHEMA, "frame: expected an object")
+        kind = doc.get("event")
+        if kind != EVENT_ACCOUNT_BALANCE:
+            if type(kind) is not str:
+                raise w.reject(w.SCHEMA, "event: expected a string")
+            raise w.reject(w.UNKNOWN_EVENT, f"event {kind[:40]!r} is not handled")
+        data = doc.get("data")
+        if type(data) is not dict:
+            raise w.reject(w.SCHEMA, "data: expected an object")
+        if len(data) == 1:  # the hot path: one changed currency
+            for key, item in data.items():
+                balances: tuple[AssetBalance, ...] = (_read_currency(key, item),)
+        else:
+            balances = tuple([_read_currency(key, item) for key, item in data.items()])
+            w.unique_assets((b.asset for b in balances), len(balances), "data")
+        stamp = doc.get("datetime")
+        if stamp is not None:
+            venue_ts: str | None = w.iso_ms(stamp, "datetime")
+        else:
+            millis = doc.get("timestamp")
+            venue_ts = None if millis is None else w.iso_from_epoch(millis, "timestamp")
+        if self._got_snapshot:
+            return BalanceUpdate(balances, venue_ts)
+        return BalanceSnapshot(EXCHANGE_WALLET, balances, venue_ts)
+
+    # -- REST --------------------------------------------------------------------------
+
+    def rest_snapshot_request(self) -> HttpRequest:
+        base = (self.account.rest_url or DEFAULT_REST_URL).rstrip("/")
+        url = base + REST_BALANCE_PATH
+        return HttpRequest("GET", url, w.redact_url(url), self.auth_headers())
+
+    def parse_rest_snapshot(self, body: bytes) -> list[Event]:
+        """``{"data": [{"currency": "btc", "amount": "1.5", "available": "1.0",
+        "stake": "0", "tradable": true}, ...]}``: the whole account."""
+        return [w.decode(body, _read_rest)]
+
+
+def _read_currency(key: object, item: object) -> AssetBalance:
+    if type(item) is not dict:
+        raise w.reject(w.SCHEMA, "data: each currency must be an object")
+    currency = item.get("currency", key)
+    asset = _ASSETS.get(currency) if type(currency) is str else None
+    if asset is None:
+        asset = _remember_asset(w.ident(currency, "currency"))
+    raw_total = item.get("amount")
+    raw_available = item.get("available")
+    total = w.amount(raw_total, "amount")
+    if raw_available == raw_total and type(raw_available) is str:
+        available = total  # the common "nothing locked" case: one parse, not two
+        locked = _ZERO
+    else:
+        available = w.amount(raw_available, "available")
+        if available > total:
+            raise w.reject(w.AMOUNT, "available: exceeds amount")
+        locked = w.subtract(total, available) if available != total else _ZERO
+    extra: dict[str, ExtraValue] = {}
+    stake = item.get("stake")
+    if stake is not None:
+        extra["stake"] = "0" if stake == "0" and type(stake) is str else _stake(stake)
+    tradable = item.get("tradable")
+    if tradable is not None:
+        extra["tradable"] = w.boolean(tradable, "tradable")
+    return AssetBalance(EXCHANGE_WALLET, asset, total, available, locked, asset, extra)
+
+
+def _remember_asset(currency: str) -> str:
+    """Validated currency code -> asset, cached: the same few codes arrive in every frame."""
+    if len(_ASSETS) >= _ASSET_CACHE_SIZE:
+        _ASSETS.clear()
+    asset = _ASSETS[currency] = currency.upper()
+    return asset
+
+
+def _stake(value: object) -> str:
+    return w.plain(w.amount(value, "stake"))
+
+
+def _read_rest(doc: Any) -> Event:
+    data = w.arr(w.obj(doc, "body").get("data"), "data")
+    balances = tuple([_read_currency(None, item) for item in data])
+    w.unique_assets((b.asset for b in balances), len(balances), "data")
+    return BalanceSnapshot(EXCHANGE_WALLET, balances)
