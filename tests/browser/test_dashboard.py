@@ -1,0 +1,354 @@
+"""The dashboard in headless Chromium against the real service and a real change stream.
+
+The service runs in the test's loop on a free port. The test plays the instance that
+owns the accounts' upstream sockets (§12): it holds their leases, so the service under
+test opens no upstream socket and serves the accounts from the change stream, and it
+writes balances and statuses with :class:`BalanceWriter` under those leases, exactly as
+an owner's upstream readers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+import uvicorn
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from app.dashboard import install_dashboard
+from app.domain import AssetBalance
+from app.settings import AccountConfig, Settings
+from app.store import BalanceReader, BalanceWriter, Keys
+from tests.browser.cdp import Browser, Page, find_chromium
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
+
+WALLET = "FV1r15rbNKkJanXLheoJA7fXEq6NDuMJ3bukXuhJWyV1"
+WEB3 = "web3:Ethereum:0x5e1f00000000000000000000000000000000c0de"
+MINT = "Xss1111111111111111111111111111111111111111"
+HOSTILE = '<img src=x onerror="window.__xss=1">'
+TOKEN = "dash-token-123"
+
+OWNER = "owner-elsewhere"
+LEASE = f"{OWNER}:0123456789abcdef"
+WS_NOWHERE, REST_NOWHERE = "ws://127.0.0.1:9", "http://127.0.0.1:9"  # never dialled
+
+ACCOUNTS = [
+    AccountConfig(
+        id="dash-a",
+        venue="bitopro",
+        api_key=SecretStr("k"),
+        api_secret=SecretStr("s"),
+        email=SecretStr("e@example.com"),
+        ws_url=WS_NOWHERE,
+        rest_url=REST_NOWHERE,
+    ),
+    AccountConfig(
+        id="dash-b", venue="sfox", api_key=SecretStr("k"), ws_url=WS_NOWHERE, rest_url=REST_NOWHERE
+    ),
+    AccountConfig(
+        id="dash-c",
+        venue="solanatracker",
+        api_key=SecretStr("k"),
+        wallets=(WALLET,),
+        ws_url=WS_NOWHERE,
+        rest_url=REST_NOWHERE,
+    ),
+]
+
+
+def bal(
+    asset: str, total: str, available: str | None = None, wallet: str = "", symbol: str = ""
+) -> AssetBalance:
+    return AssetBalance.from_total_available(
+        wallet,
+        asset,
+        Decimal(total),
+        Decimal(available if available is not None else total),
+        symbol=symbol or asset,
+    )
+
+
+def status(account: str, venue: str, state: str, **more: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "account": account,
+        "venue": venue,
+        "state": state,
+        "connected_since": None,
+        "reconnects": 0,
+        "last_error": None,
+        "owner": OWNER,
+    }
+    doc.update(more)
+    return doc
+
+
+@dataclass
+class Service:
+    app: FastAPI
+    base: str
+    writer: BalanceWriter
+    reader: BalanceReader
+
+    async def flush(self) -> int:
+        """Write everything submitted; return the seq it reached."""
+        assert await self.writer.drain(5)
+        return await self.reader.current_seq()
+
+
+@pytest.fixture
+def chromium() -> str:
+    binary = find_chromium()
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is required under CI (apt-get install chromium)")
+        pytest.skip("Chromium is not installed (apt-get install chromium, or set $CHROMIUM)")
+    return binary
+
+
+def screenshot_path(tmp_path: Path, name: str) -> Path:
+    folder = os.environ.get("BALAGG_SCREENSHOT_DIR")
+    return (Path(folder) if folder else tmp_path) / name
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    redis_url: str, key_prefix: str, data_dir: Path, tokens: tuple[str, ...] = ()
+) -> AsyncIterator[Service]:
+    from app.service import create_app
+
+    settings = Settings(
+        redis_url=SecretStr(redis_url),
+        key_prefix=key_prefix,
+        host="127.0.0.1",
+        port=0,
+        data_dir=data_dir,
+        api_tokens=tuple(SecretStr(t) for t in tokens),
+        instance_id="test-instance",
+    )
+    app = create_app(settings, accounts=ACCOUNTS)
+    if not any(getattr(route, "path", None) == "/" for route in app.router.routes):
+        install_dashboard(app)
+    keys = Keys(key_prefix)
+    async with contextlib.AsyncExitStack() as stack:
+        client = aioredis.Redis.from_url(redis_url)
+        stack.push_async_callback(client.aclose)
+        for account in ACCOUNTS:  # another instance owns them: this one only serves them
+            await client.set(keys.account(account.id, "lease"), LEASE, px=120_000)
+        writer = BalanceWriter(client, keys, fence=lambda _account: LEASE)
+        writer.start()
+        stack.push_async_callback(writer.close)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            ws="auto",
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        stack.push_async_callback(_stop_server, server, serving)
+        deadline = time.monotonic() + 15
+        while not server.started:
+            assert not serving.done(), "the service failed to start"
+            assert time.monotonic() < deadline, "the service did not start in time"
+            await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield Service(app, f"http://127.0.0.1:{port}", writer, BalanceReader(client, keys))
+
+
+async def _stop_server(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    try:
+        await asyncio.wait_for(serving, 15)
+    except TimeoutError:
+        raise AssertionError("the service did not shut down within 15 s") from None
+
+
+@contextlib.asynccontextmanager
+async def browser_page(chromium: str, tmp_path: Path) -> AsyncIterator[Page]:
+    async with await Browser.launch(chromium, tmp_path / "profile") as browser:
+        page = await browser.new_page(1280, 900)
+        yield page
+        assert page.exceptions == [], page.exceptions
+
+
+def query(attr: str, value: str, inner: str = "") -> str:
+    """JavaScript: the element whose ``attr`` is exactly ``value`` (then ``inner`` within it)."""
+    selector = f'[{attr}="${{CSS.escape({json.dumps(value)})}}"] {inner}'.strip()
+    return f"document.querySelector(`{selector}`)"
+
+
+def cell(account: str, wallet: str, asset: str, field: str) -> str:
+    """JavaScript: the text of one balance cell, or null."""
+    return f"{query('data-cell', f'{account}|{wallet}|{asset}|{field}')}?.textContent ?? null"
+
+
+def total_cell(symbol: str, field: str) -> str:
+    return f"{query('data-total-cell', f'{symbol}|{field}')}?.textContent ?? null"
+
+
+def account_attr(account: str, attr: str) -> str:
+    return f"{query('data-account', account)}?.getAttribute({json.dumps(attr)}) ?? null"
+
+
+def account_text(account: str, inner: str) -> str:
+    return f"{query('data-account', account, inner)}?.textContent ?? null"
+
+
+async def expect(page: Page, expression: str, expected: Any, timeout: float = 10.0) -> None:
+    """Wait until ``expression`` evaluates to ``expected``."""
+    want = json.dumps(expected)
+    probe = f"(() => {{ const v = ({expression}); return {{v, ok: v === {want}}}; }})()"
+    try:
+        await page.wait_for(f"{probe}.ok", timeout)
+    except TimeoutError:
+        last = await page.evaluate(probe)
+        raise AssertionError(f"{expression} is {last['v']!r}, expected {expected!r}") from None
+
+
+async def test_dashboard_follows_the_stream_live(
+    chromium: str, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    async with running_service(redis_url, key_prefix, tmp_path / "data") as svc:
+        # the state before the page opens: it must arrive in the snapshot
+        w = svc.writer
+        w.submit_status("dash-a", status("dash-a", "bitopro", "live"))
+        w.submit_snapshot("dash-a", "bitopro", "", [bal("BTC", "0.1", "0.05"), bal("ETH", "2")])
+        w.submit_status("dash-b", status("dash-b", "sfox", "live", reconnects=2))
+        w.submit_update("dash-b", "sfox", [bal("BTC", "0.2"), bal("USDC", "1000.5", "1000")])
+        w.submit_update("dash-b", "sfox", [bal("USDC", "5", wallet=WEB3)])
+        w.submit_status("dash-c", status("dash-c", "solanatracker", "live"))
+        w.submit_update("dash-c", "solanatracker", [bal(MINT, "3", wallet=WALLET, symbol=HOSTILE)])
+        seq = await svc.flush()
+
+        async with browser_page(chromium, tmp_path) as page:
+            await page.goto(svc.base + "/")
+            await expect(page, "document.querySelector('#conn').dataset.conn", "connected")
+            await expect(page, "document.querySelector('#seq').textContent", str(seq))
+            await expect(page, cell("dash-a", "", "BTC", "total"), "0.1")
+            assert await page.evaluate(cell("dash-a", "", "BTC", "available")) == "0.05"
+            assert await page.evaluate(cell("dash-a", "", "BTC", "locked")) == "0.05"
+            assert await page.evaluate(cell("dash-b", WEB3, "USDC", "total")) == "5"
+            # exact sums: 0.1 + 0.2 is 0.30000000000000004 in floating point
+            await expect(page, total_cell("BTC", "total"), "0.3")
+            assert await page.evaluate(total_cell("BTC", "available")) == "0.25"
+            assert await page.evaluate(total_cell("BTC", "locked")) == "0.05"
+            assert await page.evaluate(total_cell("BTC", "accounts")) == "2"
+            assert await page.evaluate(total_cell("USDC", "total")) == "1005.5"
+            assert await page.evaluate(total_cell("USDC", "usd")) == "1,005.50"
+            assert await page.evaluate(account_attr("dash-a", "data-state")) == "live"
+            assert await page.evaluate(account_text("dash-a", "[data-badge]")) == "live"
+            assert await page.evaluate(account_text("dash-b", "[data-reconnects]")) == "2"
+            # strings from venues are text, never markup
+            assert await page.evaluate(cell("dash-c", WALLET, MINT, "symbol")) == HOSTILE
+            assert await page.evaluate("document.querySelectorAll('main img').length") == 0
+            assert await page.evaluate("window.__xss === undefined")
+            assert (
+                await page.evaluate(
+                    "window.balanceDashboard.sumDec(['999999999999.99999999', '0.00000001', '-1'])"
+                )
+                == "999999999999"
+            )
+
+            # changes arrive without a reload
+            await page.evaluate("window.__samePage = true")
+            w.submit_snapshot("dash-a", "bitopro", "", [bal("BTC", "0.15", "0.1")])  # ETH gone
+            w.submit_event("dash-b", "order", {"id": "o-1", "side": "buy", "qty": "0.5"})
+            await svc.flush()
+            await expect(page, cell("dash-a", "", "BTC", "total"), "0.15")
+            await expect(page, total_cell("BTC", "total"), "0.35")
+            await expect(page, cell("dash-a", "", "ETH", "total"), None)
+            await expect(page, total_cell("ETH", "total"), None)
+            changed = query("data-cell", "dash-a||BTC|total")
+            assert await page.evaluate(f"{changed}.dataset.changed") == "1"
+            await expect(page, "document.querySelector('#events [data-kind=order]') !== null", True)
+            assert await page.evaluate("window.__samePage") is True
+
+            # the account goes stale: shown dimmed, never hidden or zeroed
+            w.submit_status(
+                "dash-a", status("dash-a", "bitopro", "stale", reconnects=1, last_error="timeout")
+            )
+            await svc.flush()
+            await expect(page, account_attr("dash-a", "data-state"), "stale")
+            assert await page.evaluate(account_text("dash-a", "[data-badge]")) == "stale"
+            assert await page.evaluate(account_text("dash-a", "[data-reconnects]")) == "1"
+            assert await page.evaluate(account_text("dash-a", "[data-error]")) == "timeout"
+            stale_row = query("data-row", "dash-a||BTC")
+            assert await page.evaluate(f"{stale_row}.dataset.stale") == "true"
+            assert await page.evaluate(f"{stale_row}.querySelector('.tag').textContent") == "stale"
+            assert await page.evaluate(cell("dash-a", "", "BTC", "total")) == "0.15"
+            assert await page.evaluate(account_attr("dash-b", "data-state")) == "live"
+            shot = await page.screenshot(screenshot_path(tmp_path, "dashboard-stale.png"))
+            print(f"screenshot: {shot}")
+
+            # and recovers
+            w.submit_status("dash-a", status("dash-a", "bitopro", "live", reconnects=1))
+            await svc.flush()
+            await expect(page, account_attr("dash-a", "data-state"), "live")
+            await expect(page, f"{stale_row}.dataset.stale", "false")
+            assert await page.evaluate(f"{stale_row}.querySelector('.tag')") is None
+
+            # a dropped connection resumes from the last seq and misses nothing
+            await page.evaluate("window.balanceDashboard.reconnect()")
+            w.submit_update("dash-b", "sfox", [bal("BTC", "0.25")])
+            seq = await svc.flush()
+            await expect(page, cell("dash-b", "", "BTC", "total"), "0.25")
+            await expect(page, total_cell("BTC", "total"), "0.4")
+            await expect(page, "document.querySelector('#seq').textContent", str(seq))
+            await expect(page, "document.querySelector('#conn').dataset.conn", "connected")
+            assert await page.evaluate("window.__samePage") is True
+            shot = await page.screenshot(screenshot_path(tmp_path, "dashboard.png"))
+            print(f"screenshot: {shot}")
+    assert time.monotonic() - started < 40
+
+
+async def test_dashboard_asks_for_a_token_when_the_service_requires_one(
+    chromium: str, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    async with running_service(redis_url, key_prefix, tmp_path / "data", (TOKEN,)) as svc:
+        svc.writer.submit_status("dash-a", status("dash-a", "bitopro", "live"))
+        svc.writer.submit_update("dash-a", "bitopro", [bal("BTC", "1.5", "1")])
+        await svc.flush()
+        # the page and its assets hold no data and load without a token
+        async with aiohttp.ClientSession() as http:
+            for path in ("/", "/static/app.js", "/static/app.css"):
+                async with http.get(svc.base + path) as resp:
+                    assert resp.status == 200, path
+            async with http.get(svc.base + "/v1/accounts") as resp:
+                assert resp.status == 401
+
+        async with browser_page(chromium, tmp_path) as page:
+            await page.goto(svc.base + "/")
+            await expect(page, "document.querySelector('#token-form').hidden", False)
+            await expect(page, "document.querySelector('#conn').dataset.conn", "unauthorized")
+            await page.evaluate(
+                f"document.querySelector('#token-input').value = {json.dumps(TOKEN)};"
+                "document.querySelector('#token-form').requestSubmit()"
+            )
+            await expect(page, cell("dash-a", "", "BTC", "total"), "1.5")
+            await expect(page, "document.querySelector('#conn').dataset.conn", "connected")
+            assert await page.evaluate("document.querySelector('#token-form').hidden") is True
+            await expect(page, total_cell("BTC", "total"), "1.5")
+
+            # ?token= in the page address works too, and is taken out of the address bar
+            await page.evaluate("sessionStorage.clear()")
+            await page.goto(f"{svc.base}/?token={TOKEN}")
+            await expect(page, cell("dash-a", "", "BTC", "total"), "1.5")
+            assert await page.evaluate("location.search") == ""
