@@ -29,7 +29,7 @@ from app.domain import (
 )
 from app.settings import AccountConfig
 from app.venues import _wire as w
-from app.venues.base import AuthRejected, HttpRequest, VenueSession
+from app.venues.base import AuthRejected, HttpRequest, ProtocolError, VenueSession
 
 DEFAULT_WS_URL: Final = "wss://ws.sfox.com/ws"
 DEFAULT_REST_URL: Final = "https://api.sfox.com"
@@ -60,6 +60,7 @@ class SfoxSession(VenueSession):
     def __init__(self, account: AccountConfig) -> None:
         super().__init__(account)
         self._last_sequence: int | None = None
+        self._envelope_sequence: int | None = None
         self._authenticated = False
         self._subscribed = False
 
@@ -94,9 +95,21 @@ class SfoxSession(VenueSession):
 
         Balance events come before a :class:`SequenceGap` in the returned list, so a
         caller that resyncs on the gap has applied the (newer) balances first. A stale
-        frame (sequence not above the last one) yields only the gap.
+        frame (sequence not above the last one) yields only the gap. A rejected frame
+        changes nothing but the sequence counter, and that only when it came in order.
         """
-        outcome = w.decode(raw, self._read_frame)
+        self._envelope_sequence = None
+        try:
+            outcome = w.decode(raw, self._read_frame)
+        except ProtocolError:
+            # A refused frame that arrived in order still used up its sequence number:
+            # without this the next good frame would look like a gap and force a resync,
+            # while the connection is meant to carry on past a bad frame. Nothing of the
+            # frame is applied, and a frame out of order leaves the counter alone.
+            seq, last = self._envelope_sequence, self._last_sequence
+            if seq is not None and (last is None or seq == last + 1):
+                self._last_sequence = seq
+            raise
         self._last_sequence = outcome.last_sequence
         self._authenticated = outcome.authenticated
         self._subscribed = outcome.subscribed
@@ -108,7 +121,7 @@ class SfoxSession(VenueSession):
         last = self._last_sequence
         gap: SequenceGap | None = None
         if sequence is not None:
-            sequence = w.integer(sequence, "sequence")
+            sequence = self._envelope_sequence = w.integer(sequence, "sequence")
             if last is not None and sequence != last + 1:
                 gap = SequenceGap(last + 1, sequence)
                 if sequence <= last:  # older than what is applied: ignore its content

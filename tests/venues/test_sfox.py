@@ -159,14 +159,15 @@ def test_held_is_locked_and_inconsistent_figures_derive_locked() -> None:
     assert eth.total == eth.available + eth.locked
 
 
-def test_authenticate_error_raises_auth_rejected_and_keeps_state() -> None:
+def test_authenticate_error_raises_auth_rejected() -> None:
     s = SfoxSession(account("sfox"))
     with pytest.raises(AuthRejected) as info:
         s.on_frame(control("error", "authenticate", 1, error=f"invalid api key {CANARY_KEY}"))
     assert info.value.reason == "auth"
     assert CANARY_KEY not in str(info.value)
     assert "invalid api key" in str(info.value)
-    assert s.last_sequence is None and not s.subscribed
+    assert not s.subscribed
+    assert s.on_frame(control("success", "authenticate", 2))[1] == [SUBSCRIBE_MESSAGE]
 
 
 def test_error_without_action_refuses_what_is_pending(vector: Callable[[str], bytes]) -> None:
@@ -177,7 +178,7 @@ def test_error_without_action_refuses_what_is_pending(vector: Callable[[str], by
     with pytest.raises(ProtocolError) as info:
         s.on_frame(b'{"type":"error","sequence":2,"payload":{"error":"unknown feed"}}')
     assert info.value.reason == "subscribe"
-    assert s.last_sequence == 1 and not s.subscribed
+    assert not s.subscribed
 
 
 def test_subscribe_error_is_a_subscribe_protocol_error(vector: Callable[[str], bytes]) -> None:
@@ -187,7 +188,7 @@ def test_subscribe_error_is_a_subscribe_protocol_error(vector: Callable[[str], b
         s.on_frame(control("error", "subscribe", 2, error="no such feed"))
     assert info.value.reason == "subscribe"
     assert not isinstance(info.value, AuthRejected)
-    assert not s.subscribed and s.last_sequence == 1
+    assert not s.subscribed
 
 
 def test_other_control_replies_pass_through() -> None:
@@ -292,16 +293,41 @@ def test_malformed_frames_are_rejected_whole(case: str, raw: bytes, reason: str)
     with pytest.raises(ProtocolError) as info:
         s.on_frame(raw)
     assert info.value.reason == reason, case
-    assert s.last_sequence == 2  # the rejected frame's sequence was not taken
     for canary in CANARIES:
         assert canary not in str(info.value)
+    # an in-order frame used its number up even though refused; the connection carries on
+    consumed = orjson.loads(raw).get("sequence") == 3 if raw.startswith(b"{") else False
+    assert s.last_sequence == (3 if consumed else 2)
+    events, _ = s.on_frame(message(s.last_sequence + 1, [item("eth", "1", "1", "0")]))
+    assert [type(e) for e in events] == [BalanceUpdate]
 
 
-def test_one_bad_item_rejects_the_frame_with_its_sequence() -> None:
+def test_one_bad_item_rejects_the_whole_frame() -> None:
     s = SfoxSession(account("sfox"))
     s.on_frame(message(2))
     with pytest.raises(ProtocolError):
         s.on_frame(message(3, [item("btc", "1", "1", "0"), item("eth", "x", "1", "0")]))
+    assert s.last_sequence == 3  # received in order: its number is used, nothing applied
+
+
+def test_refused_frame_out_of_order_keeps_the_gap_visible() -> None:
+    s = SfoxSession(account("sfox"))
+    s.on_frame(message(2))
+    with pytest.raises(ProtocolError):
+        s.on_frame(message(7, [item("eth", "x", "1", "0")]))  # a gap, and unreadable
+    assert s.last_sequence == 2
+    events, _ = s.on_frame(message(8, [item("eth", "1", "1", "0")]))
+    assert events[-1] == SequenceGap(3, 8)
+    # a stale frame is older than what is applied: reported, its content never read
+    assert s.on_frame(message(5, [item("eth", "x", "1", "0")])) == ([SequenceGap(9, 5)], [])
+    assert s.last_sequence == 8
+
+
+def test_frame_unreadable_before_its_sequence_changes_nothing() -> None:
+    s = SfoxSession(account("sfox"))
+    s.on_frame(message(2))
+    with pytest.raises(ProtocolError):
+        s.on_frame(b'{"sequence":3,"recipient":"private.user.balances","payload":[{"curr')
     assert s.last_sequence == 2
 
 
