@@ -1,0 +1,691 @@
+"""The HTTP surface: REST (SPEC §8), the ``/v1/stream`` WebSocket (§9) and ``/metrics``.
+
+Every read is served from the :class:`~app.hub.StreamHub` mirror, never from a Redis
+round trip, so a response's ``seq`` always matches the state it shows. Amounts are
+strings everywhere; bodies are built with orjson (pydantic models below describe them for
+the OpenAPI document at ``/docs`` and are not on the hot path). Every error, including
+unknown routes, wrong methods and invalid parameters, is ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal, InvalidOperation, localcontext
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import FastAPI, Path, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.websockets import WebSocketDisconnect
+
+from app.auth import OPEN_PATHS, RequestGuard, error_body
+from app.domain import BalanceRecord
+from app.hub import StreamHub, Subscriber
+from app.logs import SCRUBBER
+from app.runtime import Runtime
+from app.settings import ACCOUNT_ID_RE, Settings
+from app.store import decimal_str
+
+log = logging.getLogger(__name__)
+
+MAX_CLIENT_FRAME = 16 * 1024
+MAX_FILTER_ITEMS = 1_000
+_ASSET_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
+_READY_NAMES_SHOWN = 20
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets.server")
+
+STABLECOINS = frozenset({"USD", "USDC", "USDT", "USDM"})
+# Solana mints valued at 1 USD without a market price: only these exact mints, because a
+# token's symbol is chosen by whoever minted it and "USDC" alone proves nothing.
+STABLE_MINTS = {
+    "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v": "USDC",
+    "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB": "USDT",
+}
+_MINT_VENUES = frozenset({"solanatracker"})
+
+JSON = "application/json"
+
+
+# ---------------------------------------------------------------------------------------
+# Response models (OpenAPI)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["unknown_account"])
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Balance(BaseModel):
+    """One (account, wallet, asset) record. Amounts are exact decimal strings."""
+
+    account: str
+    venue: str
+    wallet: str = Field(description='"" for an exchange account, else the wallet')
+    asset: str = Field(description="upper-cased currency code, or the Solana mint address")
+    symbol: str | None
+    total: str = Field(examples=["1.5"])
+    available: str = Field(examples=["1"])
+    locked: str = Field(examples=["0.5"])
+    updated_at: str
+    venue_ts: str | None
+    stale: bool = Field(description="true while the account's state is not live")
+    extra: dict[str, str | bool | int | None]
+
+
+class BalancesResponse(BaseModel):
+    seq: int = Field(description="change-stream position this state is current at")
+    balances: list[Balance]
+
+
+class Total(BaseModel):
+    symbol: str
+    total: str
+    available: str
+    locked: str
+    accounts: int = Field(description="how many accounts hold it")
+    usd: str | None = Field(description="total valued in the quote currency; null if unpriced")
+
+
+class TotalsResponse(BaseModel):
+    seq: int
+    totals: list[Total]
+    unpriced: list[str] = Field(description="symbols with a non-zero total and no known price")
+
+
+AccountStateName = Literal["connecting", "syncing", "live", "stale", "auth_failed", "disabled"]
+
+
+class AccountStatus(BaseModel):
+    account: str
+    venue: str
+    state: AccountStateName
+    connected_since: str | None
+    last_message_at: str | None
+    reconnects: int
+    last_error: str | None
+    owner: str | None = Field(description="instance holding the account's lease")
+
+
+class AccountsResponse(BaseModel):
+    accounts: list[AccountStatus]
+
+
+class ResyncAccepted(BaseModel):
+    account: str
+    status: Literal["accepted"]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reasons: list[str]
+    error: ErrorDetail | None = None
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "Bad request",
+        401: "Missing or wrong bearer token",
+        404: "Not found",
+        422: "Invalid parameters",
+        503: "Unavailable",
+    }
+    return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(content=body, status_code=status, media_type=JSON)
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return _json(error_body(code, message), status)
+
+
+def _short(value: str) -> str:
+    return repr(value[:64] + ("…" if len(value) > 64 else ""))
+
+
+class _BadParam(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def split_list(
+    values: Iterable[str] | None, name: str, pattern: re.Pattern[str]
+) -> list[str] | None:
+    """``a,b`` and repeated parameters alike; ``None`` when the filter is absent."""
+    if values is None:
+        return None
+    items = [item.strip() for value in values for item in value.split(",")]
+    items = [item for item in items if item]
+    if not items:
+        return None
+    if len(items) > MAX_FILTER_ITEMS:
+        raise _BadParam(f"{name}: at most {MAX_FILTER_ITEMS} values")
+    for item in items:
+        if not pattern.match(item):
+            raise _BadParam(f"{name}: {_short(item)} is not a valid value")
+    return items
+
+
+def _runtime(request: Request | WebSocket) -> Runtime | None:
+    return getattr(request.app.state, "runtime", None)
+
+
+def _not_started() -> Response:
+    return _error(503, "not_started", "the service is starting")
+
+
+def _d(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except (InvalidOperation, TypeError):
+        return Decimal(0)
+
+
+def parse_prices(raw: dict[Any, Any]) -> dict[str, Decimal]:
+    """``P:prices`` hash (mint -> JSON with ``price_usd``) -> exact prices."""
+    out: dict[str, Decimal] = {}
+    for mint, doc_raw in raw.items():
+        try:
+            doc = json.loads(doc_raw, parse_float=Decimal)
+            price = doc.get("price_usd") if isinstance(doc, dict) else None
+            if price is None:
+                continue
+            value = Decimal(str(price)) if not isinstance(price, Decimal) else price
+        except (ValueError, InvalidOperation, TypeError):
+            continue
+        if value.is_finite() and value >= 0:
+            out[mint.decode() if isinstance(mint, bytes) else str(mint)] = value
+    return out
+
+
+def unit_price(
+    record: BalanceRecord, mint_prices: dict[str, Decimal], static: dict[str, Decimal]
+) -> Decimal | None:
+    """USD per unit of a record's asset, or None when nothing trustworthy is known.
+
+    Mints: the market price learned for that mint, else a static price keyed by the mint,
+    else 1 for the known stablecoin mints. Exchange assets: a static price keyed by the
+    asset or symbol, else 1 for USD, USDC, USDT and USDM.
+    """
+    if record.venue in _MINT_VENUES:
+        price = mint_prices.get(record.asset)
+        if price is None:
+            price = static.get(record.asset)
+        if price is None and record.asset in STABLE_MINTS:
+            price = Decimal(1)
+        return price
+    symbol = (record.symbol or record.asset).upper()
+    price = static.get(record.asset)
+    if price is None:
+        price = static.get(symbol)
+    if price is None and symbol in STABLECOINS:
+        price = Decimal(1)
+    return price
+
+
+def value_totals(
+    records: Iterable[BalanceRecord],
+    mint_prices: dict[str, Decimal],
+    static: dict[str, Decimal],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Exact sums per symbol and their USD value (null when any holding is unpriced)."""
+    rows: dict[str, dict[str, Any]] = {}
+    with localcontext() as ctx:
+        ctx.prec = 100  # sums and products of exact amounts stay exact
+        for r in records:
+            symbol = r.symbol or r.asset
+            row = rows.get(symbol)
+            if row is None:
+                row = rows[symbol] = {
+                    "total": Decimal(0),
+                    "available": Decimal(0),
+                    "locked": Decimal(0),
+                    "accounts": set(),
+                    "usd": Decimal(0),
+                    "priced": True,
+                }
+            row["total"] += r.total
+            row["available"] += r.available
+            row["locked"] += r.locked
+            row["accounts"].add(r.account)
+            if r.total != 0:
+                price = unit_price(r, mint_prices, static)
+                if price is None:
+                    row["priced"] = False
+                else:
+                    row["usd"] += price * r.total
+    totals: list[dict[str, Any]] = []
+    unpriced: list[str] = []
+    for symbol in sorted(rows):
+        row = rows[symbol]
+        if not row["priced"]:
+            unpriced.append(symbol)
+        totals.append(
+            {
+                "symbol": symbol,
+                "total": decimal_str(row["total"]),
+                "available": decimal_str(row["available"]),
+                "locked": decimal_str(row["locked"]),
+                "accounts": len(row["accounts"]),
+                "usd": decimal_str(row["usd"]) if row["priced"] else None,
+            }
+        )
+    return totals, unpriced
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Routes
+
+
+# Parameter declarations shared by the routes (module level: FastAPI resolves them by name).
+AccountFilter = Annotated[
+    list[str] | None,
+    Query(description="account ids, comma-separated or repeated", max_length=1000),
+]
+AssetFilter = Annotated[
+    list[str] | None,
+    Query(description="asset codes or mints, comma-separated or repeated", max_length=1000),
+]
+NonzeroFlag = Annotated[bool, Query(description="only records with a non-zero amount")]
+AccountPath = Annotated[str, Path(description="account id", max_length=256)]
+Quote = Annotated[Literal["USD"], Query(description="quote currency")]
+
+
+def install_routes(app: FastAPI, settings: Settings) -> None:
+    """Every route, the error handlers and the request guard (auth, size caps)."""
+    app.add_middleware(RequestGuard, tokens=settings.api_tokens)
+    # The server and its WebSocket library log request headers at DEBUG: scrub secrets at
+    # the loggers themselves, so every handler (not only ours) gets the scrubbed text.
+    for name in _SERVER_LOGGERS:
+        logging.getLogger(name).addFilter(SCRUBBER)
+    _install_error_handlers(app)
+    if settings.api_tokens:
+        _declare_bearer_auth(app)
+
+    @app.get(
+        "/v1/balances",
+        response_model=BalancesResponse,
+        responses=_errors(401, 422, 503),
+        tags=["balances"],
+        summary="Current balances of every account",
+    )
+    async def get_balances(
+        request: Request,
+        account: AccountFilter = None,
+        asset: AssetFilter = None,
+        nonzero: NonzeroFlag = False,
+    ) -> Response:
+        rt = _runtime(request)
+        if rt is None:
+            return _not_started()
+        try:
+            accounts = split_list(account, "account", ACCOUNT_ID_RE)
+            assets = split_list(asset, "asset", _ASSET_RE)
+        except _BadParam as exc:
+            return _error(422, "invalid_request", exc.message)
+        return _json(rt.hub.balances_body(accounts, assets, nonzero))
+
+    @app.get(
+        "/v1/balances/{account}",
+        response_model=BalancesResponse,
+        responses=_errors(401, 404, 422, 503),
+        tags=["balances"],
+        summary="Current balances of one account",
+    )
+    async def get_account_balances(
+        request: Request,
+        account: AccountPath,
+        asset: AssetFilter = None,
+        nonzero: NonzeroFlag = False,
+    ) -> Response:
+        rt = _runtime(request)
+        if rt is None:
+            return _not_started()
+        if not rt.hub.has_account(account):
+            return _error(404, "unknown_account", f"no account {_short(account)}")
+        try:
+            assets = split_list(asset, "asset", _ASSET_RE)
+        except _BadParam as exc:
+            return _error(422, "invalid_request", exc.message)
+        return _json(rt.hub.balances_body([account], assets, nonzero))
+
+    @app.get(
+        "/v1/totals",
+        response_model=TotalsResponse,
+        responses=_errors(401, 422, 503),
+        tags=["balances"],
+        summary="Exact totals per symbol across accounts, valued in the quote currency",
+    )
+    async def get_totals(
+        request: Request,
+        quote: Quote = "USD",
+        account: AccountFilter = None,
+    ) -> Response:
+        rt = _runtime(request)
+        if rt is None:
+            return _not_started()
+        try:
+            accounts = split_list(account, "account", ACCOUNT_ID_RE)
+        except _BadParam as exc:
+            return _error(422, "invalid_request", exc.message)
+        mint_prices = await _mint_prices(request, rt)
+        hub = rt.hub
+        seq = hub.seq
+        # no await between reading seq and the records: they describe the same state
+        totals, unpriced = value_totals(
+            hub.records(accounts), mint_prices, dict(rt.settings.static_prices)
+        )
+        return _json(orjson.dumps({"seq": seq, "totals": totals, "unpriced": unpriced}))
+
+    @app.get(
+        "/v1/accounts",
+        response_model=AccountsResponse,
+        responses=_errors(401, 503),
+        tags=["accounts"],
+        summary="Lifecycle state of every configured account",
+    )
+    async def get_accounts(request: Request) -> Response:
+        rt = _runtime(request)
+        if rt is None:
+            return _not_started()
+        return _json(orjson.dumps({"accounts": rt.hub.account_views()}))
+
+    @app.post(
+        "/v1/accounts/{account}/resync",
+        status_code=202,
+        response_model=ResyncAccepted,
+        responses=_errors(401, 404, 422, 503),
+        tags=["accounts"],
+        summary="Reconnect the account's upstream socket and re-seed it",
+    )
+    async def post_resync(request: Request, account: AccountPath) -> Response:
+        rt = _runtime(request)
+        if rt is None:
+            return _not_started()
+        try:
+            await rt.supervisor.resync(account)
+        except KeyError:
+            return _error(404, "unknown_account", f"no account {_short(account)}")
+        except (RedisError, OSError) as exc:
+            return _error(
+                503, "unavailable", f"resync could not be requested ({type(exc).__name__})"
+            )
+        return _json(orjson.dumps({"account": account, "status": "accepted"}), 202)
+
+    @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
+    async def healthz() -> Response:
+        return _json(b'{"status":"ok"}')
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready, with reasons"}},
+        tags=["health"],
+        summary="Readiness: Redis answers and every enabled account has left connecting",
+    )
+    async def readyz(request: Request) -> Response:
+        reasons = await readiness_problems(_runtime(request))
+        if not reasons:
+            return _json(b'{"ready":true,"reasons":[]}')
+        doc = {
+            "ready": False,
+            "reasons": reasons,
+            "error": {"code": "not_ready", "message": "; ".join(reasons)[:1000]},
+        }
+        return _json(orjson.dumps(doc), 503)
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics (text format)",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    )
+    async def metrics(request: Request) -> Response:
+        rt = _runtime(request)
+        if rt is None:
+            return _not_started()
+        rt.metrics.pending_writes.set(rt.writer.pending_keys())
+        return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/v1/stream")
+    async def stream(websocket: WebSocket) -> None:
+        await serve_stream(websocket)
+
+
+async def _mint_prices(request: Request, rt: Runtime) -> dict[str, Decimal]:
+    """Mint prices from ``P:prices``; the last good read if Redis does not answer."""
+    cache: dict[str, Decimal] = getattr(request.app.state, "mint_prices", {})
+    try:
+        raw = await asyncio.wait_for(rt.redis.hgetall(rt.keys.prices), 2)
+    except (RedisError, OSError, TimeoutError):
+        return cache
+    prices = parse_prices(raw)
+    request.app.state.mint_prices = prices
+    return prices
+
+
+async def readiness_problems(rt: Runtime | None) -> list[str]:
+    """Why the instance should not take traffic yet (empty when ready)."""
+    if rt is None:
+        return ["the service is starting"]
+    reasons: list[str] = []
+    try:
+        await asyncio.wait_for(rt.redis.ping(), 2)
+    except (RedisError, OSError, TimeoutError) as exc:
+        reasons.append(f"redis does not answer PING ({type(exc).__name__})")
+    if not rt.writer.healthy:
+        reasons.append(f"redis writes are failing ({rt.writer.last_error or 'error'})")
+    hub = rt.hub
+    if not hub.loaded:
+        reasons.append("balance state not loaded from redis yet")
+    elif not hub.reader_ok:
+        reasons.append(f"change stream reader is reconnecting ({hub.last_reader_error})")
+    waiting = [
+        a.id for a in rt.accounts if a.enabled and hub.account_view(a.id)["state"] == "connecting"
+    ]
+    if waiting:
+        shown = ", ".join(waiting[:_READY_NAMES_SHOWN])
+        more = f" and {len(waiting) - _READY_NAMES_SHOWN} more" if len(waiting) > 20 else ""
+        reasons.append(f"still connecting: {shown}{more}")
+    return reasons
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        message = str(exc.detail) if exc.detail else code.replace("_", " ")
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            message = "no such route"
+        response = _error(exc.status_code, code, message)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return _error(422, "invalid_request", _validation_message(exc))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error(
+            "unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__
+        )
+        return _error(500, "internal_error", "internal error")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, internal_error)
+
+
+def _declare_bearer_auth(app: FastAPI) -> None:
+    """Tell the OpenAPI document which routes need the bearer token."""
+    build: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"}
+        }
+        schema["security"] = [{"bearer": []}]
+        for path, ops in schema.get("paths", {}).items():
+            if path in OPEN_PATHS:
+                for op in ops.values():
+                    op["security"] = []
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------------------
+# /v1/stream
+
+
+def _ws_error(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"code": code, "message": message}}
+
+
+def _since(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 19:
+        raise _BadParam("since: expected a non-negative integer seq")
+    return int(value)
+
+
+async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(_json(error_body(code, message), status))
+    else:
+        await websocket.close(1008, code)
+
+
+def _op_filter(doc: dict[str, Any], name: str, pattern: re.Pattern[str]) -> list[str] | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _BadParam(f"{name}: expected a list of strings or null")
+    return split_list(value, name, pattern)
+
+
+def handle_client_frame(hub: StreamHub, sub: Subscriber, message: Mapping[str, Any]) -> None:
+    """One client frame: ``subscribe`` and ``ping``; anything else gets an error frame."""
+    text = message.get("text")
+    if text is None:
+        hub.send_control(sub, _ws_error("unsupported", "send JSON text frames"))
+        return
+    if len(text) > MAX_CLIENT_FRAME:
+        hub.send_control(sub, _ws_error("too_large", f"frames are capped at {MAX_CLIENT_FRAME}"))
+        return
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        hub.send_control(sub, _ws_error("bad_json", "frame is not valid JSON"))
+        return
+    op = doc.get("op") if isinstance(doc, dict) else None
+    if op == "ping":
+        hub.send_control(sub, {"type": "pong"})
+    elif op == "subscribe":
+        assert isinstance(doc, dict)
+        try:
+            accounts = _op_filter(doc, "accounts", ACCOUNT_ID_RE)
+            assets = _op_filter(doc, "assets", _ASSET_RE)
+        except _BadParam as exc:
+            hub.send_control(sub, _ws_error("bad_request", exc.message))
+            return
+        hub.resubscribe(sub, accounts, assets)
+    else:
+        hub.send_control(
+            sub, _ws_error("unknown_op", 'expected {"op": "subscribe", ...} or {"op": "ping"}')
+        )
+
+
+async def serve_stream(websocket: WebSocket) -> None:
+    """One downstream client from handshake to close (auth already checked by the guard)."""
+    rt = _runtime(websocket)
+    params = websocket.query_params
+    try:
+        accounts = split_list(params.getlist("accounts"), "accounts", ACCOUNT_ID_RE)
+        assets = split_list(params.getlist("assets"), "assets", _ASSET_RE)
+        since = _since(params.get("since"))
+    except _BadParam as exc:
+        await _deny(websocket, 400, "invalid_request", exc.message)
+        return
+    if rt is None:
+        await _deny(websocket, 503, "not_started", "the service is starting")
+        return
+    hub = rt.hub
+    await websocket.accept()
+    sub = await hub.subscribe(accounts, assets, since)
+    sub.attach(websocket)
+    frames = asyncio.create_task(_client_frames(websocket, hub, sub))
+    closed = asyncio.create_task(sub.wait_closed())
+    try:
+        # ends when the client leaves, or when the hub closed it (slow client, shutdown)
+        await asyncio.wait((frames, closed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        frames.cancel()
+        closed.cancel()
+        hub.unsubscribe(sub)
+        await sub.detach()
+
+
+async def _client_frames(websocket: WebSocket, hub: StreamHub, sub: Subscriber) -> None:
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            handle_client_frame(hub, sub, message)
+    except (WebSocketDisconnect, RuntimeError):
+        return

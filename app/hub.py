@@ -1,0 +1,928 @@
+"""The stream hub: an in-memory mirror of the Redis state and the ``/v1/stream`` fan-out.
+
+Where it sits::
+
+    Redis P:changes --XREAD BLOCK (one reader per process, own connection)--> StreamHub
+        |-- mirror: records, statuses, seq       REST and /metrics read it (no Redis trip)
+        |-- ring: the last messages              resume with ``since`` without Redis
+        `-- one Subscriber per /v1/stream client bounded, conflating queue + a sender task
+
+The mirror is loaded atomically (:meth:`BalanceReader.snapshot`) and then applies every
+change in ``seq`` order, so ``seq`` and the state it describes always agree. A gap in
+``seq`` (the stream was trimmed past this reader) or a ``seq`` that went backwards (Redis
+lost its data) reloads the mirror and sends every client a fresh snapshot.
+
+Staleness is an account property: a record is ``stale`` while its account's state is not
+``live``. Balance messages carry ``"stale": false`` (the venue just confirmed the value);
+REST, snapshots and the metrics apply the account's current state, and clients apply
+``status`` messages the same way.
+
+Each change is serialized once, by the Redis write script, and the same text object is
+handed to every client. A client that cannot keep up has its pending messages conflated
+(the newest per (account, wallet, asset) wins), so its memory is bounded by the number of
+keys, not by the update rate; one whose socket accepts nothing while more than
+``client_max_lag`` messages arrive for it is closed with code 1013 and can resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+
+from app.domain import BalanceRecord
+from app.runtime import Runtime
+from app.store import (
+    BalanceReader,
+    Change,
+    ResyncRequired,
+    StateSnapshot,
+    decimal_str,
+    field_name,
+)
+
+log = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN_LATER = 1013
+
+_STALE_FALSE = b'"stale":false}'
+_STALE_TRUE = b'"stale":true}'
+_BALANCE_AT = b',"balance":'
+_READ_COUNT = 1_000  # changes per XREAD: bounds one fan-out burst between sender turns
+_REPLAY_CHUNK = 10_000
+_RING_MAX = 10_000
+_CLOSE_WAIT = 3.0
+_CACHE_MAX = 64
+
+Key = tuple[str, str, str]
+"""Conflation key: (account, wallet, asset) for balances, (account, "", "") for status."""
+
+
+class ClientSocket(Protocol):
+    """What the hub needs from a downstream connection (a Starlette ``WebSocket`` fits)."""
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+@dataclass(slots=True)
+class Message:
+    """One frame for downstream clients, shared by all of them (serialized once)."""
+
+    seq: int  # 0 for per-client control frames (snapshot, pong, error)
+    account: str
+    asset: str
+    key: Key | None  # None: never conflated (events, control frames)
+    text: str  # "" for a change about an account this instance does not serve
+    received: float = 0.0  # perf_counter when the hub read it; 0 for control frames
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One record of the mirror, kept as the exact JSON the stream carried."""
+
+    raw: bytes  # record JSON ending in "stale":false}
+    wallet: str
+    asset: str
+    symbol: str | None
+    total: str
+    available: str
+    locked: str
+
+    @property
+    def nonzero(self) -> bool:
+        return not (self.total == "0" and self.available == "0" and self.locked == "0")
+
+    def json(self, stale: bool) -> bytes:
+        if stale and self.raw.endswith(_STALE_FALSE):
+            return self.raw[: -len(_STALE_FALSE)] + _STALE_TRUE
+        return self.raw
+
+
+class _AccountMirror:
+    """The records of one account, kept sorted by field name (wallet|asset) for output."""
+
+    __slots__ = ("entries", "venue")
+
+    def __init__(self, venue: str) -> None:
+        self.venue = venue
+        self.entries: dict[str, _Entry] = {}
+
+    def put(self, name: str, entry: _Entry) -> None:
+        known = name in self.entries
+        self.entries[name] = entry
+        if not known:
+            # values change in place far more often than keys appear: sort only then
+            self.entries = dict(sorted(self.entries.items()))
+
+    def remove(self, name: str) -> None:
+        self.entries.pop(name, None)
+
+
+def record_json(record: BalanceRecord) -> bytes:
+    """A record in the field order the Redis write script produces (``stale`` last)."""
+    return orjson.dumps(
+        {
+            "account": record.account,
+            "venue": record.venue,
+            "wallet": record.wallet,
+            "asset": record.asset,
+            "symbol": record.symbol,
+            "total": decimal_str(record.total),
+            "available": decimal_str(record.available),
+            "locked": decimal_str(record.locked),
+            "extra": dict(record.extra),
+            "updated_at": record.updated_at,
+            "venue_ts": record.venue_ts,
+            "stale": False,
+        }
+    )
+
+
+def _parse_change(change: Change, received: float) -> tuple[Message, dict[str, Any]]:
+    """The shared frame of a change, plus its decoded form for the mirror."""
+    doc: dict[str, Any] = orjson.loads(change.message)
+    kind = doc.get("type")
+    key: Key | None = None
+    if kind == "balance":
+        record = doc["balance"]
+        key = (change.account, str(record["wallet"]), str(record["asset"]))
+    elif kind == "removed":
+        key = (change.account, str(doc["wallet"]), str(doc["asset"]))
+    elif kind == "status":
+        key = (change.account, "", "")
+    text = change.message.decode()
+    return Message(change.seq, change.account, change.asset, key, text, received), doc
+
+
+def normalize_assets(assets: Iterable[str] | None) -> frozenset[str] | None:
+    """Asset filters match the code as given and upper-cased (``btc`` finds ``BTC``)."""
+    if assets is None:
+        return None
+    out: set[str] = set()
+    for asset in assets:
+        out.add(asset)
+        out.add(asset.upper())
+    return frozenset(out)
+
+
+class Subscriber:
+    """One ``/v1/stream`` client: its filter, its bounded queue and its sender task.
+
+    The queue keeps every message while it holds at most ``limit``; past that it switches
+    to conflation, keeping only the newest message per key (events and control frames are
+    never dropped), and stays conflating until it drains. A replaced message is removed
+    and its successor appended, so the queue stays in ``seq`` order and the last ``seq`` a
+    client received is always a correct resume point.
+    """
+
+    def __init__(
+        self,
+        hub: StreamHub,
+        accounts: frozenset[str] | None,
+        assets: frozenset[str] | None,
+        limit: int,
+    ) -> None:
+        self._hub = hub
+        self.accounts = accounts
+        self.assets = assets
+        self.limit = limit
+        self._queue: OrderedDict[object, Message] = OrderedDict()
+        self._conflating = False
+        self._serial = 0
+        self._wake = asyncio.Event()
+        self.close_code: int | None = None
+        self.holding = False  # a replay is being read from Redis: do not send yet
+        self.epoch = 0  # bumped whenever a fresh snapshot supersedes the queue
+        self.stalled = 0  # messages queued since the socket last accepted one
+        self.conflated = 0
+        self.sent = 0
+        self.peak_pending = 0
+        self.closed = asyncio.Event()
+        self._socket: ClientSocket | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._in_send = False
+        self._closer: asyncio.Task[None] | None = None
+
+    # -- filter ------------------------------------------------------------------------
+
+    def matches(self, msg: Message) -> bool:
+        if self.accounts is not None and msg.account not in self.accounts:
+            return False
+        if self.assets is not None and msg.key is not None and msg.key[2]:
+            return msg.asset in self.assets
+        return True
+
+    # -- queue -------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def push(self, msg: Message) -> None:
+        queue = self._queue
+        if self._conflating and msg.key is not None:
+            if queue.pop(msg.key, None) is not None:
+                self.conflated += 1
+                self._hub.count_conflated(1)
+            queue[msg.key] = msg
+        else:
+            self._serial += 1
+            queue[self._serial] = msg
+            if not self._conflating and len(queue) > self.limit:
+                self._conflate()
+        self.stalled += 1
+        if len(queue) > self.peak_pending:
+            self.peak_pending = len(queue)
+        self._wake.set()
+
+    def _conflate(self) -> None:
+        """Keep the newest message per key, in order; from now on conflate on arrival."""
+        newest: set[Key] = set()
+        kept: list[tuple[object, Message]] = []
+        for slot, msg in reversed(self._queue.items()):
+            if msg.key is None:
+                kept.append((slot, msg))
+            elif msg.key not in newest:
+                newest.add(msg.key)
+                kept.append((msg.key, msg))
+        dropped = len(self._queue) - len(kept)
+        self._queue = OrderedDict(reversed(kept))
+        self._conflating = True
+        if dropped:
+            self.conflated += dropped
+            self._hub.count_conflated(dropped)
+
+    def clear(self) -> None:
+        self._queue.clear()
+        self._conflating = False
+        self.stalled = 0
+
+    def prepend(self, messages: Sequence[Message]) -> None:
+        """Put a replay before what arrived live while it was being read."""
+        live = list(self._queue.values())
+        self.clear()
+        for msg in (*messages, *live):
+            self.push(msg)
+        self.stalled = 0
+
+    # -- sending -----------------------------------------------------------------------
+
+    def attach(self, socket: ClientSocket) -> None:
+        """Start the sender: from now on it is the only writer of ``socket``."""
+        self._socket = socket
+        self._task = asyncio.create_task(self._pump(socket), name="stream-client")
+
+    async def _pump(self, socket: ClientSocket) -> None:
+        metrics = self._hub.metrics
+        observe = metrics.event_lag_seconds.observe
+        queue_pop = self._pop
+        try:
+            while self.close_code is None:
+                await self._wake.wait()
+                self._wake.clear()
+                sent = 0
+                while self.close_code is None and not self.holding:
+                    msg = queue_pop()
+                    if msg is None:
+                        break
+                    self._in_send = True
+                    await socket.send_text(msg.text)
+                    self._in_send = False
+                    self.stalled = 0
+                    sent += 1
+                    if msg.received:
+                        observe(time.perf_counter() - msg.received)
+                if sent:
+                    self.sent += sent
+                    metrics.downstream_messages.inc(sent)
+        except Exception as exc:  # the peer went away mid-send
+            log.debug("stream client send failed: %s", type(exc).__name__)
+            self.closed.set()
+            return
+        await self._close_socket(socket, self.close_code)
+
+    def _pop(self) -> Message | None:
+        if not self._queue:
+            return None
+        _slot, msg = self._queue.popitem(last=False)
+        if not self._queue:
+            self._conflating = False
+        return msg
+
+    def request_close(self, code: int) -> None:
+        """Close with ``code`` after the message being sent; a stuck send is abandoned."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.clear()  # nothing more will be sent: release it now
+        self._wake.set()
+        task, socket = self._task, self._socket
+        if task is None or socket is None:
+            self.closed.set()
+        elif self._in_send and not task.done():
+            # the peer reads nothing, so the send never finishes: cancel it and close
+            task.cancel()
+            self._closer = asyncio.create_task(self._close_socket(socket, code))
+
+    async def _close_socket(self, socket: ClientSocket, code: int) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(socket.close(code), _CLOSE_WAIT)
+        self.closed.set()
+
+    async def wait_closed(self) -> None:
+        await self.closed.wait()
+
+    async def detach(self) -> None:
+        """Stop the sender (the connection ended)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.closed.set()
+
+
+class _BalanceCollector(Collector):
+    """``balagg_balance{account,asset,field}`` for non-zero balances, from the mirror.
+
+    Wallets of one account holding the same asset are summed, so every label set is
+    unique (a Solana account may track several wallets holding one mint).
+    """
+
+    def __init__(self, hub: StreamHub) -> None:
+        self._hub = hub
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "balagg_balance",
+            "Current balance per account and asset (non-zero only; wallets summed)",
+            labels=["account", "asset", "field"],
+        )
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = self._family()
+        for (account, asset), sums in self._hub.balance_sums().items():
+            for name, value in zip(("total", "available", "locked"), sums, strict=True):
+                # the exposition format is float text; prometheus_client converts it there
+                family.add_metric([account, asset, name], value)  # type: ignore[arg-type]
+        return [family]
+
+
+class StreamHub:
+    """In-memory mirror of the balance state plus the downstream fan-out (one per process).
+
+    Public surface used by :mod:`app.api` and the service lifespan:
+
+    - ``start()`` / ``stop()`` (stop closes every client with 1001); ``close_clients(code)``
+    - ``seq``, ``loaded``, ``reader_ok``: the mirror's position and health
+    - ``balances_body(accounts, assets, nonzero)``: the ``GET /v1/balances`` JSON bytes
+    - ``records(accounts)``, ``account_views(accounts)``, ``has_account(account)``
+    - ``subscribe(accounts, assets, since)`` -> :class:`Subscriber`; ``resubscribe``,
+      ``send_control``, ``unsubscribe``
+    """
+
+    def __init__(self, runtime: Runtime, *, block_ms: int = 1_000, refresh_s: float = 1.5) -> None:
+        self.rt = runtime
+        self.metrics = runtime.metrics
+        self.seq = 0
+        self.loaded = False
+        self.version = 0  # bumped on every mirror change; response caches key on it
+        self.reader_ok = False
+        self.last_reader_error = ""
+        self.reloads = 0
+        self.ring_size = max(1, min(runtime.settings.client_max_lag, _RING_MAX))
+        self._ring: deque[Message] = deque()
+        self._accounts: dict[str, _AccountMirror] = {
+            a.id: _AccountMirror(a.venue) for a in runtime.accounts
+        }
+        self._enabled = {a.id: a.enabled for a in runtime.accounts}
+        self._statuses: dict[str, dict[str, Any]] = {}
+        self._last_message_at: dict[str, str] = {}
+        self._live: dict[str, bool] = dict.fromkeys(self._accounts, False)
+        self.subscribers: set[Subscriber] = set()  # every connected client
+        self._active: set[Subscriber] = set()  # those still fed (not being closed)
+        self._block_ms = block_ms
+        self._refresh_s = refresh_s
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stream_client: aioredis.Redis | None = None
+        self._stream_reader: BalanceReader | None = None
+        self._reload_needed = False
+        self._collector: _BalanceCollector | None = None
+        self._cache: dict[object, bytes] = {}
+        self._cache_version = -1
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the mirror and start the change-stream reader and the status refresher.
+
+        If Redis does not answer yet the service still starts (serving nothing, readyz
+        503) and the reader keeps trying to load.
+        """
+        pool = self.rt.redis.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        # XREAD BLOCK holds its connection: give it one of its own, with room for the block
+        kwargs["socket_timeout"] = self._block_ms / 1000 + 10
+        self._stream_client = aioredis.Redis(
+            connection_pool=aioredis.ConnectionPool(
+                connection_class=pool.connection_class, max_connections=2, **kwargs
+            )
+        )
+        self._stream_reader = BalanceReader(self._stream_client, self.rt.keys)
+        try:
+            await asyncio.wait_for(self._reload(), 10)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("state not loaded yet (%s); retrying in the background", exc)
+            self._reload_needed = True
+        self._collector = _BalanceCollector(self)
+        self.metrics.registry.register(self._collector)
+        self._tasks = [
+            asyncio.create_task(self._follow(), name="hub-follow"),
+            asyncio.create_task(self._refresh(), name="hub-refresh"),
+        ]
+
+    async def stop(self) -> None:
+        """Close every client with 1001, stop the reader, release its connection."""
+        await self.close_clients(CLOSE_GOING_AWAY)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._collector is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.registry.unregister(self._collector)
+            self._collector = None
+        if self._stream_client is not None:
+            await self._stream_client.aclose()
+            self._stream_client = None
+
+    async def close_clients(self, code: int = CLOSE_GOING_AWAY, timeout: float = 3.0) -> None:
+        """Ask every client to close with ``code`` and wait (bounded) until they have."""
+        subs = list(self.subscribers)
+        for sub in subs:
+            self.close(sub, code)
+        if subs:
+            waits = [asyncio.ensure_future(s.wait_closed()) for s in subs]
+            _done, pending = await asyncio.wait(waits, timeout=timeout)
+            for fut in pending:
+                fut.cancel()
+
+    # -- the mirror --------------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        self._install(await self.rt.reader.snapshot(self.rt.account_ids))
+
+    def _install(self, snapshot: StateSnapshot) -> None:
+        first = not self.loaded
+        for mirror in self._accounts.values():
+            mirror.entries = {}
+        for record in snapshot.records:
+            target = self._accounts.get(record.account)
+            if target is None:
+                continue
+            target.put(
+                field_name(record.wallet, record.asset),
+                _Entry(
+                    raw=record_json(record),
+                    wallet=record.wallet,
+                    asset=record.asset,
+                    symbol=record.symbol,
+                    total=decimal_str(record.total),
+                    available=decimal_str(record.available),
+                    locked=decimal_str(record.locked),
+                ),
+            )
+        self._statuses = {}
+        self._last_message_at = {}
+        for account, status in snapshot.statuses.items():
+            status = dict(status)
+            last = status.pop("last_message_at", None)
+            if last:
+                self._last_message_at[account] = str(last)
+            if status:
+                self._statuses[account] = status
+        for account in self._accounts:
+            self._live[account] = self._state_of(account) == "live"
+        self.seq = snapshot.seq
+        self._ring.clear()
+        self.loaded = True
+        self.version += 1
+        if not first:
+            self.reloads += 1
+            log.info("mirror reloaded at seq %d; sending clients a fresh snapshot", self.seq)
+        for sub in self._active:
+            self._send_snapshot(sub)
+
+    def _state_of(self, account: str) -> str:
+        if not self._enabled.get(account, True):
+            return "disabled"
+        status = self._statuses.get(account)
+        state = status.get("state") if status else None
+        return str(state) if state else "connecting"
+
+    def _apply(self, msg: Message, doc: Mapping[str, Any], raw: bytes) -> bool:
+        """Apply one change to the mirror; False if its account is not served here."""
+        mirror = self._accounts.get(msg.account)
+        if mirror is None:
+            return False
+        kind = doc.get("type")
+        if kind == "balance":
+            record = doc["balance"]
+            at = raw.find(_BALANCE_AT)
+            body = raw[at + len(_BALANCE_AT) : -1] if at >= 0 else orjson.dumps(record)
+            entry = _Entry(
+                raw=body,
+                wallet=str(record["wallet"]),
+                asset=str(record["asset"]),
+                symbol=record.get("symbol"),
+                total=str(record["total"]),
+                available=str(record["available"]),
+                locked=str(record["locked"]),
+            )
+            mirror.put(field_name(entry.wallet, entry.asset), entry)
+        elif kind == "removed":
+            mirror.remove(field_name(str(doc["wallet"]), str(doc["asset"])))
+        elif kind == "status":
+            status = dict(doc["account"])
+            status.pop("last_message_at", None)
+            self._statuses[msg.account] = status
+            self._live[msg.account] = self._state_of(msg.account) == "live"
+        return True
+
+    # -- the change-stream reader ------------------------------------------------------
+
+    async def _follow(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                if self._reload_needed:
+                    await self._reload()
+                    self._reload_needed = False
+                assert self._stream_reader is not None
+                changes = await self._stream_reader.read_after(
+                    self.seq, self._block_ms, count=_READ_COUNT
+                )
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.reader_ok = False
+                self.last_reader_error = type(exc).__name__
+                self.metrics.redis_errors.labels("stream_read").inc()
+                log.warning(
+                    "change stream read failed (%s); retrying in %.2fs", type(exc).__name__, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.05
+            self.reader_ok = True
+            self.last_reader_error = ""
+            if changes:
+                self._take(changes)
+
+    def _take(self, changes: Sequence[Change]) -> None:
+        """Apply and fan out one batch in seq order; a gap means the mirror must reload."""
+        self._check_stalled()
+        self.version += 1
+        received = time.perf_counter()
+        ring = self._ring
+        ring_size = self.ring_size
+        subscribers = self._active
+        for change in changes:
+            if change.seq <= self.seq:
+                continue
+            if change.seq != self.seq + 1:
+                log.warning(
+                    "change stream skipped from seq %d to %d (trimmed); reloading",
+                    self.seq,
+                    change.seq,
+                )
+                self._reload_needed = True
+                return
+            try:
+                msg, doc = _parse_change(change, received)
+                visible = self._apply(msg, doc, change.message)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("unreadable change at seq %d (%s); skipped", change.seq, exc)
+                msg = Message(change.seq, change.account, change.asset, None, "")
+                visible = False
+            self.seq = change.seq
+            if not visible:
+                msg.text = ""
+            ring.append(msg)
+            if len(ring) > ring_size:
+                ring.popleft()
+            if visible:
+                for sub in subscribers:
+                    if sub.matches(msg):
+                        sub.push(msg)
+
+    def _check_stalled(self) -> None:
+        limit = self.rt.settings.client_max_lag
+        for sub in list(self._active):
+            if sub.pending and sub.stalled > limit and not sub.holding:
+                log.info(
+                    "closing a stream client that accepted nothing while %d messages queued",
+                    sub.stalled,
+                )
+                self.metrics.downstream_disconnects.labels("slow").inc()
+                self.close(sub, CLOSE_TRY_AGAIN_LATER)
+
+    def close(self, sub: Subscriber, code: int) -> None:
+        """Stop feeding ``sub`` and close its connection with ``code``."""
+        self._active.discard(sub)
+        sub.request_close(code)
+
+    async def _refresh(self) -> None:
+        """``last_message_at`` is not streamed: poll it; also notice a Redis that lost data."""
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            try:
+                await self.refresh_once()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.metrics.redis_errors.labels("status_read").inc()
+                log.debug("status refresh failed: %s", type(exc).__name__)
+
+    async def refresh_once(self) -> None:
+        ids = self.rt.account_ids
+        seen = self.seq  # Redis can only be at or past this unless it lost data
+        pipe = self.rt.redis.pipeline(transaction=False)
+        pipe.get(self.rt.keys.seq)
+        for account in ids:
+            pipe.hget(self.rt.keys.account(account, "status"), "last_message_at")
+        replies = await pipe.execute()
+        current = int(replies[0]) if replies[0] is not None else 0
+        changed = False
+        for account, value in zip(ids, replies[1:], strict=True):
+            if value is not None:
+                text = value.decode() if isinstance(value, bytes) else str(value)
+                if self._last_message_at.get(account) != text:
+                    self._last_message_at[account] = text
+                    changed = True
+        if changed:
+            self.version += 1
+        if self.loaded and current < seen:
+            log.warning("Redis seq went back from %d to %d; reloading", seen, current)
+            self._reload_needed = True
+
+    # -- subscribers -------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        accounts: Iterable[str] | None,
+        assets: Iterable[str] | None,
+        since: int | None,
+    ) -> Subscriber:
+        """Register a client; queue a snapshot, or the replay after ``since`` if resumable.
+
+        Returns before anything is sent; call :meth:`Subscriber.attach` to start sending.
+        """
+        sub = Subscriber(
+            self,
+            frozenset(accounts) if accounts is not None else None,
+            normalize_assets(assets),
+            self.rt.settings.client_buffer,
+        )
+        self.subscribers.add(sub)
+        self._active.add(sub)
+        self.metrics.downstream_clients.set(len(self.subscribers))
+        if since is None or not self._resumable(since):
+            self._send_snapshot(sub)
+            return sub
+        replay = self._from_ring(since)
+        if replay is not None:
+            for msg in replay:
+                if msg.text and sub.matches(msg):
+                    sub.push(msg)
+            sub.stalled = 0
+            return sub
+        await self._replay_from_redis(sub, since)
+        return sub
+
+    def _resumable(self, since: int) -> bool:
+        return self.loaded and 0 <= self.seq - since <= self.rt.settings.client_max_lag
+
+    def _from_ring(self, since: int) -> list[Message] | None:
+        if since == self.seq:
+            return []
+        ring = self._ring
+        if not ring or ring[0].seq > since + 1:
+            return None
+        start = since + 1 - ring[0].seq
+        return [ring[i] for i in range(start, len(ring))]
+
+    async def _replay_from_redis(self, sub: Subscriber, since: int) -> None:
+        """Live messages queue behind while the missed ones are read from the stream."""
+        upto = self.seq
+        epoch = sub.epoch
+        sub.holding = True
+        replay: list[Message] = []
+        try:
+            cursor = since
+            while cursor < upto:
+                batch = await self.rt.reader.changes_since(
+                    cursor, limit=min(_REPLAY_CHUNK, upto - cursor)
+                )
+                if not batch:
+                    raise ResyncRequired(f"changes after seq {cursor} are gone")
+                for change in batch:
+                    if change.seq > upto:
+                        break
+                    msg, _doc = _parse_change(change, 0.0)
+                    if msg.account in self._accounts and sub.matches(msg):
+                        replay.append(msg)
+                    cursor = change.seq
+        except (ResyncRequired, RedisError, OSError, TimeoutError, ValueError, KeyError) as exc:
+            log.info("resume after seq %d not possible (%s); sending a snapshot", since, exc)
+            if sub.epoch == epoch:
+                self._send_snapshot(sub)
+            return
+        if sub.epoch != epoch:
+            return  # a fresh snapshot superseded the replay meanwhile
+        sub.holding = False
+        sub.prepend(replay)
+
+    def resubscribe(
+        self, sub: Subscriber, accounts: Iterable[str] | None, assets: Iterable[str] | None
+    ) -> None:
+        """Replace the filter; everything pending is superseded by a fresh snapshot."""
+        sub.accounts = frozenset(accounts) if accounts is not None else None
+        sub.assets = normalize_assets(assets)
+        self._send_snapshot(sub)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+        self._active.discard(sub)
+        self.metrics.downstream_clients.set(len(self.subscribers))
+
+    def send_control(self, sub: Subscriber, doc: Mapping[str, Any]) -> None:
+        """A per-client frame (pong, error), sent in order with everything else."""
+        sub.push(Message(0, "", "", None, orjson.dumps(doc).decode()))
+
+    def count_conflated(self, n: int) -> None:
+        self.metrics.downstream_conflated.inc(n)
+
+    def _send_snapshot(self, sub: Subscriber) -> None:
+        sub.epoch += 1
+        sub.holding = False
+        sub.clear()
+        sub.push(self._snapshot_message(sub.accounts, sub.assets))
+        sub.stalled = 0
+
+    def _snapshot_message(
+        self, accounts: frozenset[str] | None, assets: frozenset[str] | None
+    ) -> Message:
+        body = b'{"type":"snapshot","seq":%d,"balances":%b,"accounts":%b}' % (
+            self.seq,
+            self._records_array(accounts, assets, nonzero=False),
+            orjson.dumps(self.account_views(accounts)),
+        )
+        return Message(0, "", "", None, body.decode())
+
+    # -- reads (REST, metrics) ---------------------------------------------------------
+
+    def has_account(self, account: str) -> bool:
+        return account in self._accounts
+
+    @property
+    def account_ids(self) -> list[str]:
+        return list(self._accounts)
+
+    def _records_array(
+        self,
+        accounts: frozenset[str] | None,
+        assets: frozenset[str] | None,
+        nonzero: bool,
+    ) -> bytes:
+        parts: list[bytes] = []
+        for account, mirror in self._accounts.items():
+            if accounts is not None and account not in accounts:
+                continue
+            stale = not self._live[account]
+            for entry in mirror.entries.values():
+                if assets is not None and entry.asset not in assets:
+                    continue
+                if nonzero and not entry.nonzero:
+                    continue
+                parts.append(entry.json(stale))
+        return b"[" + b",".join(parts) + b"]"
+
+    def balances_body(
+        self,
+        accounts: Iterable[str] | None = None,
+        assets: Iterable[str] | None = None,
+        nonzero: bool = False,
+    ) -> bytes:
+        """``{"seq", "balances"}`` as JSON bytes, consistent with ``seq`` (cached per version)."""
+        acc = frozenset(accounts) if accounts is not None else None
+        ast = normalize_assets(assets)
+        if self._cache_version != self.version:
+            self._cache.clear()
+            self._cache_version = self.version
+        key = (acc, ast, nonzero)
+        body = self._cache.get(key)
+        if body is None:
+            body = b'{"seq":%d,"balances":%b}' % (self.seq, self._records_array(acc, ast, nonzero))
+            if len(self._cache) < _CACHE_MAX:
+                self._cache[key] = body
+        return body
+
+    def records(self, accounts: Iterable[str] | None = None) -> Iterator[BalanceRecord]:
+        """Every record of ``accounts`` (all by default) with ``stale`` applied."""
+        wanted = None if accounts is None else set(accounts)
+        for account, mirror in self._accounts.items():
+            if wanted is not None and account not in wanted:
+                continue
+            stale = not self._live[account]
+            for entry in mirror.entries.values():
+                yield _to_record(account, mirror.venue, entry, stale)
+
+    def balance_sums(self) -> dict[tuple[str, str], tuple[Decimal, Decimal, Decimal]]:
+        """Per (account, asset), wallets summed, non-zero records only: the gauges."""
+        out: dict[tuple[str, str], tuple[Decimal, Decimal, Decimal]] = {}
+        for account, mirror in self._accounts.items():
+            for entry in mirror.entries.values():
+                if not entry.nonzero:
+                    continue
+                values = _amounts(entry)
+                key = (account, entry.asset)
+                prev = out.get(key)
+                if prev is not None:
+                    values = (prev[0] + values[0], prev[1] + values[1], prev[2] + values[2])
+                out[key] = values
+        return out
+
+    def account_view(self, account: str) -> dict[str, Any]:
+        """The lifecycle status of one configured account, defaults where nothing is known.
+
+        An account with no status yet is ``connecting``; one disabled in this instance's
+        configuration is ``disabled`` whatever Redis still holds from an earlier run.
+        """
+        mirror = self._accounts[account]
+        view: dict[str, Any] = {
+            "account": account,
+            "venue": mirror.venue,
+            "state": "connecting",
+            "connected_since": None,
+            "last_message_at": None,
+            "reconnects": 0,
+            "last_error": None,
+            "owner": None,
+        }
+        status = self._statuses.get(account)
+        if status:
+            view.update({k: v for k, v in status.items() if k in view})
+        view["account"] = account
+        view["venue"] = mirror.venue
+        view["state"] = self._state_of(account)
+        view["last_message_at"] = self._last_message_at.get(account, view["last_message_at"])
+        return view
+
+    def account_views(self, accounts: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        wanted = None if accounts is None else set(accounts)
+        return [self.account_view(a) for a in self._accounts if wanted is None or a in wanted]
+
+
+def _amounts(entry: _Entry) -> tuple[Decimal, Decimal, Decimal]:
+    try:
+        return Decimal(entry.total), Decimal(entry.available), Decimal(entry.locked)
+    except InvalidOperation:
+        return Decimal(0), Decimal(0), Decimal(0)
+
+
+def _to_record(account: str, venue: str, entry: _Entry, stale: bool) -> BalanceRecord:
+    doc = orjson.loads(entry.raw)
+    total, available, locked = _amounts(entry)
+    return BalanceRecord(
+        account=account,
+        venue=venue,
+        wallet=entry.wallet,
+        asset=entry.asset,
+        symbol=entry.symbol,
+        total=total,
+        available=available,
+        locked=locked,
+        updated_at=str(doc.get("updated_at") or ""),
+        venue_ts=doc.get("venue_ts"),
+        stale=stale,
+        extra=doc.get("extra") or {},
+    )

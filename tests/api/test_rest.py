@@ -1,0 +1,228 @@
+"""REST over a real socket: filters, errors, valuation, accounts, resync and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import VENUE, Service, ServiceFactory, StubSupervisor, account, bal
+from tests.api.conftest import status_doc as doc
+
+WALLET = "FV1r15rbNKkJanXLheoJA7fXEq6NDuMJ3bukXuhJWyV1"
+BONK = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263"
+USDC_MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+FAKE_USDC = "FakeUSDCmint1111111111111111111111111111111"
+
+
+def assert_error(status: int, body: Any, expected_status: int, code: str | None = None) -> None:
+    assert status == expected_status, body
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code
+
+
+async def seed(svc: Service) -> None:
+    o = svc.owner
+    o.submit_snapshot(
+        "ex-a", VENUE, "", [bal("BTC", "1.5", "1"), bal("ETH", "0"), bal("USDT", "10")]
+    )
+    o.submit_snapshot("ex-b", VENUE, "", [bal("BTC", "0.25"), bal("USDM", "3.5", "1.5")])
+    o.submit_status("ex-a", doc("ex-a", "live"))
+    o.submit_status("ex-b", doc("ex-b", "stale"))
+    await svc.settle()
+
+
+async def test_balances_filters_and_stale(service_factory: ServiceFactory) -> None:
+    async with service_factory([account("ex-a"), account("ex-b")]) as svc:
+        await seed(svc)
+        status, body = await svc.get("/v1/balances")
+        assert status == 200 and body["seq"] == svc.hub.seq
+        rows = [(r["account"], r["asset"], r["total"], r["stale"]) for r in body["balances"]]
+        assert rows == [
+            ("ex-a", "BTC", "1.5", False),
+            ("ex-a", "ETH", "0", False),
+            ("ex-a", "USDT", "10", False),
+            ("ex-b", "BTC", "0.25", True),
+            ("ex-b", "USDM", "3.5", True),
+        ]
+        btc = body["balances"][0]
+        assert (btc["available"], btc["locked"], btc["wallet"], btc["venue"]) == (
+            "1",
+            "0.5",
+            "",
+            VENUE,
+        )
+        _s, body = await svc.get("/v1/balances", nonzero="true")
+        assert "ETH" not in {r["asset"] for r in body["balances"]}
+        _s, body = await svc.get("/v1/balances", asset="btc")
+        assert [(r["account"], r["asset"]) for r in body["balances"]] == [
+            ("ex-a", "BTC"),
+            ("ex-b", "BTC"),
+        ]
+        async with svc.http.get(svc.base + "/v1/balances?account=ex-b&asset=BTC&asset=USDM") as r:
+            body = await r.json()
+        assert [r["asset"] for r in body["balances"]] == ["BTC", "USDM"]
+        _s, body = await svc.get("/v1/balances", account="ex-a,ex-b", asset="USDT,USDM")
+        assert len(body["balances"]) == 2
+        _s, body = await svc.get("/v1/balances", account="nobody")
+        assert body["balances"] == []
+
+        status, one = await svc.get("/v1/balances/ex-b")
+        assert status == 200 and [r["asset"] for r in one["balances"]] == ["BTC", "USDM"]
+        status, one = await svc.get("/v1/balances/ex-b", nonzero="1", asset="usdm")
+        assert [r["asset"] for r in one["balances"]] == ["USDM"]
+
+        # the account goes live: every record of it turns fresh at once
+        svc.owner.submit_status("ex-b", doc("ex-b", "live"))
+        await svc.settle()
+        _s, one = await svc.get("/v1/balances/ex-b")
+        assert not any(r["stale"] for r in one["balances"])
+
+
+async def test_errors_have_one_shape(service_factory: ServiceFactory) -> None:
+    async with service_factory([account("ex-a")]) as svc:
+        assert_error(*(await svc.get("/v1/balances/nobody")), 404, "unknown_account")
+        assert_error(*(await svc.get("/v1/balances", nonzero="maybe")), 422, "invalid_request")
+        assert_error(*(await svc.get("/v1/balances", account="Not An Id")), 422)
+        assert_error(*(await svc.get("/v1/balances", asset="bad asset!")), 422)
+        assert_error(*(await svc.get("/v1/balances/ex-a", asset="$$$")), 422)
+        assert_error(*(await svc.get("/v1/totals", quote="EUR")), 422)
+        assert_error(*(await svc.get("/v1/nothing-here")), 404, "not_found")
+        async with svc.http.delete(svc.base + "/v1/balances") as r:
+            assert_error(r.status, await r.json(), 405, "method_not_allowed")
+        async with svc.http.post(svc.base + "/v1/accounts/ex-a/resync", data=b"x" * (1 << 20)) as r:
+            assert_error(r.status, await r.json(), 413, "payload_too_large")
+        async with svc.http.get(svc.base + "/v1/balances?" + "a=1&" * 5000) as r:
+            assert_error(r.status, await r.json(), 414)
+        async with svc.http.get(svc.base + "/v1/balances/" + "x" * 300) as r:
+            assert r.status in (404, 422)
+            assert_error(r.status, await r.json(), r.status)
+
+
+async def test_totals_are_exact_and_valued(service_factory: ServiceFactory) -> None:
+    accounts = [account("ex-a"), account("ex-b"), account("sol", venue="solanatracker")]
+    async with service_factory(accounts, static_prices={"BTC": Decimal("65000.5")}) as svc:
+        await seed(svc)
+        o = svc.owner
+        o.submit_update(
+            "sol",
+            "solanatracker",
+            [
+                bal(BONK, "123456.000001", wallet=WALLET, symbol="BONK"),
+                bal(USDC_MINT, "2.25", wallet=WALLET, symbol="USDC"),
+                bal(FAKE_USDC, "1000", wallet=WALLET, symbol="USDC"),
+                bal("UnknownMint11111111111111111111111111111111", "5", wallet=WALLET),
+            ],
+        )
+        o.submit_price(BONK, {"price_usd": "0.00002345", "symbol": "BONK", "decimals": 5})
+        await svc.settle()
+        status, body = await svc.get("/v1/totals", quote="USD")
+        assert status == 200 and body["seq"] == svc.hub.seq
+        totals = {t["symbol"]: t for t in body["totals"]}
+        assert totals["BTC"] == {
+            "symbol": "BTC",
+            "total": "1.75",
+            "available": "1.25",
+            "locked": "0.5",
+            "accounts": 2,
+            "usd": str(Decimal("1.75") * Decimal("65000.5")),
+        }
+        assert totals["USDT"]["usd"] == "10"
+        assert totals["USDM"]["usd"] == "3.5" and totals["USDM"]["locked"] == "2"
+        assert totals["BONK"]["usd"] == str(Decimal("123456.000001") * Decimal("0.00002345"))
+        assert totals["ETH"]["usd"] == "0"  # nothing held: nothing to price
+        # a mint that merely calls itself USDC is not worth a dollar
+        assert totals["USDC"]["total"] == "1002.25" and totals["USDC"]["usd"] is None
+        assert set(body["unpriced"]) == {"USDC", "UnknownMint11111111111111111111111111111111"}
+        for row in body["totals"]:
+            for field in ("total", "available", "locked"):
+                assert isinstance(row[field], str)
+            assert row["usd"] is None or isinstance(row["usd"], str)
+
+        status, body = await svc.get("/v1/totals", account="ex-a")
+        assert {t["symbol"] for t in body["totals"]} == {"BTC", "ETH", "USDT"}
+
+
+async def test_accounts_and_resync(service_factory: ServiceFactory) -> None:
+    accounts = [account("ex-a"), account("ex-b"), account("off", enabled=False)]
+    async with service_factory(accounts) as svc:
+        svc.owner.submit_status("ex-a", doc("ex-a", "live"))
+        svc.owner.touch("ex-a", VENUE, "2026-01-02T03:04:05.678Z")
+        await svc.settle()
+        await svc.hub.refresh_once()  # last_message_at is polled, not streamed
+        status, body = await svc.get("/v1/accounts")
+        assert status == 200
+        views = {a["account"]: a for a in body["accounts"]}
+        assert list(views) == ["ex-a", "ex-b", "off"]
+        assert views["ex-a"]["state"] == "live" and views["ex-a"]["owner"] == "test-owner"
+        assert views["ex-a"]["last_message_at"] == "2026-01-02T03:04:05.678Z"
+        assert views["ex-b"]["state"] == "connecting"
+        assert views["off"]["state"] == "disabled"
+        for view in views.values():
+            assert set(view) == {
+                "account",
+                "venue",
+                "state",
+                "connected_since",
+                "last_message_at",
+                "reconnects",
+                "last_error",
+                "owner",
+            }
+
+        async with svc.http.post(svc.base + "/v1/accounts/ex-b/resync") as r:
+            assert r.status == 202 and (await r.json())["account"] == "ex-b"
+        supervisor = svc.runtime.supervisor
+        assert isinstance(supervisor, StubSupervisor) and supervisor.resyncs == ["ex-b"]
+        async with svc.http.post(svc.base + "/v1/accounts/ghost/resync") as r:
+            assert_error(r.status, await r.json(), 404, "unknown_account")
+
+
+async def test_readiness(service_factory: ServiceFactory) -> None:
+    accounts = [account("ex-a"), account("ex-b"), account("off", enabled=False)]
+    async with service_factory(accounts) as svc:
+        async with svc.http.get(svc.base + "/healthz") as r:
+            assert r.status == 200 and await r.json() == {"status": "ok"}
+        status, body = await svc.get("/readyz")
+        assert status == 503 and body["ready"] is False
+        assert any("ex-a" in reason and "ex-b" in reason for reason in body["reasons"])
+        assert "off" not in " ".join(body["reasons"])
+        assert body["error"]["code"] == "not_ready"
+
+        svc.owner.submit_status("ex-a", doc("ex-a", "live"))
+        svc.owner.submit_status("ex-b", doc("ex-b", "connecting"))
+        await svc.settle()
+        status, body = await svc.get("/readyz")
+        assert status == 503 and body["reasons"] == ["still connecting: ex-b"]
+
+        svc.owner.submit_status("ex-b", doc("ex-b", "auth_failed"))
+        await svc.settle()
+        status, body = await svc.get("/readyz")
+        assert status == 200 and body == {"ready": True, "reasons": []}
+
+        svc.runtime.writer.healthy = False
+        status, body = await svc.get("/readyz")
+        assert status == 503 and "writes are failing" in body["reasons"][0]
+        svc.runtime.writer.healthy = True
+
+
+async def test_with_the_real_supervisor(service_factory: ServiceFactory) -> None:
+    """The whole app, upstream side included, pointed at a closed port: it serves anyway."""
+    accounts = [account("up", venue="sfox"), account("off", enabled=False)]
+    async with service_factory(accounts, real_supervisor=True, backoff_initial=0.05) as svc:
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            _s, body = await svc.get("/v1/accounts")
+            states = {a["account"]: a["state"] for a in body["accounts"]}
+            if states["up"] != "connecting" and states["off"] == "disabled":
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"states never moved: {states}")
+            await asyncio.sleep(0.05)
+        assert states["up"] in ("stale", "syncing")
+        status, _body = await svc.get("/v1/balances")
+        assert status == 200
