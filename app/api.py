@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI, Path, Query, Request, WebSocket
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from app.auth import OPEN_PATHS, RequestGuard, error_body
@@ -339,6 +341,7 @@ Quote = Annotated[Literal["USD"], Query(description="quote currency")]
 
 def install_routes(app: FastAPI, settings: Settings) -> None:
     """Every route, the error handlers and the request guard (auth, size caps)."""
+    app.add_middleware(FastBalanceReads)  # inside the guard: auth applies first
     app.add_middleware(RequestGuard, tokens=settings.api_tokens)
     # The server and its WebSocket library log request headers at DEBUG: scrub secrets at
     # the loggers themselves, so every handler (not only ours) gets the scrubbed text.
@@ -584,6 +587,75 @@ def _declare_bearer_auth(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+class FastBalanceReads:
+    """``GET /v1/balances[/{account}]`` without the framework's per-request machinery.
+
+    These are the hot reads (SPEC §16 compares them with a bare ASGI app), and their answer
+    is already a cached byte string in the hub. Anything this parser does not fully accept
+    (an unknown or invalid parameter, an unknown account) goes on to the FastAPI route,
+    which uses the same parsing and gives the same answer or the proper error.
+    """
+
+    _PREFIX = "/v1/balances"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            if path.startswith(self._PREFIX):
+                body = self._answer(scope, path)
+                if body is not None:
+                    headers = [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ]
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
+
+    def _answer(self, scope: Scope, path: str) -> bytes | None:
+        rt: Runtime | None = getattr(scope["app"].state, "runtime", None)
+        if rt is None:
+            return None
+        hub = rt.hub
+        accounts: list[str] | None = None
+        single = path != self._PREFIX
+        if single:
+            if path[len(self._PREFIX)] != "/":
+                return None
+            name = path[len(self._PREFIX) + 1 :]
+            if not hub.has_account(name):
+                return None
+            accounts = [name]
+        account_values: list[str] = []
+        asset_values: list[str] = []
+        nonzero = False
+        raw: bytes = scope.get("query_string", b"")
+        if raw:
+            for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+                if key == "asset":
+                    asset_values.append(value)
+                elif key == "account" and not single:
+                    account_values.append(value)
+                elif key == "nonzero" and value in _TRUE_FALSE:
+                    nonzero = _TRUE_FALSE[value]
+                else:
+                    return None
+        try:
+            if not single:
+                accounts = split_list(account_values or None, "account", ACCOUNT_ID_RE)
+            assets = split_list(asset_values or None, "asset", _ASSET_RE)
+        except _BadParam:
+            return None
+        return hub.balances_body(accounts, assets, nonzero)
+
+
+_TRUE_FALSE = {"true": True, "false": False, "1": True, "0": False}
 
 
 # ---------------------------------------------------------------------------------------

@@ -426,6 +426,7 @@ class StreamHub:
         self._stream_client: aioredis.Redis | None = None
         self._stream_reader: BalanceReader | None = None
         self._reload_needed = False
+        self._run_id = ""
         self._collector: _BalanceCollector | None = None
         self._cache: dict[object, bytes] = {}
         self._cache_version = -1
@@ -491,7 +492,16 @@ class StreamHub:
     # -- the mirror --------------------------------------------------------------------
 
     async def _reload(self) -> None:
+        run_id = await self._redis_run_id()  # first: a restart after it is noticed later
         self._install(await self.rt.reader.snapshot(self.rt.account_ids))
+        self._run_id = run_id
+        self.reader_ok = True
+
+    async def _redis_run_id(self) -> str:
+        """Changes whenever Redis restarts or fails over: its data may then be different."""
+        assert self._stream_client is not None
+        info: dict[str, Any] = await self._stream_client.info("server")
+        return str(info.get("run_id", ""))
 
     def _install(self, snapshot: StateSnapshot) -> None:
         first = not self.loaded
@@ -574,8 +584,14 @@ class StreamHub:
 
     async def _follow(self) -> None:
         delay = 0.05
+        suspect = False  # a read failed: Redis may have restarted with other data
         while True:
             try:
+                if suspect and not self._reload_needed:
+                    if await self._redis_run_id() != self._run_id:
+                        log.warning("Redis restarted or failed over; reloading the mirror")
+                        self._reload_needed = True
+                    suspect = False
                 if self._reload_needed:
                     await self._reload()
                     self._reload_needed = False
@@ -584,12 +600,12 @@ class StreamHub:
                     self.seq, self._block_ms, count=_READ_COUNT
                 )
             except (RedisError, OSError, TimeoutError) as exc:
+                if self.reader_ok:
+                    log.warning("change stream read failed (%s); retrying", type(exc).__name__)
                 self.reader_ok = False
+                suspect = True
                 self.last_reader_error = type(exc).__name__
                 self.metrics.redis_errors.labels("stream_read").inc()
-                log.warning(
-                    "change stream read failed (%s); retrying in %.2fs", type(exc).__name__, delay
-                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue

@@ -162,24 +162,27 @@ ServiceFactory = Callable[..., AbstractAsyncContextManager[Service]]
 def service_factory(
     redis_url: str,
     key_prefix: str,
-    redis_client: aioredis.Redis,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> ServiceFactory:
+    session_redis = redis_url
+
     @contextlib.asynccontextmanager
     async def start(
         accounts: Iterable[AccountConfig] = (),
         *,
         real_supervisor: bool = False,
         token: str | None = None,
+        redis_url: str | None = None,
         **overrides: Any,
     ) -> AsyncIterator[Service]:
+        url = redis_url or session_redis
         if not real_supervisor:
             monkeypatch.setattr(service_module, "Supervisor", StubSupervisor)
         if token is not None:
             overrides.setdefault("api_tokens", token)
         settings = Settings(
-            redis_url=redis_url,
+            redis_url=url,
             key_prefix=key_prefix,
             data_dir=tmp_path / "data",
             accounts_file=tmp_path / "none.yaml",
@@ -208,6 +211,7 @@ def service_factory(
                 raise AssertionError("server stopped before it started")
             await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
+        redis_client = aioredis.Redis.from_url(url)
         owner = BalanceWriter(redis_client, Keys(key_prefix))
         owner.start()
         http = aiohttp.ClientSession()
@@ -229,5 +233,6 @@ def service_factory(
             await owner.close()
             server.should_exit = True
             await asyncio.wait_for(task, 30)
+            await redis_client.aclose()
 
     return start

@@ -226,3 +226,25 @@ async def test_with_the_real_supervisor(service_factory: ServiceFactory) -> None
         assert states["up"] in ("stale", "syncing")
         status, _body = await svc.get("/v1/balances")
         assert status == 200
+
+
+async def test_fast_reads_answer_exactly_like_the_route(service_factory: ServiceFactory) -> None:
+    """The hot GET path and the FastAPI route (reached with an extra parameter) agree."""
+    async with service_factory([account("ex-a"), account("ex-b")]) as svc:
+        await seed(svc)
+        queries = [
+            "/v1/balances",
+            "/v1/balances?nonzero=true",
+            "/v1/balances?account=ex-a,ex-b&asset=btc",
+            "/v1/balances?account=ex-b&account=ex-a&nonzero=0",
+            "/v1/balances?asset=",
+            "/v1/balances/ex-a",
+            "/v1/balances/ex-b?asset=USDM&nonzero=1",
+        ]
+        for query in queries:
+            joiner = "&" if "?" in query else "?"
+            async with svc.http.get(svc.base + query) as fast:
+                fast_body = await fast.read()
+                assert fast.status == 200 and fast.content_type == "application/json"
+            async with svc.http.get(svc.base + query + joiner + "via=route") as slow:
+                assert slow.status == 200 and await slow.read() == fast_body, query

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psutil
 import pytest
 
+from app.redis_server import EmbeddedRedis
 from tests.api.conftest import VENUE, ServiceFactory, account, bal, status_doc
 from tests.api.streamclient import StreamState, by_key, read_one, sync
 
@@ -283,3 +286,38 @@ async def test_shutdown_closes_clients_with_1001(service_factory: ServiceFactory
         await svc.hub.close_clients()
         msg = await ws.receive(timeout=5)
         assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
+
+
+async def test_survives_a_redis_restart_that_lost_everything(
+    service_factory: ServiceFactory,
+) -> None:
+    """REST keeps serving the last state; afterwards clients get a fresh snapshot."""
+    private = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="balagg-t-")), appendonly=False)
+    private.start()
+    try:
+        async with service_factory([account("acct-0")], redis_url=private.url) as svc:
+            svc.owner.submit_snapshot("acct-0", VENUE, "", [bal("BTC", "1"), bal("ETH", "2")])
+            before = await svc.settle()
+            state = StreamState()
+            ws = await svc.ws()
+            state.apply(await read_one(ws))
+            assert state.seq == before
+
+            await asyncio.to_thread(private.stop)
+            status, body = await svc.get("/v1/balances")
+            assert status == 200 and len(body["balances"]) == 2  # served from memory
+            status, ready = await svc.get("/readyz")
+            assert status == 503 and any("redis" in r for r in ready["reasons"])
+
+            await asyncio.to_thread(private.start)  # same socket path, empty data
+            doc = await read_one(ws, timeout=15)
+            assert doc["type"] == "snapshot" and doc["balances"] == [] and doc["seq"] == 0
+            state.apply(doc)
+            svc.owner.submit_update("acct-0", VENUE, [bal("SOL", "3")])
+            await svc.settle(timeout=15)
+            await sync(ws, state)
+            _status, body = await svc.get("/v1/balances")
+            assert state.view() == by_key(body["balances"]) and len(body["balances"]) == 1
+            await ws.close()
+    finally:
+        await asyncio.to_thread(private.stop)
