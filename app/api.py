@@ -199,6 +199,10 @@ def _not_started() -> Response:
     return _error(503, "not_started", "the service is starting")
 
 
+def _not_loaded() -> Response:
+    return _error(503, "not_loaded", "balance state not loaded from redis yet")
+
+
 def _d(text: str) -> Decimal:
     try:
         return Decimal(text)
@@ -367,6 +371,8 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         rt = _runtime(request)
         if rt is None:
             return _not_started()
+        if not rt.hub.loaded:
+            return _not_loaded()
         try:
             accounts = split_list(account, "account", ACCOUNT_ID_RE)
             assets = split_list(asset, "asset", _ASSET_RE)
@@ -390,6 +396,8 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         rt = _runtime(request)
         if rt is None:
             return _not_started()
+        if not rt.hub.loaded:
+            return _not_loaded()
         if not rt.hub.has_account(account):
             return _error(404, "unknown_account", f"no account {_short(account)}")
         try:
@@ -413,6 +421,8 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         rt = _runtime(request)
         if rt is None:
             return _not_started()
+        if not rt.hub.loaded:
+            return _not_loaded()
         try:
             accounts = split_list(account, "account", ACCOUNT_ID_RE)
         except _BadParam as exc:
@@ -620,7 +630,7 @@ class FastBalanceReads:
 
     def _answer(self, scope: Scope, path: str) -> bytes | None:
         rt: Runtime | None = getattr(scope["app"].state, "runtime", None)
-        if rt is None:
+        if rt is None or not rt.hub.loaded:
             return None
         hub = rt.hub
         accounts: list[str] | None = None

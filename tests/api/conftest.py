@@ -212,7 +212,7 @@ def service_factory(
             await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         redis_client = aioredis.Redis.from_url(url)
-        owner = BalanceWriter(redis_client, Keys(key_prefix))
+        owner = BalanceWriter(redis_client, Keys(key_prefix), stream_maxlen=settings.stream_maxlen)
         owner.start()
         http = aiohttp.ClientSession()
         svc = Service(

@@ -321,3 +321,29 @@ async def test_survives_a_redis_restart_that_lost_everything(
             await ws.close()
     finally:
         await asyncio.to_thread(private.stop)
+
+
+async def test_a_gap_in_seq_reloads_and_resnapshots(service_factory: ServiceFactory) -> None:
+    """If the stream was trimmed past the reader, clients get a fresh, correct snapshot."""
+    async with service_factory([account("acct-0")], stream_maxlen=100) as svc:
+        svc.owner.submit_update("acct-0", VENUE, [bal("BTC", "1")])
+        await svc.settle()
+        state = StreamState()
+        ws = await svc.ws()
+        state.apply(await read_one(ws))
+        follower = next(t for t in svc.hub._tasks if t.get_name() == "hub-follow")
+        follower.cancel()  # the reader stalls while the stream moves on and gets trimmed
+        await asyncio.gather(follower, return_exceptions=True)
+        for i in range(400):
+            svc.owner.submit_update("acct-0", VENUE, [bal("ETH", str(i + 1))])
+            await svc.owner.drain(5)
+        svc.hub._tasks.append(asyncio.create_task(svc.hub._follow(), name="hub-follow"))
+        final = await svc.settle()
+        doc = await read_one(ws)
+        assert doc["type"] == "snapshot" and doc["seq"] == final
+        state.apply(doc)
+        assert svc.hub.reloads == 1
+        _status, body = await svc.get("/v1/balances")
+        assert state.view() == by_key(body["balances"])
+        assert {r["asset"]: r["total"] for r in body["balances"]} == {"BTC": "1", "ETH": "400"}
+        await ws.close()
