@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from app.auth import OPEN_PATHS, RequestGuard, error_body
+from app.auth import RequestGuard, error_body, is_open_path
 from app.domain import BalanceRecord
 from app.hub import StreamHub, Subscriber
 from app.logs import SCRUBBER
@@ -590,7 +590,7 @@ def _declare_bearer_auth(app: FastAPI) -> None:
         }
         schema["security"] = [{"bearer": []}]
         for path, ops in schema.get("paths", {}).items():
-            if path in OPEN_PATHS:
+            if is_open_path(path):
                 for op in ops.values():
                     op["security"] = []
         app.openapi_schema = schema

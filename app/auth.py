@@ -3,9 +3,9 @@
 :class:`RequestGuard` is a plain ASGI middleware, so it runs before routing and covers
 unknown paths and the WebSocket handshake alike:
 
-- with ``BALAGG_API_TOKENS`` set, everything but ``/healthz``, ``/readyz`` and
-  ``/metrics`` needs ``Authorization: Bearer <token>`` (the WebSocket may send
-  ``?token=`` instead, because browsers cannot set headers on a WebSocket);
+- with ``BALAGG_API_TOKENS`` set, everything but ``/healthz``, ``/readyz``, ``/metrics``
+  and the dashboard's static page needs ``Authorization: Bearer <token>`` (the WebSocket
+  may send ``?token=`` instead, because browsers cannot set headers on a WebSocket);
 - request bodies and query strings are capped.
 
 A ``token`` query parameter is removed from the connection scope before anything else
@@ -23,6 +23,17 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# The dashboard page and its assets hold no data (the page asks for a token and uses it
+# on the API), so a browser can load them without one.
+_PAGE_PATHS = frozenset({"/"})
+_PAGE_PREFIX = "/static/"
+
+
+def is_open_path(path: str) -> bool:
+    """Paths served without a token: probes, metrics, and the dashboard's static files."""
+    return path in OPEN_PATHS or path in _PAGE_PATHS or path.startswith(_PAGE_PREFIX)
+
+
 MAX_BODY_BYTES = 64 * 1024
 MAX_QUERY_BYTES = 8 * 1024
 _NEED_TOKEN = "a valid bearer token is required (Authorization: Bearer <token>)"
@@ -130,7 +141,7 @@ class RequestGuard:
         kind = scope["type"]
         if kind == "websocket":
             presented = _pop_query_token(scope)
-            if self.checker.enabled and scope["path"] not in OPEN_PATHS:
+            if self.checker.enabled and not is_open_path(scope["path"]):
                 header = bearer_token(scope.get("headers", ()))
                 if not self.checker.check(header or presented):
                     await refuse_websocket(
@@ -152,7 +163,7 @@ class RequestGuard:
             return
         if (
             self.checker.enabled
-            and scope["path"] not in OPEN_PATHS
+            and not is_open_path(scope["path"])
             and not self.checker.check(bearer_token(scope.get("headers", ())))
         ):
             await send_http_error(

@@ -23,7 +23,7 @@ PROTECTED = [
     ("GET", "/docs"),
     ("GET", "/no/such/route"),
 ]
-OPEN = ["/healthz", "/readyz", "/metrics"]
+OPEN = ["/healthz", "/readyz", "/metrics", "/"]
 
 
 def test_token_checker() -> None:
@@ -60,6 +60,8 @@ async def test_routes_need_a_right_token(service_factory: ServiceFactory) -> Non
         for path in OPEN:
             async with svc.http.get(svc.base + path) as r:
                 assert r.status in (200, 503), path  # readyz may say 503, never 401
+        async with svc.http.get(svc.base + "/static/no-such-file.js") as r:
+            assert r.status == 404  # open, and still no data
 
 
 async def test_stream_needs_a_right_token(
