@@ -43,8 +43,10 @@ from app.simulators.control import json_error, json_ok, pick_mapping
 from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator
 from app.simulators.types import JsonObject, SimulatorError, TruthRow
 from app.simulators.wire import (
+    FrameTemplate,
     chunk_frames,
     counting_amounts,
+    decimal_of,
     dumps,
     iso_ms,
     now_ms,
@@ -311,34 +313,37 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
         account = self.account(key)
         cur = self._burst_currency(account, asset)
         start = account.balances.get(cur) or BitoproBalance(Decimal(0), Decimal(0))
-        amounts = counting_amounts(start.amount, count, PLACES)
-        availables = counting_amounts(start.available, count, PLACES)
+        amounts = counting_amounts(start.amount, count, PLACES, quote=True)
+        availables = counting_amounts(start.available, count, PLACES, quote=True)
         ms = now_ms()
-        stamp = iso_ms(ms)
-        id_prefix = str(uuid.uuid4())[:24]
-        stake = str(start.stake)
-        payloads = [
-            dumps(
-                {
-                    "event": EVENT,
-                    "eventID": f"{id_prefix}{i:012x}",
-                    "timestamp": ms,
-                    "datetime": stamp,
-                    "data": {
-                        cur: {
-                            "currency": cur,
-                            "amount": amount,
-                            "available": available,
-                            "stake": stake,
-                            "tradable": start.tradable,
-                        }
-                    },
-                }
-            )
-            for i, (amount, available) in enumerate(zip(amounts, availables, strict=True))
-        ]
-        chunks = chunk_frames(payloads)
-        final = replace(start, amount=Decimal(amounts[-1]), available=Decimal(availables[-1]))
+        template = FrameTemplate(
+            {
+                "event": EVENT,
+                "eventID": "<id>",
+                "timestamp": ms,
+                "datetime": iso_ms(ms),
+                "data": {
+                    cur: {
+                        "currency": cur,
+                        "amount": "<amount>",
+                        "available": "<available>",
+                        "stake": str(start.stake),
+                        "tradable": start.tradable,
+                    }
+                },
+            },
+            ("id", "amount", "available"),
+        )
+        # Event ids keep the UUID form: a random prefix and a counter.
+        id_format = b'"' + str(uuid.uuid4())[:24].encode() + b'%012x"'
+        render = template.render
+        chunks = chunk_frames(
+            [
+                render(id_format % i, amount, available)
+                for i, (amount, available) in enumerate(zip(amounts, availables, strict=True))
+            ]
+        )
+        final = replace(start, amount=decimal_of(amounts[-1]), available=decimal_of(availables[-1]))
 
         def commit() -> None:
             account.balances[cur] = final

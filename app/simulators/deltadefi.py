@@ -26,7 +26,16 @@ from aiohttp import web
 from app.simulators.control import control_route, json_error, json_ok, pick, pick_mapping
 from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator
 from app.simulators.types import JsonObject, SimulatorError, TruthRow
-from app.simulators.wire import chunk_frames, counting_amounts, dumps, iso_ms, now_ms, to_decimal
+from app.simulators.wire import (
+    FrameTemplate,
+    chunk_frames,
+    counting_amounts,
+    decimal_of,
+    dumps,
+    iso_ms,
+    now_ms,
+    to_decimal,
+)
 
 WS_PATH = "/accounts/stream"
 REST_PATH = "/accounts/balance"
@@ -246,27 +255,15 @@ class DeltaDefiSimulator(VenueSimulator[DeltaDefiAccount]):
         account = self.account(key)
         name = self._pick_asset(account, asset)
         start = account.balances.get(name) or parse_balance(name, "0", None)
-        frees = counting_amounts(start.free, count, PLACES)
-        numbers = not self.amounts_as_strings
-        payloads = [
-            dumps(
-                {
-                    "type": "Account",
-                    "sub_type": "balance",
-                    "balance": [
-                        {
-                            "asset": name,
-                            "asset_unit": start.asset_unit,
-                            "free": Decimal(free) if numbers else free,
-                            "locked": start.locked if numbers else str(start.locked),
-                        }
-                    ],
-                }
-            )
-            for free in frees
-        ]
-        chunks = chunk_frames(payloads)
-        final = DeltaDefiBalance(start.asset_unit, Decimal(frees[-1]), start.locked)
+        as_strings = self.amounts_as_strings
+        frees = counting_amounts(start.free, count, PLACES, quote=as_strings)
+        entry = start.entry(name, as_strings=as_strings)
+        entry["free"] = "<free>"
+        template = FrameTemplate(
+            {"type": "Account", "sub_type": "balance", "balance": [entry]}, ("free",)
+        )
+        chunks = chunk_frames([template.render(free) for free in frees])
+        final = DeltaDefiBalance(start.asset_unit, decimal_of(frees[-1]), start.locked)
 
         def commit() -> None:
             account.balances[name] = final

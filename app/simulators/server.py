@@ -180,7 +180,10 @@ class VenueSimulator(abc.ABC, Generic[A]):
     async def start(self) -> None:
         if self._runner is not None:
             return
-        runner = web.AppRunner(self.build_app(), handle_signals=False, shutdown_timeout=2.0)
+        # No access log: DeltaDeFi and SolanaTracker carry their keys in the URL.
+        runner = web.AppRunner(
+            self.build_app(), handle_signals=False, shutdown_timeout=2.0, access_log=None
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._requested_port, reuse_address=True)
         try:

@@ -31,7 +31,7 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from typing import Any
 
@@ -40,7 +40,14 @@ from aiohttp import WSMsgType, web
 from app.simulators.control import control_route, json_error, json_ok, pick, pick_mapping
 from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator
 from app.simulators.types import Amount, JsonObject, SimulatorError, TruthRow
-from app.simulators.wire import chunk_frames, counting_amounts, dumps, to_decimal
+from app.simulators.wire import (
+    FrameTemplate,
+    chunk_frames,
+    counting_amounts,
+    decimal_of,
+    dumps,
+    to_decimal,
+)
 
 WS_PATH = "/ws"
 REST_PATH = "/v1/user/balance"
@@ -415,57 +422,49 @@ class SfoxSimulator(VenueSimulator[SfoxAccount]):
 
     def prepare_burst(self, key: str, count: int, asset: str | None) -> BurstPlan:
         account = self.account(key)
-        cur = (
-            asset or ("btc" if "btc" in account.balances or not account.balances else "")
-        ).lower()
-        cur = cur or min(account.balances)
+        cur = (asset or "").lower() or self._default_currency(account)
         start = account.balances.get(cur) or SfoxBalance(
             Decimal(0), Decimal(0), Decimal(0), Decimal(0)
         )
-        totals = counting_amounts(start.balance, count, PLACES)
-        availables = counting_amounts(start.available, count, PLACES)
-        held = str(start.held)
-        rest = {
-            "collateral_wallet": str(start.collateral_wallet),
-            "borrow_wallet": str(start.borrow_wallet),
-            "lending_wallet": str(start.lending_wallet),
-        }
-        items = [
+        totals = counting_amounts(start.balance, count, PLACES, quote=True)
+        availables = counting_amounts(start.available, count, PLACES, quote=True)
+        template = FrameTemplate(
             {
-                "currency": cur,
-                "balance": total,
-                "available": available,
-                "held": held,
-                "trading_wallet": total,
-                **rest,
-            }
-            for total, available in zip(totals, availables, strict=True)
-        ]
-        final = SfoxBalance(
-            Decimal(totals[-1]),
-            Decimal(availables[-1]),
-            start.held,
-            Decimal(totals[-1]),
-            start.collateral_wallet,
-            start.borrow_wallet,
-            start.lending_wallet,
+                "sequence": "<seq>",
+                "recipient": BALANCES_FEED,
+                "timestamp": "<ts>",
+                "payload": [
+                    {
+                        "currency": cur,
+                        "balance": "<balance>",
+                        "available": "<available>",
+                        "held": str(start.held),
+                        "trading_wallet": "<trading>",
+                        "collateral_wallet": str(start.collateral_wallet),
+                        "borrow_wallet": str(start.borrow_wallet),
+                        "lending_wallet": str(start.lending_wallet),
+                    }
+                ],
+            },
+            ("seq", "ts", "balance", "available", "trading"),
+        )
+        final = replace(
+            start,
+            balance=decimal_of(totals[-1]),
+            available=decimal_of(availables[-1]),
+            trading_wallet=decimal_of(totals[-1]),
         )
 
         def chunks_for(conn: Connection) -> list[bytes]:
-            stamp = time.time_ns()
+            # Sequences are per connection, so each connection gets its own frames.
             first = conn.seq + 1
             conn.seq += count
+            stamp = time.time_ns()
+            render = template.render
             return chunk_frames(
                 [
-                    dumps(
-                        {
-                            "sequence": first + i,
-                            "recipient": BALANCES_FEED,
-                            "timestamp": stamp + i,
-                            "payload": [item],
-                        }
-                    )
-                    for i, item in enumerate(items)
+                    render(b"%d" % (first + i), b"%d" % (stamp + i), total, available, total)
+                    for i, (total, available) in enumerate(zip(totals, availables, strict=True))
                 ]
             )
 
@@ -474,9 +473,13 @@ class SfoxSimulator(VenueSimulator[SfoxAccount]):
 
         return BurstPlan(self.push_targets(key), count, chunks_for, commit)
 
+    @staticmethod
+    def _default_currency(account: SfoxAccount) -> str:
+        return "btc" if "btc" in account.balances or not account.balances else min(account.balances)
+
     def malformed_payload(self, conn: Connection, key: str, kind: str) -> bytes | None:
         account = self.account(key)
-        cur = "btc" if "btc" in account.balances or not account.balances else min(account.balances)
+        cur = self._default_currency(account)
         current = account.balances.get(cur) or SfoxBalance(
             Decimal(0), Decimal(0), Decimal(0), Decimal(0)
         )

@@ -39,7 +39,15 @@ from aiohttp import web
 from app.simulators.control import control_route, json_error, json_ok, pick, pick_mapping
 from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator
 from app.simulators.types import Amount, JsonObject, SimulatorError, TruthRow
-from app.simulators.wire import chunk_frames, counting_amounts, dumps, now_ms, to_decimal
+from app.simulators.wire import (
+    FrameTemplate,
+    chunk_frames,
+    counting_amounts,
+    decimal_of,
+    dumps,
+    now_ms,
+    to_decimal,
+)
 
 REST_PATH = "/wallet/{owner}/basic"
 ADDRESS_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
@@ -413,24 +421,18 @@ class SolanaTrackerSimulator(VenueSimulator[SolanaAccount]):
         cache: dict[str, list[bytes]] = {}
 
         def chunks_for(conn: Connection) -> list[bytes]:
+            # Each frame names the room it is for: per-room frames, built once per room.
             room = rooms[0] if rooms[0] in conn.rooms else rooms[1]
             if room not in cache:
-                cache[room] = chunk_frames(
-                    [
-                        dumps(
-                            {
-                                "type": "message",
-                                "data": {"wallet": wallet, "token": mint, "amount": Decimal(a)},
-                                "room": room,
-                            }
-                        )
-                        for a in amounts
-                    ]
+                data = {"wallet": wallet, "token": mint, "amount": "<amount>"}
+                template = FrameTemplate(
+                    {"type": "message", "data": data, "room": room}, ("amount",)
                 )
+                cache[room] = chunk_frames([template.render(a) for a in amounts])
             return cache[room]
 
         def commit() -> None:
-            held[mint] = Decimal(amounts[-1])
+            held[mint] = decimal_of(amounts[-1])
 
         targets = list({c for room in rooms for c in self._members.get(room, ())})
         return BurstPlan(targets, count, chunks_for, commit)

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from app.simulators.types import Amount, SimulatorError
+from app.simulators.types import SimulatorError
 
 
 def number_text(value: Decimal) -> str:
@@ -61,19 +61,51 @@ def to_decimal(value: object, what: str, *, negative_ok: bool = False) -> Decima
     return result
 
 
-def amount_or(value: Amount | None, default: Decimal, what: str) -> Decimal:
-    return default if value is None else to_decimal(value, what)
+def counting_amounts(
+    start: Decimal, count: int, places: int, *, quote: bool = False
+) -> list[bytes]:
+    """JSON texts of ``start + k * 10**-places`` for k = 1..count (burst values), exactly.
 
-
-def counting_amounts(start: Decimal, count: int, places: int) -> list[str]:
-    """Texts of ``start + k * 10**-places`` for k = 1..count (burst values), exactly."""
+    ``quote`` gives JSON strings (``b'"1.50000001"'``), else bare numbers.
+    """
     scale = 10**places
     base = int((start * scale).to_integral_value())
-    out = []
-    for k in range(1, count + 1):
-        whole, frac = divmod(base + k, scale)
-        out.append(f"{whole}.{frac:0{places}d}" if places else str(whole))
-    return out
+    if places == 0:
+        fmt = b'"%d"' if quote else b"%d"
+        return [fmt % (base + k) for k in range(1, count + 1)]
+    fmt = b"%d.%0" + str(places).encode() + b"d"
+    if quote:
+        fmt = b'"' + fmt + b'"'
+    return [fmt % divmod(base + k, scale) for k in range(1, count + 1)]
+
+
+def decimal_of(text: bytes) -> Decimal:
+    """The ``Decimal`` of a JSON number or numeric string made by :func:`counting_amounts`."""
+    return Decimal(text.strip(b'"').decode())
+
+
+class FrameTemplate:
+    """A serialised frame with holes, so a burst of similar frames costs one format each.
+
+    ``sample`` is the frame with the string ``"<slot>"`` (angle brackets included) where
+    a value goes; ``slots`` names them in the order they appear in the serialised JSON.
+    :meth:`render` takes the values in that order as raw JSON text (strings quoted).
+    """
+
+    def __init__(self, sample: Any, slots: tuple[str, ...]) -> None:
+        raw = dumps(sample).replace(b"%", b"%%")
+        position = -1
+        for slot in slots:
+            marker = b'"<' + slot.encode() + b'>"'
+            found = raw.find(marker)
+            if found < position or raw.count(marker) != 1:
+                raise ValueError(f"slot {slot!r} missing, repeated or out of order")
+            position = found
+            raw = raw.replace(marker, b"%s")
+        self.template = raw
+
+    def render(self, *values: bytes) -> bytes:
+        return self.template % values
 
 
 def now_ms() -> int:

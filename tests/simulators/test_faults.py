@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 import pytest
@@ -88,3 +89,16 @@ async def test_stall_silences_without_closing(
         assert pong.type is aiohttp.WSMsgType.PONG and pong.data == b"again"
         await deltadefi.push(DELTADEFI_KEY, {"ada": "7"})
         assert (await recv_json(ws))["balance"][0]["free"] == 7
+
+
+async def test_keys_in_urls_are_never_logged(
+    session: aiohttp.ClientSession,
+    deltadefi: DeltaDefiSimulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with session.ws_connect(f"{deltadefi.ws_url}?api_key={DELTADEFI_KEY}"):
+        await deltadefi.wait_for_connections(DELTADEFI_KEY)
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        await session.ws_connect(f"{deltadefi.ws_url}?api_key=wrong-{DELTADEFI_KEY}")
+    assert DELTADEFI_KEY not in caplog.text
