@@ -6,7 +6,7 @@ Auth is three headers on the upgrade request (and on REST), checked the venue's 
 - ``X-BITOPRO-PAYLOAD``: standard Base64 of compact JSON ``{"identity", "nonce"}``, where
   identity is the account's email and nonce a Unix time in ms, within ``nonce_skew``
   seconds of the simulator's clock and strictly greater than the last nonce accepted for
-  that key on that endpoint (WebSocket and REST are tracked apart);
+  that key (WebSocket upgrades and REST calls share the count);
 - ``X-BITOPRO-SIGNATURE``: lowercase hex HMAC-SHA384, key = API secret, message = the
   Base64 payload string.
 
@@ -138,7 +138,7 @@ class BitoproAccount(AccountBase):
     api_secret: str
     email: str
     balances: dict[str, BitoproBalance] = field(default_factory=dict)
-    last_nonce: dict[str, int] = field(default_factory=dict)
+    last_nonce: int = -1
 
     @property
     def key(self) -> str:
@@ -228,17 +228,21 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
 
     # ------------------------------------------------------------------ frames
 
-    def frame(self, balances: Mapping[str, BitoproBalance], event: str = EVENT) -> bytes:
+    @staticmethod
+    def envelope(data: Mapping[str, Any], event: str = EVENT, **extra: Any) -> bytes:
+        """A serialised frame around ``data`` (currency -> entry), stamped now."""
         ms = now_ms()
-        return dumps(
-            {
-                "event": event,
-                "eventID": str(uuid.uuid4()),
-                "timestamp": ms,
-                "datetime": iso_ms(ms),
-                "data": {cur: b.entry(cur) for cur, b in balances.items()},
-            }
-        )
+        frame = {
+            "event": event,
+            "eventID": str(uuid.uuid4()),
+            "timestamp": ms,
+            "datetime": iso_ms(ms),
+            "data": data,
+        }
+        return dumps({**frame, **extra})
+
+    def frame(self, balances: Mapping[str, BitoproBalance]) -> bytes:
+        return self.envelope({cur: b.entry(cur) for cur, b in balances.items()})
 
     async def on_open(self, conn: Connection) -> None:
         assert conn.key is not None
@@ -248,7 +252,7 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
 
     # ------------------------------------------------------------------ auth
 
-    def check_auth(self, headers: Mapping[str, str], endpoint: str) -> tuple[str | None, str]:
+    def check_auth(self, headers: Mapping[str, str]) -> tuple[str | None, str]:
         """(key, "") when the three headers are valid, else (key or None, reason)."""
         api_key = headers.get("X-BITOPRO-APIKEY")
         payload = headers.get("X-BITOPRO-PAYLOAD")
@@ -274,9 +278,9 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
             return api_key, "invalid nonce"
         if abs(self.clock_ms() - nonce) > self.nonce_skew * 1000:
             return api_key, "nonce outside the allowed time window"
-        if nonce <= account.last_nonce.get(endpoint, -1):
+        if nonce <= account.last_nonce:
             return api_key, "nonce must increase"
-        account.last_nonce[endpoint] = nonce
+        account.last_nonce = nonce
         return api_key, ""
 
     # ------------------------------------------------------------------ routes
@@ -286,14 +290,14 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
         router.add_get(REST_PATH, self._rest)
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
-        key, reason = self.check_auth(request.headers, "ws")
+        key, reason = self.check_auth(request.headers)
         if reason or key is None:
             self.note_refused(key)
             return json_error(401, reason)
         return await self.serve_websocket(request, key)
 
     async def _rest(self, request: web.Request) -> web.Response:
-        key, reason = self.check_auth(request.headers, "rest")
+        key, reason = self.check_auth(request.headers)
         if reason or key is None:
             return json_error(401, reason)
         data = []
@@ -355,50 +359,20 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
         cur = self._burst_currency(account, None)
         current = account.balances.get(cur) or BitoproBalance(Decimal(0), Decimal(0))
         # A plausible but wrong value: accepting any bad frame would corrupt the state.
-        wrong = BitoproBalance(current.amount + 1, current.available + 1, current.stake)
-        good = wrong.entry(cur)
+        good = BitoproBalance(current.amount + 1, current.available + 1, current.stake).entry(cur)
         if kind == "bad_json":
             return b'{"event":"ACCOUNT_BALANCE","data":{"' + cur.encode() + b'":{"amount":"1'
         if kind == "oversize":
-            ms = now_ms()
-            return dumps(
-                {
-                    "event": EVENT,
-                    "eventID": str(uuid.uuid4()),
-                    "timestamp": ms,
-                    "datetime": iso_ms(ms),
-                    "data": {cur: good},
-                    "padding": "x" * self.oversize_bytes,
-                }
-            )
+            return self.envelope({cur: good}, padding="x" * self.oversize_bytes)
         if kind == "unknown_event":
-            return self.frame({cur: wrong}, event="ACCOUNT_BALANCE_V9")
-        bad: dict[str, Any] = dict(good)
-        if kind == "wrong_types":
-            bad.update(amount={"value": "1"}, available=True)
-        elif kind == "negative":
-            bad.update(amount="-5", available="-5")
-        elif kind == "non_numeric":
-            bad.update(amount="lots", available="NaN")
-        elif kind == "half_valid":
+            return self.envelope({cur: good}, event="ACCOUNT_BALANCE_V9")
+        if kind == "half_valid":
             other = "ZZZ" if cur != "ZZZ" else "YYY"
             bad = {"currency": other, "amount": "-1", "available": "0", "stake": "0"}
-            ms = now_ms()
-            return dumps(
-                {
-                    "event": EVENT,
-                    "eventID": str(uuid.uuid4()),
-                    "timestamp": ms,
-                    "datetime": iso_ms(ms),
-                    "data": {cur: good, other: bad},
-                }
-            )
-        ms = now_ms()
-        envelope = {
-            "event": EVENT,
-            "eventID": str(uuid.uuid4()),
-            "timestamp": ms,
-            "datetime": iso_ms(ms),
-            "data": {cur: bad},
+            return self.envelope({cur: good, other: bad})
+        broken: dict[str, dict[str, Any]] = {
+            "wrong_types": {"amount": {"value": "1"}, "available": True},
+            "negative": {"amount": "-5", "available": "-5"},
+            "non_numeric": {"amount": "lots", "available": "NaN"},
         }
-        return dumps(envelope)
+        return self.envelope({cur: {**good, **broken[kind]}})

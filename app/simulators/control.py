@@ -21,9 +21,18 @@ Routes (``{key}`` is the account's credential, URL-encoded)::
     POST   /_sim/accounts/{key}/stall             {"stall": bool = true} -> {"stalled"}
     GET    /_sim/connections                      {"connections": {key: {open, total, refused}}}
 
-Venue modules add their own routes (sFOX sequence faults and web3 wallets, DeltaDeFi
-events, SolanaTracker swaps and prices) with :func:`control_route`. Errors answer
-``{"error": message}`` with 400 (invalid request) or 404 (unknown account).
+Venue modules add their own with :func:`control_route`::
+
+    POST   /_sim/accounts/{key}/sequence   sFOX {"kind": gap|reorder|duplicate, "skip"?}
+    POST   /_sim/accounts/{key}/web3       sFOX {"address", "network", "currency", "balance"}
+    POST   /_sim/accounts/{key}/order      DeltaDeFi order_info (fields override a sample)
+    POST   /_sim/accounts/{key}/points     DeltaDeFi dlta_points {"delta"?, ...}
+    POST   /_sim/swaps                     SolanaTracker {"mint", "price_usd", "side"?,
+                                           "amount"?, "wallet"?}
+
+``push`` and ``balances`` take the venue's change mapping, either bare or under
+``"changes"``/``"balances"``. Errors answer ``{"error": message}`` with 400 (invalid
+request) or 404 (unknown account).
 """
 
 from __future__ import annotations

@@ -114,8 +114,10 @@ def parse_balance(currency: str, value: object, current: SfoxBalance | None) -> 
         available = to_decimal(given["available"], f"{what} available")
         held = to_decimal(given["held"], f"{what} held") if "held" in given else total - available
     else:
-        held = to_decimal(given["held"], f"{what} held") if "held" in given else base.held
-        held = min(held, total)
+        if "held" in given:
+            held = to_decimal(given["held"], f"{what} held")
+        else:
+            held = min(base.held, total)  # a smaller balance cannot keep more on hold
         available = total - held
     if held < 0 or available < 0 or available + held != total:
         raise SimulatorError(f"{what}: balance must equal available + held")

@@ -179,21 +179,28 @@ class SolanaTrackerSimulator(VenueSimulator[SolanaAccount]):
     def _apply(
         self, account: SolanaAccount, balances: Mapping[str, object], *, replace: bool
     ) -> list[tuple[str, str, Decimal]]:
+        """Validate everything first, then write: a bad entry changes nothing.
+
+        ``replace`` (setting balances) empties each listed wallet first and starts
+        tracking wallets the account did not list; a push must name tracked wallets.
+        """
         parsed: list[tuple[str, str, Decimal]] = []
         for wallet, mints in balances.items():
             check_address(wallet, "wallet")
+            if not replace and wallet not in account.wallets:
+                raise SimulatorError(f"wallet {wallet} is not tracked by this account")
             if not isinstance(mints, Mapping):
                 raise SimulatorError(f"balances of {wallet}: expected an object keyed by mint")
             for mint, amount in mints.items():
                 check_address(mint, "mint")
                 parsed.append((wallet, mint, to_decimal(amount, f"{wallet} {mint}")))
-        if replace:
-            for wallet in balances:
+        for wallet in balances:
+            if replace:
                 self.holdings[wallet] = {}
-        for wallet, mint, amount in parsed:
-            self.holdings.setdefault(wallet, {})[mint] = amount
             if wallet not in account.wallets:
                 account.wallets.append(wallet)
+        for wallet, mint, amount in parsed:
+            self.holdings.setdefault(wallet, {})[mint] = amount
         return parsed
 
     def set_balances(self, key: str, balances: JsonObject) -> None:

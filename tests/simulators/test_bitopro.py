@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from decimal import Decimal
@@ -94,13 +95,15 @@ async def test_replayed_nonce_is_refused(
     async with session.ws_connect(bitopro.ws_url, headers=headers) as ws:
         await recv_json(ws)
     assert "increase" in await refused(session, bitopro, headers)
-    older = bitopro_headers(nonce=int(loads_nonce(headers)) - 1)
+    older = bitopro_headers(nonce=loads_nonce(headers) - 1)
     assert "increase" in await refused(session, bitopro, older)
+    # WebSocket upgrades and REST calls share the key's nonce count.
+    rest = bitopro.rest_url + "/v3/accounts/balance"
+    async with session.get(rest, headers=headers) as resp:
+        assert resp.status == 401
 
 
 def loads_nonce(headers: dict[str, str]) -> int:
-    import base64
-
     nonce = loads(base64.b64decode(headers["X-BITOPRO-PAYLOAD"]))["nonce"]
     assert isinstance(nonce, int)
     return nonce
