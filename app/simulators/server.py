@@ -185,7 +185,9 @@ class VenueSimulator(abc.ABC, Generic[A]):
             self.build_app(), handle_signals=False, shutdown_timeout=2.0, access_log=None
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._requested_port, reuse_address=True)
+        site = web.TCPSite(
+            runner, self.host, self._requested_port, reuse_address=True, backlog=4096
+        )
         try:
             await site.start()
         except BaseException:
