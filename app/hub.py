@@ -430,6 +430,8 @@ class StreamHub:
         self._collector: _BalanceCollector | None = None
         self._cache: dict[object, bytes] = {}
         self._cache_version = -1
+        self._snapshots: dict[object, Message] = {}
+        self._snapshots_version = -1
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -807,12 +809,24 @@ class StreamHub:
     def _snapshot_message(
         self, accounts: frozenset[str] | None, assets: frozenset[str] | None
     ) -> Message:
-        body = b'{"type":"snapshot","seq":%d,"balances":%b,"accounts":%b}' % (
-            self.seq,
-            self._records_array(accounts, assets, nonzero=False),
-            orjson.dumps(self.account_views(accounts)),
-        )
-        return Message(0, "", "", None, body.decode())
+        """One shared snapshot frame per filter and state version (a reload or a burst of
+        connections with the same filter builds it once)."""
+        key = ("snapshot", accounts, assets)
+        cache = self._snapshots
+        if self._snapshots_version != self.version:
+            cache.clear()
+            self._snapshots_version = self.version
+        msg = cache.get(key)
+        if msg is None:
+            body = b'{"type":"snapshot","seq":%d,"balances":%b,"accounts":%b}' % (
+                self.seq,
+                self._records_array(accounts, assets, nonzero=False),
+                orjson.dumps(self.account_views(accounts)),
+            )
+            msg = Message(0, "", "", None, body.decode())
+            if len(cache) < _CACHE_MAX:
+                cache[key] = msg
+        return msg
 
     # -- reads (REST, metrics) ---------------------------------------------------------
 
