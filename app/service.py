@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Sequence
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 
 from app.api import install_routes
+from app.dashboard import install_dashboard
 from app.hub import StreamHub
 from app.logs import SCRUBBER, setup_logging
 from app.metrics import Metrics
@@ -107,12 +110,13 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
         runtime_ref.append(runtime)
         runtime.hub = StreamHub(runtime)
         runtime.supervisor = Supervisor(runtime)
-        writer._fence = runtime.supervisor.fence_token  # noqa: SLF001 - wired once here
+        writer._fence = runtime.supervisor.fence_token
         app.state.runtime = runtime
         if not _is_loopback(settings.host) and not settings.api_tokens:
             log.warning(
                 "listening on %s without BALAGG_API_TOKENS: anyone who can reach it can read "
-                "every balance", settings.host
+                "every balance",
+                settings.host,
             )
         writer.start()
         try:
@@ -145,6 +149,7 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
         lifespan=lifespan,
     )
     install_routes(app, settings)
+    install_dashboard(app)
     return app
 
 
@@ -159,14 +164,33 @@ def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = N
         log_config=None,
         access_log=False,
         loop="uvloop" if _has_uvloop() else "asyncio",
-        ws="websockets",
+        ws="auto",
         timeout_graceful_shutdown=10,
         ws_max_size=1 << 16,
         h11_max_incomplete_event_size=1 << 16,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, which makes the process
+    die "by signal". A service that shut down cleanly on request should exit 0 (SPEC §14),
+    so the captured signals are handled here and not raised again."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def _has_uvloop() -> bool:

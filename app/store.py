@@ -299,7 +299,6 @@ class BalanceWriter:
         self._on_error = on_error
         self._pending: dict[str, _PendingAccount] = {}
         self._notes: deque[_Note] = deque()
-        self._statuses: dict[str, _Note] = {}
         self._prices: dict[str, bytes] = {}
         self._max_notes = max_pending_notes
         self.dropped_notes = 0
@@ -363,20 +362,22 @@ class BalanceWriter:
         self._kick()
 
     def submit_status(self, account: str, status: Mapping[str, Any]) -> None:
-        """A lifecycle change: stored and broadcast once (the newest per account wins)."""
-        self._statuses[account] = _Note(
-            account, "status", orjson.dumps(dict(status)), b'"type":"status","account":'
+        """A lifecycle change: stored and broadcast in order (unchanged docs are skipped)."""
+        self._add_note(
+            _Note(account, "status", orjson.dumps(dict(status)), b'"type":"status","account":')
         )
-        self._kick()
 
     def submit_event(self, account: str, kind: str, data: Mapping[str, Any]) -> None:
         """A venue event to re-broadcast (order, points, swap); bounded while Redis is down."""
         prefix = b'"type":"event","account":' + orjson.dumps(account) + b',"kind":'
         prefix += orjson.dumps(kind) + b',"data":'
+        self._add_note(_Note(account, "event", orjson.dumps(dict(data)), prefix))
+
+    def _add_note(self, note: _Note) -> None:
         if len(self._notes) >= self._max_notes:
             self._notes.popleft()
             self.dropped_notes += 1
-        self._notes.append(_Note(account, "event", orjson.dumps(dict(data)), prefix))
+        self._notes.append(note)
         self._kick()
 
     def submit_price(self, mint: str, doc: Mapping[str, Any]) -> None:
@@ -387,7 +388,6 @@ class BalanceWriter:
     def discard(self, account: str) -> None:
         """Forget everything pending for an account (it was fenced off)."""
         self._pending.pop(account, None)
-        self._statuses.pop(account, None)
         self._notes = deque(n for n in self._notes if n.account != account)
 
     def pending_keys(self) -> int:
@@ -426,7 +426,7 @@ class BalanceWriter:
                 continue
             backoff = 0.05
             self.healthy = True
-            if not (self._pending or self._notes or self._statuses or self._prices):
+            if not (self._pending or self._notes or self._prices):
                 self._idle.set()
             else:
                 self._wake.set()
@@ -434,10 +434,9 @@ class BalanceWriter:
     async def flush_once(self) -> list[FlushResult]:
         """Write everything pending in one pipeline. On error, everything is kept."""
         pending, self._pending = self._pending, {}
-        statuses, self._statuses = self._statuses, {}
         notes, self._notes = self._notes, deque()
         prices, self._prices = self._prices, {}
-        if not pending and not statuses and not notes and not prices:
+        if not pending and not notes and not prices:
             return []
         now = utc_now_iso()
         calls: list[tuple[str, bool]] = []  # (account, is_apply)
@@ -460,7 +459,7 @@ class BalanceWriter:
                 ]  # fmt: skip
                 await self._apply(keys=keys, args=args, client=pipe)
                 calls.append((account, True))
-            for note in [*statuses.values(), *notes]:
+            for note in notes:
                 keys = [
                     self._keys.account(note.account, "status"),
                     self._keys.account(note.account, "lease"),
@@ -477,7 +476,7 @@ class BalanceWriter:
                 pipe.hset(self._keys.prices, mapping=prices)  # type: ignore[arg-type]
             replies = await pipe.execute(raise_on_error=False)
         except BaseException:
-            self._restore(pending, statuses, notes, prices)
+            self._restore(pending, notes, prices)
             raise
         results: list[FlushResult] = []
         failed: BaseException | None = None
@@ -493,7 +492,7 @@ class BalanceWriter:
             results.append(FlushResult(account, max(count, 0), last, count < 0))
         if failed is not None:
             # Scripts are idempotent (compare-and-set), so re-running the whole batch is safe.
-            self._restore(pending, statuses, notes, prices)
+            self._restore(pending, notes, prices)
             raise failed
         fenced = {r.account for r in results if r.fenced}
         for account in fenced:
@@ -505,7 +504,6 @@ class BalanceWriter:
     def _restore(
         self,
         pending: dict[str, _PendingAccount],
-        statuses: dict[str, _Note],
         notes: deque[_Note],
         prices: dict[str, bytes],
     ) -> None:
@@ -518,8 +516,6 @@ class BalanceWriter:
             else:
                 older.merge_newer(newer)
         self._pending = pending
-        statuses.update(self._statuses)
-        self._statuses = statuses
         notes.extend(self._notes)
         while len(notes) > self._max_notes:
             notes.popleft()

@@ -1,0 +1,207 @@
+"""The supervisor: one :class:`AccountRunner` task per account this instance owns.
+
+It shares one aiohttp ``ClientSession`` across all upstream sockets, keeps the account
+leases (:mod:`app.leases`) — acquiring its fair share, renewing, giving back surplus so
+replicas balance, stepping down when fenced — and routes ``resync`` requests to whichever
+instance owns the account (through the ``P:resync`` stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+from redis.exceptions import RedisError
+
+from app.domain import AccountState, AssetBalance
+from app.fold import AccountFold
+from app.leases import LeaseManager
+from app.runtime import Runtime
+from app.upstream import AccountRunner
+
+log = logging.getLogger(__name__)
+
+
+class Supervisor:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        s = runtime.settings
+        self.leases = LeaseManager(runtime.redis, runtime.keys, s.instance_id, s.lease_ms)
+        self.runners: dict[str, AccountRunner] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.http: aiohttp.ClientSession | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._resync_id = "$"
+        self._stopping = False
+        self._last_renew = 0.0
+        self._known_takeover: set[str] = set()
+
+    # -- public ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
+            timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_connect=15),
+        )
+        for account in self.rt.accounts:
+            if not account.enabled:
+                self.rt.writer.submit_status(
+                    account.id,
+                    {"account": account.id, "venue": account.venue, "state": "disabled",
+                     "connected_since": None, "reconnects": 0, "last_error": None,
+                     "owner": None},
+                )  # fmt: skip
+        self._loop_task = asyncio.create_task(self._lease_loop(), name="lease-loop")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await asyncio.gather(*(self._stop_runner(a, stale=True) for a in list(self.runners)))
+        await self.rt.writer.drain(5)
+        with contextlib.suppress(RedisError, OSError):
+            for account in list(self.leases.owned()):
+                await self.leases.release(account)
+            await self.leases.leave()
+        self.rt.metrics.leases_held.set(0)
+        if self.http is not None:
+            await self.http.close()
+
+    async def resync(self, account_id: str) -> None:
+        """Reconnect and re-seed an account, on whichever instance owns it."""
+        if self.rt.account(account_id) is None:
+            raise KeyError(account_id)
+        runner = self.runners.get(account_id)
+        if runner is not None:
+            runner.request_resync()
+            return
+        await self.rt.redis.xadd(self.rt.keys.resync, {"a": account_id}, maxlen=1000)
+
+    def fence_token(self, account_id: str) -> str:
+        return self.leases.token(account_id)
+
+    def on_fenced(self, account_id: str) -> None:
+        """A write was refused: another instance owns the account now. Step down."""
+        if account_id in self.runners:
+            log.warning("%s: lease lost (write fenced); stepping down", account_id)
+            self.leases.forget(account_id)
+            asyncio.get_running_loop().create_task(self._stop_runner(account_id, stale=False))
+
+    def runner(self, account_id: str) -> AccountRunner | None:
+        return self.runners.get(account_id)
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        lease_s = self.rt.settings.lease_ms / 1000
+        tick = min(1.0, lease_s / 4)
+        first = True
+        while True:
+            try:
+                await self._lease_tick(lease_s, first)
+                first = False
+            except (RedisError, OSError) as exc:
+                self.rt.metrics.redis_errors.labels("lease").inc()
+                log.debug("lease tick failed: %s", type(exc).__name__)
+                for account in self.leases.expired_locally():
+                    log.warning("%s: lease could not be renewed; stepping down", account)
+                    self.leases.forget(account)
+                    await self._stop_runner(account, stale=False)
+            self.rt.metrics.leases_held.set(len(self.leases.owned()))
+            await asyncio.sleep(tick)
+
+    async def _lease_tick(self, lease_s: float, first: bool) -> None:
+        instances = await self.leases.heartbeat()
+        if first:
+            # give replicas starting together a moment to announce themselves
+            await asyncio.sleep(min(0.5, lease_s / 8))
+            instances = await self.leases.heartbeat()
+        now = time.monotonic()
+        if now - self._last_renew >= lease_s / 3:
+            lost = await self.leases.renew_all()
+            self._last_renew = now
+            for lost_id in lost:
+                log.warning("%s: lease lost; stepping down", lost_id)
+                await self._stop_runner(lost_id, stale=False)
+        enabled = [a for a in self.rt.accounts if a.enabled]
+        fair = self.leases.fair_share(len(enabled), instances)
+        owned = self.leases.owned()
+        if len(owned) > fair:
+            # give back the surplus, one per tick, so other replicas can take it
+            surplus = sorted(owned)[-1]
+            log.info("%s: releasing lease to rebalance (%d > fair %d)", surplus, len(owned), fair)
+            await self._stop_runner(surplus, stale=False, discard=False)
+            await self.rt.writer.drain(2)
+            await self.leases.release(surplus)
+        elif len(owned) < fair:
+            owners = await self.leases.owners([a.id for a in enabled])
+            for account in enabled:
+                if len(self.leases.owned()) >= fair:
+                    break
+                if account.id in owned:
+                    continue
+                had_owner = owners.get(account.id)
+                if had_owner is None and await self.leases.try_acquire(account.id):
+                    if account.id in self._known_takeover:
+                        self.rt.metrics.lease_takeovers.inc()
+                    await self._start_runner(account.id)
+                elif had_owner is not None and had_owner != self.leases.instance_id:
+                    self._known_takeover.add(account.id)
+        await self._poll_resync()
+
+    async def _poll_resync(self) -> None:
+        reply: Any = await self.rt.redis.xread({self.rt.keys.resync: self._resync_id}, count=100)
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                self._resync_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                account = fields.get(b"a", fields.get("a"))
+                name = account.decode() if isinstance(account, bytes) else str(account)
+                runner = self.runners.get(name)
+                if runner is not None:
+                    runner.request_resync()
+
+    # -- runners -----------------------------------------------------------------------
+
+    async def _start_runner(self, account_id: str) -> None:
+        account = self.rt.account(account_id)
+        if account is None or account_id in self.runners or self._stopping:
+            return
+        assert self.http is not None
+        fold = AccountFold(account.id, account.venue, self.rt.writer)
+        snapshot = await self.rt.reader.snapshot([account.id])
+        fold.load(
+            AssetBalance(
+                r.wallet, r.asset, Decimal(r.total), Decimal(r.available), Decimal(r.locked),
+                r.symbol, dict(r.extra),
+            )
+            for r in snapshot.records
+        )  # fmt: skip
+        runner = AccountRunner(self.rt, account, self.http, fold, self.rt.settings.instance_id)
+        previous = snapshot.statuses.get(account.id, {})
+        runner.reconnects = int(previous.get("reconnects") or 0)
+        self.runners[account_id] = runner
+        self.tasks[account_id] = asyncio.create_task(runner.run(), name=f"upstream-{account_id}")
+        log.info("%s: owned by this instance; starting upstream", account_id)
+
+    async def _stop_runner(self, account_id: str, *, stale: bool, discard: bool = True) -> None:
+        runner = self.runners.pop(account_id, None)
+        task = self.tasks.pop(account_id, None)
+        if runner is None:
+            return
+        await runner.stop()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        runner._m_connected.set(0)
+        if stale and runner.state not in (AccountState.DISABLED, AccountState.AUTH_FAILED):
+            runner.set_state(AccountState.STALE, "service stopped")
+        if not stale and discard:
+            self.rt.writer.discard(account_id)

@@ -1,0 +1,476 @@
+"""One supervised upstream WebSocket per account: connect, authenticate, seed, read, fold.
+
+This is the connection loop every venue shares; venue specifics come from the pure
+:class:`~app.venues.base.VenueSession` (URLs, auth, frame parsing). The loop:
+
+* connects with a freshly signed request, sends the venue's opening messages, and seeds
+  from REST where the stream gives no snapshot (with the fold's watermark);
+* moves the account through ``connecting -> syncing -> live``; ``stale`` while down (the
+  last balances stay, flagged stale, never zeroed); ``auth_failed`` with slow retries;
+* keeps liveness with protocol ping/pong (``heartbeat``) and a read timeout — never
+  message silence, since balance feeds are quiet for hours;
+* rejects a bad frame whole, counts it by reason, logs it once with a short secret-free
+  excerpt, and carries on;
+* reconnects with capped exponential backoff and full jitter, reset only after a
+  connection stayed healthy for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from app.domain import (
+    AccountState,
+    BalanceSnapshot,
+    BalanceUpdate,
+    ControlReply,
+    Event,
+    PriceUpdate,
+    SequenceGap,
+    VenueEvent,
+)
+from app.fold import AccountFold
+from app.logs import SCRUBBER
+from app.runtime import Runtime
+from app.settings import AccountConfig
+from app.store import decimal_str, utc_now_iso
+from app.venues import make_session
+from app.venues.base import MAX_FRAME_BYTES, AuthRejected, ProtocolError, VenueSession
+
+log = logging.getLogger(__name__)
+
+_AUTH_STATUSES = {401, 403}
+_EXCERPT = 120
+_QUICK_CLOSE_S = 2.0
+_QUICK_CLOSES_FOR_AUTH = 3
+
+
+class Reconnect(Exception):
+    """Leave the current connection and reconnect (``reason`` labels the metric)."""
+
+    def __init__(self, reason: str, *, backoff: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.backoff = backoff
+
+
+def full_jitter(attempt: int, base: float, cap: float) -> float:
+    """AWS-style full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+def excerpt(raw: str | bytes) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    short = text[:_EXCERPT] + ("…" if len(text) > _EXCERPT else "")
+    return SCRUBBER.scrub(short)
+
+
+class AccountRunner:
+    """Owns the one upstream socket of one account for as long as the instance owns it."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        account: AccountConfig,
+        http: aiohttp.ClientSession,
+        fold: AccountFold,
+        owner: str,
+    ) -> None:
+        self.rt = runtime
+        self.account = account
+        self.http = http
+        self.fold = fold
+        self.owner = owner
+        s = runtime.settings
+        self.settings = s
+        m = runtime.metrics
+        a, v = account.id, account.venue
+        self._m_connected = m.upstream_connected.labels(a, v)
+        self._m_last = m.upstream_last_message.labels(a)
+        self._m_frames: dict[str, Any] = {}
+        self._m_fold = m.fold_seconds
+        self.state = AccountState.CONNECTING
+        self.reconnects = 0
+        self.connected_since: str | None = None
+        self.last_error = ""
+        self.attempts = 0  # connection attempts made, for tests and metrics
+        self.frames = 0  # frames read on the current connection
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._resync = asyncio.Event()
+        self._stopping = False
+        self._logged_reasons: set[str] = set()
+        self._rooms: set[str] = set()
+        self._seed_error: Exception | None = None
+        self.on_state: Callable[[AccountRunner], None] | None = None
+
+    # -- status ------------------------------------------------------------------------
+
+    def status_doc(self) -> dict[str, Any]:
+        return {
+            "account": self.account.id,
+            "venue": self.account.venue,
+            "state": str(self.state),
+            "connected_since": self.connected_since,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error or None,
+            "owner": self.owner,
+        }
+
+    def set_state(self, state: AccountState, error: str | None = None) -> None:
+        if error is not None:
+            self.last_error = error
+        if state is self.state and error is None:
+            return
+        self.state = state
+        m = self.rt.metrics
+        for s in AccountState:
+            m.upstream_state.labels(self.account.id, self.account.venue, str(s)).set(
+                1 if s is state else 0
+            )
+        self.rt.writer.submit_status(self.account.id, self.status_doc())
+        if self.on_state is not None:
+            self.on_state(self)
+
+    def _count(self, kind: str) -> None:
+        child = self._m_frames.get(kind)
+        if child is None:
+            child = self._m_frames[kind] = self.rt.metrics.upstream_messages.labels(
+                self.account.id, self.account.venue, kind
+            )
+        child.inc()
+
+    def _error(self, reason: str, message: str, raw: str | bytes | None = None) -> None:
+        self.rt.metrics.upstream_errors.labels(self.account.id, self.account.venue, reason).inc()
+        if reason not in self._logged_reasons:  # once per reason per connection: no log floods
+            self._logged_reasons.add(reason)
+            log.warning(
+                "%s: rejected frame (%s): %s%s",
+                self.account.id,
+                reason,
+                SCRUBBER.scrub(message)[:200],
+                f" | {excerpt(raw)}" if raw is not None else "",
+            )
+
+    # -- control -----------------------------------------------------------------------
+
+    def request_resync(self) -> None:
+        self._resync.set()
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            asyncio.get_running_loop().create_task(ws.close(code=1000, message=b"resync"))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=1001, message=b"shutdown"), 2)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if not self.account.enabled:
+            self.set_state(AccountState.DISABLED)
+            return
+        attempt = 0
+        auth_failures = 0
+        quick_closes = 0
+        self.set_state(AccountState.CONNECTING)
+        while not self._stopping:
+            started = time.monotonic()
+            reason = "closed"
+            use_backoff = True
+            self.frames = 0
+            try:
+                await self._connect_once()
+            except Reconnect as exc:
+                reason, use_backoff = exc.reason, exc.backoff
+            except AuthRejected as exc:
+                reason = "auth"
+                self._error("auth", str(exc))
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in _AUTH_STATUSES:
+                    reason = "auth"
+                    self._error("auth", f"upgrade refused with HTTP {exc.status}")
+                else:
+                    reason = f"http_{exc.status}"
+                    self.last_error = f"upgrade refused with HTTP {exc.status}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                reason = "connect" if self._ws is None else "network"
+                self.last_error = SCRUBBER.scrub(f"{type(exc).__name__}: {exc}")[:200]
+            finally:
+                self._ws = None
+                self._m_connected.set(0)
+            if self._stopping:
+                break
+            healthy_for = time.monotonic() - started
+            frames = self.frames
+            if (
+                reason != "auth"
+                and frames == 0
+                and healthy_for < _QUICK_CLOSE_S
+                and (reason in ("closed", "network"))
+            ):
+                # some venues answer bad credentials by closing at once (VENUES.md)
+                quick_closes += 1
+                if quick_closes >= _QUICK_CLOSES_FOR_AUTH:
+                    reason = "auth"
+                    self._error("auth", "connection closed immediately, repeatedly")
+            elif frames:
+                quick_closes = 0
+            self.reconnects += 1
+            self.rt.metrics.upstream_reconnects.labels(
+                self.account.id, self.account.venue, reason
+            ).inc()
+            if reason == "auth":
+                auth_failures += 1
+                delay = min(self.settings.auth_retry_min * 2 ** (auth_failures - 1), 3600.0)
+                delay *= random.uniform(0.8, 1.0)
+                self.set_state(AccountState.AUTH_FAILED, "credentials rejected by the venue")
+            else:
+                auth_failures = 0
+                if healthy_for >= self.settings.healthy_after:
+                    attempt = 0
+                delay = (
+                    full_jitter(attempt, self.settings.backoff_initial, self.settings.backoff_max)
+                    if use_backoff
+                    else 0.0
+                )
+                attempt += 1
+                self.set_state(AccountState.STALE, self.last_error or reason)
+            if self._resync.is_set():
+                self._resync.clear()
+                delay = 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resync.wait(), delay)
+            self._resync.clear()
+
+    async def _connect_once(self) -> None:
+        """One connection from upgrade to close (always ends by raising)."""
+        session = make_session(self.account)
+        request = session.connect_request()
+        self.attempts += 1
+        self._logged_reasons = set()
+        log.info("%s: connecting to %s", self.account.id, request.log_url)
+        ws = await self.http.ws_connect(
+            request.url,
+            headers=dict(request.headers),
+            heartbeat=self.settings.heartbeat,
+            # the transport accepts up to 8x the cap so an oversize frame can be rejected
+            # whole and counted while the connection carries on (SPEC §14); only a frame
+            # beyond that costs the connection
+            max_msg_size=8 * MAX_FRAME_BYTES,
+            autoping=True,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+        )
+        self._ws = ws
+        self._m_connected.set(1)
+        self.connected_since = utc_now_iso()
+        self._rooms = set()
+        self.set_state(AccountState.SYNCING, "")
+        log.info("%s: connected", self.account.id)
+        seed_task: asyncio.Task[None] | None = None
+        self._seed_error = None
+        try:
+            for message in session.opening_messages():
+                await ws.send_str(message)
+            self._rooms.update(_rooms_of(session.opening_messages()))
+            if session.subscribed:
+                seed_task = self._start_seed(session, ws)
+            while True:
+                msg = await ws.receive(timeout=self.settings.read_timeout)
+                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    self.frames += 1
+                    await self._handle_frame(session, msg.data, time.time())
+                    if seed_task is None and session.subscribed:
+                        seed_task = self._start_seed(session, ws)
+                elif msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.CLOSED,
+                ):
+                    if self._seed_error is not None:
+                        raise self._seed_error
+                    if self._resync.is_set():
+                        raise Reconnect("resync", backoff=False)
+                    raise Reconnect("closed")
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    if isinstance(msg.data, aiohttp.WebSocketError) and msg.data.code == 1009:
+                        self._error("oversize", "frame over the transport limit")
+                        raise Reconnect("oversize")
+                    raise Reconnect("network")
+        except TimeoutError:
+            raise Reconnect("read_timeout") from None
+        finally:
+            if seed_task is not None and not seed_task.done():
+                seed_task.cancel()
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 2)
+
+    async def _handle_frame(self, session: VenueSession, raw: str | bytes, received: float) -> None:
+        self._m_last.set(received)
+        self.rt.writer.touch(self.account.id, self.account.venue, _iso(received))
+        t0 = time.perf_counter()
+        try:
+            events, replies = session.on_frame(raw)
+        except AuthRejected:
+            self._count("auth_error")
+            raise
+        except ProtocolError as exc:
+            self._count("rejected")
+            self._error(exc.reason, str(exc), raw)
+            return
+        for reply in replies:
+            assert self._ws is not None
+            await self._ws.send_str(reply)
+        self._apply(session, events)
+        self._m_fold.observe(time.perf_counter() - t0)
+        if self.account.venue == "solanatracker" and events:
+            await self._sync_rooms(session)
+
+    def _apply(self, session: VenueSession, events: list[Event]) -> None:
+        fold = self.fold
+        for event in events:
+            if isinstance(event, BalanceUpdate):
+                self._count("balance")
+                fold.apply_update(event)
+            elif isinstance(event, BalanceSnapshot):
+                self._count("snapshot")
+                fold.apply_snapshot(event)
+                if session.stream_has_snapshot and self.state is not AccountState.LIVE:
+                    self.set_state(AccountState.LIVE, "")
+            elif isinstance(event, PriceUpdate):
+                self._count("price")
+                self._store_price(event)
+                fold.apply_price(event)
+            elif isinstance(event, VenueEvent):
+                self._count(event.kind)
+                self.rt.writer.submit_event(self.account.id, event.kind, event.data)
+            elif isinstance(event, SequenceGap):
+                self._count("control")
+                self._error(
+                    "sequence_gap", f"expected sequence {event.expected}, got {event.received}"
+                )
+                raise Reconnect("sequence_gap", backoff=False)
+            elif isinstance(event, ControlReply):
+                self._count("control")
+
+    def _store_price(self, price: PriceUpdate) -> None:
+        self.rt.writer.submit_price(
+            price.mint,
+            {
+                "price_usd": decimal_str(price.price_usd) if price.price_usd is not None else None,
+                "symbol": price.symbol,
+                "name": price.name,
+                "decimals": price.decimals,
+            },
+        )
+
+    async def _sync_rooms(self, session: VenueSession) -> None:
+        """Join ``transaction:<mint>`` for every held mint; leave rooms no wallet holds."""
+        room_of = getattr(session, "transaction_room", None)
+        join = getattr(session, "join_message", None)
+        leave = getattr(session, "leave_message", None)
+        if room_of is None or join is None or leave is None or self._ws is None:
+            return
+        wanted = {room_of(mint) for mint in self.fold.held_mints()}
+        current = {r for r in self._rooms if r.startswith("transaction:")}
+        ws = self._ws
+        for room in sorted(wanted - current):
+            self._rooms.add(room)
+            await ws.send_str(join(room))
+        for room in sorted(current - wanted):
+            self._rooms.discard(room)
+            await ws.send_str(leave(room))
+
+    def _start_seed(
+        self, session: VenueSession, ws: aiohttp.ClientWebSocketResponse
+    ) -> asyncio.Task[None]:
+        """Seed from REST in the background; a failure closes the socket to reconnect."""
+
+        async def seed() -> None:
+            try:
+                requests = session.rest_snapshot_requests()
+                if requests:
+                    await self._seed(session, requests)
+                elif not session.stream_has_snapshot:
+                    self.set_state(AccountState.LIVE, "")
+            except asyncio.CancelledError:
+                raise
+            except AuthRejected as exc:
+                self._seed_error = exc
+                await ws.close()
+            except Reconnect as exc:
+                self._seed_error = exc
+                await ws.close()
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                self._error("rest", f"REST snapshot failed: {type(exc).__name__}")
+                self._seed_error = Reconnect("seed_failed")
+                await ws.close()
+
+        return asyncio.get_running_loop().create_task(seed())
+
+    async def _seed(self, session: VenueSession, requests: list[Any]) -> None:
+        for request in requests:
+            ticket = self.fold.begin_seed()
+            try:
+                async with self.http.request(
+                    request.method,
+                    request.url,
+                    headers=dict(request.headers),
+                    timeout=aiohttp.ClientTimeout(total=15),
+                ) as response:
+                    body = await response.read()
+                    if response.status in _AUTH_STATUSES:
+                        raise AuthRejected(f"REST snapshot refused with HTTP {response.status}")
+                    if response.status != 200:
+                        self._error("rest", f"REST snapshot answered HTTP {response.status}")
+                        raise Reconnect("seed_failed")
+                events = session.parse_rest_snapshot_for(request, body)
+            except ProtocolError as exc:
+                self.fold.cancel_seed(ticket)
+                if isinstance(exc, AuthRejected):
+                    raise
+                self._error(exc.reason, f"REST snapshot: {exc}")
+                raise Reconnect("seed_failed") from None
+            except BaseException:
+                self.fold.cancel_seed(ticket)
+                raise
+            for event in events:
+                if isinstance(event, BalanceSnapshot):
+                    self.fold.finish_seed(ticket, event)
+                elif isinstance(event, PriceUpdate):
+                    self._store_price(event)
+                    self.fold.apply_price(event)
+            self.fold.cancel_seed(ticket)
+            self._count("rest_snapshot")
+        if self.account.venue == "solanatracker":
+            await self._sync_rooms(session)
+        self.set_state(AccountState.LIVE, "")
+
+
+def _rooms_of(messages: Any) -> set[str]:
+    import orjson
+
+    rooms: set[str] = set()
+    for message in messages:
+        with contextlib.suppress(Exception):
+            doc = orjson.loads(message)
+            if isinstance(doc, dict) and doc.get("type") == "join":
+                rooms.add(str(doc.get("room")))
+    return rooms
+
+
+def _iso(ts: float) -> str:
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
