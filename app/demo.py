@@ -83,7 +83,7 @@ async def _demo(host: str, port: int, sim_port: int, data_dir: Path) -> int:
         server = _Server(config)
 
         async def banner() -> None:
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 - uvicorn exposes only this flag
                 await asyncio.sleep(0.05)
             base = f"http://{host}:{port}"
             sys.stdout.write(
