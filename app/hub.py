@@ -203,6 +203,7 @@ class Subscriber:
         self.limit = limit
         self._queue: OrderedDict[object, Message] = OrderedDict()
         self._conflating = False
+        self._allowance = 0  # extra room a resume replay may use without being conflated
         self._serial = 0
         self._wake = asyncio.Event()
         self.close_code: int | None = None
@@ -243,7 +244,7 @@ class Subscriber:
         else:
             self._serial += 1
             queue[self._serial] = msg
-            if not self._conflating and len(queue) > self.limit:
+            if not self._conflating and len(queue) > self.limit + self._allowance:
                 self._conflate()
         self.stalled += 1
         if len(queue) > self.peak_pending:
@@ -270,12 +271,19 @@ class Subscriber:
     def clear(self) -> None:
         self._queue.clear()
         self._conflating = False
+        self._allowance = 0
         self.stalled = 0
 
     def prepend(self, messages: Sequence[Message]) -> None:
-        """Put a replay before what arrived live while it was being read."""
+        """Put a replay before what arrived live while it was being read.
+
+        A replay is delivered exactly (each missed message once), so it gets room of its
+        own on top of ``limit``; it is bounded by ``client_max_lag``, which decides
+        whether a client may resume at all.
+        """
         live = list(self._queue.values())
         self.clear()
+        self._allowance = len(messages)
         for msg in (*messages, *live):
             self.push(msg)
         self.stalled = 0
@@ -320,6 +328,8 @@ class Subscriber:
         if not self._queue:
             return None
         _slot, msg = self._queue.popitem(last=False)
+        if self._allowance:
+            self._allowance -= 1
         if not self._queue:
             self._conflating = False
         return msg
@@ -728,10 +738,7 @@ class StreamHub:
             return sub
         replay = self._from_ring(since)
         if replay is not None:
-            for msg in replay:
-                if msg.text and sub.matches(msg):
-                    sub.push(msg)
-            sub.stalled = 0
+            sub.prepend([m for m in replay if m.text and sub.matches(m)])
             return sub
         await self._replay_from_redis(sub, since)
         return sub
