@@ -203,13 +203,6 @@ def _not_loaded() -> Response:
     return _error(503, "not_loaded", "balance state not loaded from redis yet")
 
 
-def _d(text: str) -> Decimal:
-    try:
-        return Decimal(text)
-    except (InvalidOperation, TypeError):
-        return Decimal(0)
-
-
 def parse_prices(raw: dict[Any, Any]) -> dict[str, Decimal]:
     """``P:prices`` hash (mint -> JSON with ``price_usd``) -> exact prices."""
     out: dict[str, Decimal] = {}
