@@ -56,7 +56,8 @@ class LeaseManager:
         now = int(time.time() * 1000)
         pipe = self._client.pipeline(transaction=False)
         pipe.zadd(self._keys.instances, {self.instance_id: now})
-        pipe.zremrangebyscore(self._keys.instances, 0, now - 3 * self.lease_ms)
+        # an instance silent for a lease's life is gone: its leases are expiring too
+        pipe.zremrangebyscore(self._keys.instances, 0, now - self.lease_ms)
         pipe.zcard(self._keys.instances)
         replies = await pipe.execute()
         return max(int(replies[2]), 1)

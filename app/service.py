@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 
@@ -165,6 +166,7 @@ def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = N
         access_log=False,
         loop="uvloop" if _has_uvloop() else "asyncio",
         ws="auto",
+        ws_ping_interval=settings.heartbeat,
         timeout_graceful_shutdown=10,
         ws_max_size=1 << 16,
         h11_max_incomplete_event_size=1 << 16,
@@ -175,9 +177,23 @@ def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = N
 
 
 class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, which makes the process
-    die "by signal". A service that shut down cleanly on request should exit 0 (SPEC §14),
-    so the captured signals are handled here and not raised again."""
+    """uvicorn with the service's shutdown semantics (SPEC §14).
+
+    uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, which makes the process die
+    "by signal"; a service that shut down cleanly on request exits 0, so the captured
+    signals are handled here and not raised again. uvicorn also closes open WebSockets with
+    1012 before the app's shutdown runs; stream clients are told 1001 (going away) first.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        state = getattr(self.config.loaded_app, "state", None) or getattr(
+            self.config.app, "state", None
+        )
+        runtime = getattr(state, "runtime", None)
+        if runtime is not None:
+            with contextlib.suppress(Exception):
+                await runtime.hub.close_clients(1001)
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -40,6 +40,7 @@ class Supervisor:
         self._stopping = False
         self._last_renew = 0.0
         self._known_takeover: set[str] = set()
+        self._orphans: set[str] = set()
 
     # -- public ------------------------------------------------------------------------
 
@@ -140,11 +141,16 @@ class Supervisor:
             await self._stop_runner(surplus, stale=False, discard=False)
             await self.rt.writer.drain(2)
             await self.leases.release(surplus)
-        elif len(owned) < fair:
+        else:
             owners = await self.leases.owners([a.id for a in enabled])
+            orphans = {a.id for a in enabled if a.id not in owners}
+            # an account nobody holds for two ticks in a row is taken even beyond the fair
+            # share: an unowned account is worse than an uneven spread (rebalanced later)
+            overdue = orphans & self._orphans
+            self._orphans = orphans
             for account in enabled:
-                if len(self.leases.owned()) >= fair:
-                    break
+                if len(self.leases.owned()) >= fair and account.id not in overdue:
+                    continue
                 if account.id in owned:
                     continue
                 had_owner = owners.get(account.id)
