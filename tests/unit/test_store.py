@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from app.domain import AssetBalance
+from app.domain import AssetBalance, BalanceRecord
 from app.redis_server import EmbeddedRedis
 from app.store import (
     BalanceReader,
@@ -335,3 +335,33 @@ def test_decimal_text_is_canonical() -> None:
     assert decimal_str(Decimal("0E-8")) == "0"
     assert decimal_str(Decimal("1E+2")) == "100"
     assert decimal_str(Decimal("999999999999.99999999")) == "999999999999.99999999"
+
+
+def test_long_amounts_sum_exactly() -> None:
+    """Sums beyond the 28 digits of Python's default decimal context stay exact."""
+    a = Decimal("1234567890123456789012345678901234567890.1234567890123456789012345678901234567891")
+    rows = [bal("X", str(a)), bal("X", str(a))]
+    total = totals_by_symbol(r for r in [_record(rows[0], "a"), _record(rows[1], "b")])["X"][
+        "total"
+    ]
+    assert (
+        str(total)
+        == "2469135780246913578024691357802469135780.2469135780246913578024691357802469135782"
+    )
+
+
+def _record(balance: AssetBalance, account: str) -> BalanceRecord:
+    return BalanceRecord(
+        account,
+        "v",
+        balance.wallet,
+        balance.asset,
+        balance.symbol,
+        balance.total,
+        balance.available,
+        balance.locked,
+        "",
+        None,
+        False,
+        {},
+    )
