@@ -1,0 +1,614 @@
+"""The measurements: fold (with its two ceilings), latency, REST, fan-out, scale."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import orjson
+import psutil
+import redis.asyncio as aioredis
+
+from app.domain import AssetBalance
+from app.simulators.bitopro import auth_headers
+from app.store import encode_content
+from bench.procs import Child, Service, Stack, free_port
+from bench.wsclient import WsClient, connect
+
+ASSETS = (
+    "BTC",
+    "ETH",
+    "USDT",
+    "TWD",
+    "ADA",
+    "SOL",
+    "XRP",
+    "DOGE",
+    "DOT",
+    "LTC",
+    "BCH",
+    "LINK",
+    "UNI",
+    "MATIC",
+    "TRX",
+    "AVAX",
+    "ATOM",
+    "XLM",
+    "ETC",
+    "FIL",
+)
+UNIT = Decimal("0.00000001")
+
+
+@dataclass
+class Sizes:
+    """How big each measurement is (``--quick`` and ``--smoke`` shrink them)."""
+
+    fold_accounts: list[int] = field(default_factory=lambda: [1, 10, 100])
+    fold_frames: int = 300_000
+    redis_records: int = 200_000
+    latency_rates: list[int] = field(default_factory=lambda: [1_000, 5_000])
+    latency_seconds: float = 5.0
+    rest_seconds: float = 10.0
+    fanout_clients: list[int] = field(default_factory=lambda: [100, 1_000])
+    fanout_rate: int = 100
+    fanout_seconds: float = 5.0
+    scale_accounts: list[int] = field(default_factory=lambda: [100, 500, 2_000])
+    scale_window: float = 10.0
+
+    @property
+    def service_accounts(self) -> int:
+        return max(max(self.fold_accounts), 2)
+
+
+def quick_sizes() -> Sizes:
+    return Sizes(
+        fold_frames=60_000,
+        redis_records=60_000,
+        latency_seconds=2.0,
+        rest_seconds=3.0,
+        fanout_seconds=2.0,
+        scale_accounts=[100, 500],
+        scale_window=3.0,
+    )
+
+
+def smoke_sizes() -> Sizes:
+    return Sizes(
+        fold_accounts=[1, 3],
+        fold_frames=2_000,
+        redis_records=2_000,
+        latency_rates=[200],
+        latency_seconds=1.0,
+        rest_seconds=1.0,
+        fanout_clients=[5],
+        fanout_rate=50,
+        fanout_seconds=1.0,
+        scale_accounts=[5],
+        scale_window=1.0,
+    )
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def sim_account(name: str, assets: int = 20) -> dict[str, Any]:
+    """A BitoPro simulator account body; ``name`` doubles as the service account id."""
+    balances = {
+        a: {"amount": f"{1000 + i}.5", "available": f"{900 + i}.25"}
+        for i, a in enumerate(ASSETS[:assets])
+    }
+    return {
+        "api_key": f"key-{name}",
+        "api_secret": f"secret-{name}",
+        "email": f"{name}@bench.invalid",
+        "balances": balances,
+    }
+
+
+def service_account(stack: Stack, name: str) -> dict[str, Any]:
+    return {
+        "id": name,
+        "venue": "bitopro",
+        "api_key": f"key-{name}",
+        "api_secret": f"secret-{name}",
+        "email": f"{name}@bench.invalid",
+        "ws_url": stack.ws_url,
+        "rest_url": stack.rest_url,
+    }
+
+
+class Bench:
+    """Shared state of one bench run."""
+
+    def __init__(self, stack: Stack, sizes: Sizes) -> None:
+        self.stack = stack
+        self.sizes = sizes
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
+        self.redis = aioredis.Redis.from_url(stack.redis.url)
+        self._nonce = 0
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.redis.aclose()
+
+    async def add_accounts(self, names: list[str], assets: int = 20) -> None:
+        for i in range(0, len(names), 500):
+            body = {"accounts": [sim_account(n, assets) for n in names[i : i + 500]]}
+            async with self.http.post(self.stack.bench_url + "/bench/accounts", json=body) as r:
+                r.raise_for_status()
+
+    async def bench_post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.http.post(self.stack.bench_url + path, json=body) as r:
+            r.raise_for_status()
+            doc: dict[str, Any] = await r.json()
+            return doc
+
+    async def truth(self, name: str) -> dict[str, dict[str, Decimal]]:
+        url = f"{self.stack.rest_url}/_sim/accounts/key-{name}/truth"
+        async with self.http.get(url) as r:
+            r.raise_for_status()
+            doc = await r.json()
+        return {
+            row["asset"]: {k: Decimal(row[k]) for k in ("total", "available", "locked")}
+            for row in doc["balances"]
+        }
+
+    async def metric(self, service: Service, name: str, labels: str = "") -> float:
+        async with self.http.get(service.base + "/metrics") as r:
+            text = await r.text()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and labels in line:
+                head, _, value = line.rpartition(" ")
+                if head.split("{")[0] == name:
+                    total += float(value)
+        return total
+
+    def nonce(self) -> int:
+        self._nonce = max(time.time_ns() // 1_000_000, self._nonce + 1)
+        return self._nonce
+
+
+# --------------------------------------------------------------------------- fold
+
+
+async def parse_ceiling(b: Bench, names: list[str], per: int) -> float:
+    """Frames/s a plain aiohttp client receives and orjson-parses, with no state."""
+    conns: list[aiohttp.ClientWebSocketResponse] = []
+    for name in names:
+        headers = auth_headers(f"key-{name}", f"secret-{name}", f"{name}@bench.invalid", b.nonce())
+        ws = await b.http.ws_connect(b.stack.ws_url, headers=headers, max_msg_size=1 << 22)
+        await ws.receive()  # the snapshot frame
+        conns.append(ws)
+    ends: list[float] = []
+
+    async def read(ws: aiohttp.ClientWebSocketResponse) -> None:
+        got = 0
+        while got < per:
+            msg = await ws.receive()
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                raise RuntimeError(f"ceiling client: unexpected {msg.type}")
+            orjson.loads(msg.data)
+            got += 1
+        ends.append(time.monotonic())
+
+    readers = [asyncio.create_task(read(ws)) for ws in conns]
+    fired = await b.bench_post(
+        "/bench/fire", {"keys": [f"key-{n}" for n in names], "count": per, "asset": "BTC"}
+    )
+    await asyncio.wait_for(asyncio.gather(*readers), 120)
+    for ws in conns:
+        await ws.close()
+    return per * len(names) / (max(ends) - float(fired["t0"]))
+
+
+async def redis_ceiling(b: Bench, records: int) -> float:
+    """Records/s of HSET + XADD pipelines of 1,000 sent straight from Python."""
+    sample = AssetBalance(
+        wallet="",
+        asset="BTC",
+        total=Decimal("1000.5"),
+        available=Decimal("900.25"),
+        locked=Decimal("100.25"),
+        symbol="BTC",
+    )
+    content = encode_content("acct-000", "bitopro", sample)
+    message = b'{"type":"balance","seq":1,"balance":' + content[:-1] + b',"stale":false}}'
+    t0 = time.monotonic()
+    done = 0
+    while done < records:
+        pipe = b.redis.pipeline(transaction=False)
+        for i in range(min(1000, records - done)):
+            pipe.hset(f"ceil:{{acct-{i % 100:03d}}}:bal", "|BTC", content)
+            pipe.xadd("ceil:changes", {"a": "acct", "s": "BTC", "m": message}, maxlen=1_000_000)
+        await pipe.execute()
+        done += 1000
+    rate = records / (time.monotonic() - t0)
+    keys = [k async for k in b.redis.scan_iter("ceil:*", count=1000)]
+    if keys:
+        await b.redis.delete(*keys)
+    return rate
+
+
+async def verify(b: Bench, service: Service, names: list[str]) -> bool:
+    ok = True
+    for name in names:
+        truth = await b.truth(name)
+        held = await b.redis.hgetall(f"{service.prefix}:{{{name}}}:bal")
+        got = {}
+        for raw in held.values():
+            doc = orjson.loads(raw)
+            got[doc["asset"]] = {k: Decimal(doc[k]) for k in ("total", "available", "locked")}
+        if got != truth:
+            log(f"verify: {name} differs from the simulator's truth")
+            ok = False
+    return ok
+
+
+async def fold_run(b: Bench, service: Service, names: list[str], frames: int) -> dict[str, Any]:
+    per = max(1, frames // len(names))
+    ceil_names = [f"ceil-{len(names)}-{i:03d}" for i in range(len(names))]
+    await b.add_accounts(ceil_names, assets=1)
+    parse = await parse_ceiling(b, ceil_names, per)
+    seq_key = f"{service.prefix}:seq"
+    seq0 = int(await b.redis.get(seq_key) or 0)
+    msgs0 = await b.metric(service, "balagg_upstream_messages_total", 'kind="balance"')
+    proc = psutil.Process(service.pid)
+    cpu0 = proc.cpu_times()
+    fired = await b.bench_post(
+        "/bench/fire", {"keys": [f"key-{n}" for n in names], "count": per, "asset": "BTC"}
+    )
+    t0 = float(fired["t0"])
+    want = {n: (await b.truth(n))["BTC"]["total"] for n in names}
+    fields = [(f"{service.prefix}:{{{n}}}:bal", n) for n in names]
+    deadline = time.monotonic() + 120
+    remaining = dict(fields)
+    t_done = 0.0
+    while remaining and time.monotonic() < deadline:
+        pipe = b.redis.pipeline(transaction=False)
+        keys = list(remaining)
+        for key in keys:
+            pipe.hget(key, "|BTC")
+        replies = await pipe.execute()
+        now = time.monotonic()
+        for key, raw in zip(keys, replies, strict=True):
+            if raw is not None and Decimal(orjson.loads(raw)["total"]) == want[remaining[key]]:
+                del remaining[key]
+        if not remaining:
+            t_done = now
+            break
+        await asyncio.sleep(0.002)
+    cpu1 = proc.cpu_times()
+    if remaining:
+        log(f"fold: {len(remaining)} account(s) never reached the final value")
+        t_done = time.monotonic()
+    seq1 = int(await b.redis.get(seq_key) or 0)
+    await asyncio.sleep(0.3)  # let the frames counter catch up
+    msgs1 = await b.metric(service, "balagg_upstream_messages_total", 'kind="balance"')
+    total = per * len(names)
+    seconds = t_done - t0
+    rate = total / seconds
+    verified = not remaining and await verify(b, service, names)
+    service_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds
+    return {
+        "accounts": len(names),
+        "frames": total,
+        "frames_received": int(msgs1 - msgs0),
+        "seconds": round(seconds, 4),
+        "frames_per_s": round(rate),
+        "send_seconds": round(float(fired["t1"]) - t0, 4),
+        "stream_entries": seq1 - seq0,
+        "parse_ceiling_per_s": round(parse),
+        "ratio_parse": round(rate / parse, 3),
+        "service_cpu_cores": round(service_cpu, 2),
+        "state_verified": verified,
+    }
+
+
+# --------------------------------------------------------------------------- latency
+
+
+async def latency_run(
+    b: Bench, service: Service, name: str, rate: int, start: int
+) -> dict[str, Any]:
+    received: dict[int, float] = {}
+
+    def on_text(payload: bytes, t: float) -> None:
+        doc = orjson.loads(payload)
+        if doc.get("type") == "balance":
+            k = int(Decimal(doc["balance"]["total"]) / UNIT)
+            received.setdefault(k, t)
+
+    client = await connect(
+        "127.0.0.1", service.port, f"/v1/stream?accounts={name}&assets=LAT", on_text
+    )
+    await asyncio.sleep(0.3)
+    seconds = b.sizes.latency_seconds
+    doc = await b.bench_post(
+        "/bench/pace",
+        {"key": f"key-{name}", "asset": "LAT", "rate": rate, "seconds": seconds, "start": start},
+    )
+    await asyncio.sleep(0.5)
+    client.close()
+    sent = {int(k): float(t) for k, t in doc["sent"]}
+    lags = [(received[k] - t) * 1000 for k, t in sent.items() if k in received]
+    last = max(sent)
+    return {
+        "rate_per_s": rate,
+        "sent": len(sent),
+        "received": len(lags),
+        "last_received": last in received,
+        "p50_ms": round(pct(lags, 50), 3),
+        "p99_ms": round(pct(lags, 99), 3),
+        "max_ms": round(max(lags), 3) if lags else float("nan"),
+        "mean_ms": round(statistics.fmean(lags), 3) if lags else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------- REST
+
+
+_WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_WRK_P99 = re.compile(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+
+
+async def load(url: str, seconds: float) -> tuple[float, float, str]:
+    """(requests/s, p99 ms, tool): wrk when installed, else an asyncio client."""
+    wrk = shutil.which("wrk")
+    if wrk is not None:
+        proc = await asyncio.create_subprocess_exec(
+            wrk,
+            "-t1",
+            "-c32",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out = (await proc.communicate())[0].decode()
+        rps = _WRK_RPS.search(out)
+        p99 = _WRK_P99.search(out)
+        if rps and p99:
+            scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+            return float(rps.group(1)), float(p99.group(1)) * scale, "wrk -t1 -c32"
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as http:
+
+        async def worker() -> None:
+            while time.monotonic() < deadline:
+                t = time.monotonic()
+                async with http.get(url) as r:
+                    await r.read()
+                latencies.append((time.monotonic() - t) * 1000)
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(16)))
+        elapsed = time.monotonic() - t0
+    return len(latencies) / elapsed, pct(latencies, 99), "aiohttp x16"
+
+
+async def rest_run(b: Bench, service: Service, accounts: int) -> dict[str, Any]:
+    url = service.base + "/v1/balances"
+    async with b.http.get(url) as r:
+        body = await r.read()
+    records = len(orjson.loads(body)["balances"])
+    path = b.stack.tmp / "balances.json"
+    path.write_bytes(body)
+    port = free_port()
+    bare = Child(
+        [sys.executable, "-m", "bench.bare", "--port", str(port), "--body", str(path)],
+        log=b.stack.tmp / "bare.log",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                async with b.http.get(f"http://127.0.0.1:{port}/") as r:
+                    if len(await r.read()) == len(body):
+                        break
+            except (aiohttp.ClientError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        bare_rps, bare_p99, tool = await load(f"http://127.0.0.1:{port}/", b.sizes.rest_seconds)
+    finally:
+        bare.stop()
+    rps, p99, tool = await load(url, b.sizes.rest_seconds)
+    return {
+        "accounts": accounts,
+        "records": records,
+        "body_bytes": len(body),
+        "rps": round(rps),
+        "p99_ms": round(p99, 2),
+        "bare_rps": round(bare_rps),
+        "bare_p99_ms": round(bare_p99, 2),
+        "ratio_bare": round(rps / bare_rps, 3),
+        "tool": tool,
+    }
+
+
+# --------------------------------------------------------------------------- fan-out
+
+
+async def fanout_run(
+    b: Bench, service: Service, name: str, clients: int, start: int
+) -> dict[str, Any]:
+    sample_every = max(1, clients // 100)
+    lags_at: list[dict[int, float]] = []
+    conns: list[WsClient] = []
+    path = f"/v1/stream?accounts={name}&assets=FAN"
+
+    def recorder() -> Any:
+        seen: dict[int, float] = {}
+        lags_at.append(seen)
+        marker = b'"total":"'
+
+        def on_text(payload: bytes, t: float) -> None:
+            at = payload.find(marker)
+            if at >= 0 and payload.startswith(b'{"type":"balance"'):
+                end = payload.index(b'"', at + 9)
+                seen[int(Decimal(payload[at + 9 : end].decode()) / UNIT)] = t
+
+        return on_text
+
+    for i in range(0, clients, 100):
+        batch = range(i, min(clients, i + 100))
+        conns += await asyncio.gather(
+            *(
+                connect(
+                    "127.0.0.1", service.port, path, recorder() if j % sample_every == 0 else None
+                )
+                for j in batch
+            )
+        )
+    await asyncio.wait_for(asyncio.gather(*(c.first.wait() for c in conns)), 60)
+    base = [c.messages for c in conns]
+    conflated0 = await b.metric(service, "balagg_downstream_conflated_total")
+    rate = b.sizes.fanout_rate
+    doc = await b.bench_post(
+        "/bench/pace",
+        {
+            "key": f"key-{name}",
+            "asset": "FAN",
+            "rate": rate,
+            "seconds": b.sizes.fanout_seconds,
+            "start": start,
+        },
+    )
+    await asyncio.sleep(1.0)
+    rss = psutil.Process(service.pid).memory_info().rss
+    conflated1 = await b.metric(service, "balagg_downstream_conflated_total")
+    sent = {int(k): float(t) for k, t in doc["sent"]}
+    lags = [(seen[k] - t) * 1000 for seen in lags_at for k, t in sent.items() if k in seen]
+    delivered = sum(c.messages - m for c, m in zip(conns, base, strict=True))
+    closed = sum(1 for c in conns if c.closed.done())
+    for c in conns:
+        c.close()
+    return {
+        "clients": clients,
+        "updates_per_s": rate,
+        "updates": len(sent),
+        "delivered": delivered,
+        "delivered_ratio": round(delivered / (len(sent) * clients), 4),
+        "closed_by_server": closed,
+        "sampled_clients": len(lags_at),
+        "p50_lag_ms": round(pct(lags, 50), 3),
+        "p99_lag_ms": round(pct(lags, 99), 3),
+        "max_lag_ms": round(max(lags), 3) if lags else float("nan"),
+        "conflated": int(conflated1 - conflated0),
+        "rss_mb": round(rss / 2**20, 1),
+    }
+
+
+# --------------------------------------------------------------------------- scale
+
+
+async def scale_run(b: Bench, accounts: int) -> dict[str, Any]:
+    names = [f"s{accounts}-{i:04d}" for i in range(accounts)]
+    await b.add_accounts(names, assets=2)
+    service = Service(
+        b.stack, [service_account(b.stack, n) for n in names], f"scale{accounts}", heartbeat=5.0
+    )
+    try:
+        t0 = time.monotonic()
+        await service.wait_live(accounts, timeout=300)
+        ready = time.monotonic() - t0
+        async with b.http.get(b.stack.bench_url + "/bench/conns") as r:
+            sim_open = (await r.json())["open"]
+        await asyncio.sleep(2.0)
+        proc = psutil.Process(service.pid)
+        proc.cpu_percent(None)
+        await asyncio.sleep(b.sizes.scale_window)
+        cpu = proc.cpu_percent(None)
+        rss = proc.memory_info().rss
+        sockets = sum(1 for c in proc.net_connections("tcp") if c.status == "ESTABLISHED")
+    finally:
+        service.stop()
+    return {
+        "accounts": accounts,
+        "live_after_s": round(ready, 2),
+        "sim_open_connections": sim_open,
+        "service_tcp_established": sockets,
+        "rss_mb": round(rss / 2**20, 1),
+        "rss_kb_per_account": round(rss / 1024 / accounts, 1),
+        "idle_cpu_percent": round(cpu, 2),
+        "idle_window_s": b.sizes.scale_window,
+    }
+
+
+# --------------------------------------------------------------------------- all
+
+
+async def run_all(stack: Stack, sizes: Sizes) -> dict[str, Any]:
+    b = Bench(stack, sizes)
+    try:
+        return await _run_all(b)
+    finally:
+        await b.close()
+
+
+async def _run_all(b: Bench) -> dict[str, Any]:
+    sizes, stack = b.sizes, b.stack
+    n = sizes.service_accounts
+    names = [f"acct-{i:03d}" for i in range(n)]
+    await b.add_accounts(names)
+    service = Service(stack, [service_account(stack, x) for x in names], "main")
+    out: dict[str, Any] = {}
+    try:
+        await service.wait_live(n)
+        log(f"service up with {n} accounts x {len(ASSETS)} assets")
+        fold_runs = []
+        for count in sizes.fold_accounts:
+            run = await fold_run(b, service, names[:count], sizes.fold_frames)
+            log(f"fold {count} account(s): {run}")
+            fold_runs.append(run)
+        redis_rate = await redis_ceiling(b, sizes.redis_records)
+        log(f"redis ceiling: {redis_rate:.0f} records/s")
+        for run in fold_runs:
+            run["redis_ceiling_per_s"] = round(redis_rate)
+            run["ratio_redis"] = round(run["frames_per_s"] / redis_rate, 3)
+        out["fold_runs"] = fold_runs
+        latency_runs = []
+        for i, rate in enumerate(sizes.latency_rates):
+            run = await latency_run(b, service, names[0], rate, 1 + i * 10_000_000)
+            log(f"latency {rate}/s: {run}")
+            latency_runs.append(run)
+        out["latency_runs"] = latency_runs
+        out["rest_runs"] = [await rest_run(b, service, n)]
+        log(f"rest: {out['rest_runs'][0]}")
+        fanout_runs = []
+        for i, clients in enumerate(sizes.fanout_clients):
+            run = await fanout_run(b, service, names[1], clients, 1 + i * 10_000_000)
+            log(f"fanout {clients}: {run}")
+            fanout_runs.append(run)
+        out["fanout_runs"] = fanout_runs
+    finally:
+        service.stop()
+    scale_runs = []
+    for accounts in sizes.scale_accounts:
+        run = await scale_run(b, accounts)
+        log(f"scale {accounts}: {run}")
+        scale_runs.append(run)
+    out["scale_runs"] = scale_runs
+    return out

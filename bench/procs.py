@@ -1,0 +1,202 @@
+"""Child processes of the bench: Redis, the simulator host, the service, the bare app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from app.redis_server import EmbeddedRedis
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports."""
+    for _ in range(200):
+        base = free_port()
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft fd limit to the hard one (inherited by every child)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
+
+
+class Child:
+    """A child process started in its own process group, stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None):
+        self.log = log
+        out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        if log is not None and not isinstance(out, int):
+            out.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def first_line(self, timeout: float = 30.0) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.strip() or self.proc.poll() is not None:
+                break
+        if not line.strip():
+            raise RuntimeError(f"child {self.proc.args!r} printed nothing: {self.tail()}")
+        doc: dict[str, Any] = json.loads(line)
+        return doc
+
+    def tail(self) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        return self.log.read_text(errors="replace")[-2000:]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class Stack:
+    """Redis (AOF off) + the simulator host; services are started per phase."""
+
+    def __init__(self, ping: float) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="balagg-bench-"))
+        self.redis = EmbeddedRedis(self.tmp / "redis", appendonly=False)
+        self.ping = ping
+        self.sim: Child | None = None
+        self.ws_url = ""
+        self.rest_url = ""
+        self.bench_url = ""
+
+    def start(self) -> None:
+        self.redis.start()
+        port = free_ports(4)
+        self.sim = Child(
+            [
+                sys.executable,
+                "-m",
+                "bench.simhost",
+                "--port",
+                str(port),
+                "--bench-port",
+                str(free_port()),
+                "--ping",
+                str(self.ping),
+            ],
+            log=self.tmp / "simhost.log",
+        )
+        info = self.sim.first_line()
+        self.ws_url = info["bitopro"]["ws_url"]
+        self.rest_url = info["bitopro"]["rest_url"]
+        self.bench_url = info["bench_url"]
+
+    def stop(self) -> None:
+        if self.sim is not None:
+            self.sim.stop()
+        self.redis.stop()
+        if os.environ.get("BENCH_KEEP_TMP") != "1":
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Service:
+    """``python -m app serve`` with the given accounts, on a free port."""
+
+    def __init__(
+        self, stack: Stack, accounts: list[dict[str, Any]], prefix: str, heartbeat: float = 20.0
+    ) -> None:
+        self.port = free_port()
+        self.prefix = prefix
+        env = {
+            "BALAGG_REDIS_URL": stack.redis.url,
+            "BALAGG_ACCOUNTS": json.dumps(accounts),
+            "BALAGG_PORT": str(self.port),
+            "BALAGG_HOST": "127.0.0.1",
+            "BALAGG_KEY_PREFIX": prefix,
+            "BALAGG_LOG_LEVEL": "WARNING",
+            "BALAGG_DATA_DIR": str(stack.tmp / f"data-{prefix}"),
+            "BALAGG_HEARTBEAT": str(heartbeat),
+            "BALAGG_STREAM_MAXLEN": "1000000",
+        }
+        self.child = Child(
+            [sys.executable, "-m", "app", "serve"], env=env, log=stack.tmp / f"{prefix}.log"
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    async def wait_live(self, count: int, timeout: float = 120.0) -> None:
+        """Until ``/v1/accounts`` lists ``count`` accounts, all live."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.child.proc.poll() is not None:
+                    raise RuntimeError(f"service exited: {self.child.tail()}")
+                try:
+                    async with http.get(self.base + "/v1/accounts") as r:
+                        if r.status == 200:
+                            doc = await r.json()
+                            states = [a["state"] for a in doc["accounts"]]
+                            live = sum(1 for s in states if s == "live")
+                            last = f"{live}/{len(states)} live"
+                            if live >= count:
+                                return
+                except (aiohttp.ClientError, OSError):
+                    pass
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"service not live in {timeout}s ({last}): {self.child.tail()}")
+
+    def stop(self) -> None:
+        self.child.stop()

@@ -1,0 +1,51 @@
+"""``python -m bench --smoke`` end to end: every figure is produced and the folded state
+matches the simulator's truth. No timing assertions: figures are measured, not tested."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _numbers(doc: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        value = doc[key]
+        assert isinstance(value, int | float), key
+        assert not math.isnan(value), key
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    stdout = proc.stdout.decode()
+    first, _, rest = stdout.partition("\n")
+    doc = json.loads(first)
+    assert json.loads(out.read_text()) == doc
+    assert rest.startswith("---\n| figure |")
+
+    fold = doc["fold"]
+    assert fold["state_verified"] is True
+    _numbers(fold, ("frames_per_s", "parse_ceiling_per_s", "redis_ceiling_per_s"))
+    assert all(run["state_verified"] for run in doc["fold_runs"])
+    assert all(run["frames_received"] == run["frames"] for run in doc["fold_runs"])
+    _numbers(doc["latency"], ("p50_ms", "p99_ms", "max_ms", "rate_per_s"))
+    _numbers(doc["rest"], ("rps", "p99_ms", "bare_rps"))
+    _numbers(doc["fanout"], ("clients", "p99_lag_ms", "rss_mb"))
+    _numbers(doc["scale"], ("accounts", "rss_mb"))
