@@ -486,6 +486,8 @@ async def fanout_run(
     base = [c.messages for c in conns]
     conflated0 = await b.metric(service, "balagg_downstream_conflated_total")
     rate = b.sizes.fanout_rate
+    server, me = psutil.Process(service.pid), psutil.Process()
+    cpu0, mine0, t0 = server.cpu_times(), me.cpu_times(), time.monotonic()
     doc = await b.bench_post(
         "/bench/pace",
         {
@@ -496,8 +498,22 @@ async def fanout_run(
             "start": start,
         },
     )
-    await asyncio.sleep(1.0)
-    rss = psutil.Process(service.pid).memory_info().rss
+    paced = time.monotonic()
+    expected = len(doc["sent"]) * clients
+    # wait for the backlog: until every update reached every client or delivery stalls
+    delivered, idle_since = -1, time.monotonic()
+    while time.monotonic() - paced < 30:
+        now_delivered = sum(c.messages - m for c, m in zip(conns, base, strict=True))
+        if now_delivered >= expected:
+            break
+        if now_delivered != delivered:
+            delivered, idle_since = now_delivered, time.monotonic()
+        elif time.monotonic() - idle_since > 1.0:
+            break
+        await asyncio.sleep(0.05)
+    drained = time.monotonic()
+    cpu1, mine1 = server.cpu_times(), me.cpu_times()
+    rss = server.memory_info().rss
     conflated1 = await b.metric(service, "balagg_downstream_conflated_total")
     sent = {int(k): float(t) for k, t in doc["sent"]}
     lags = [(seen[k] - t) * 1000 for seen in lags_at for k, t in sent.items() if k in seen]
@@ -517,6 +533,13 @@ async def fanout_run(
         "p99_lag_ms": round(pct(lags, 99), 3),
         "max_lag_ms": round(max(lags), 3) if lags else float("nan"),
         "conflated": int(conflated1 - conflated0),
+        "drain_after_last_send_s": round(drained - paced, 2),
+        "service_cpu_cores": round(
+            (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (drained - t0), 2
+        ),
+        "bench_cpu_cores": round(
+            (mine1.user + mine1.system - mine0.user - mine0.system) / (drained - t0), 2
+        ),
         "rss_mb": round(rss / 2**20, 1),
     }
 
@@ -610,5 +633,10 @@ async def _run_all(b: Bench) -> dict[str, Any]:
         run = await scale_run(b, accounts)
         log(f"scale {accounts}: {run}")
         scale_runs.append(run)
+    first = scale_runs[0]
+    for run in scale_runs[1:]:
+        run["rss_kb_per_account_marginal"] = round(
+            (run["rss_mb"] - first["rss_mb"]) * 1024 / (run["accounts"] - first["accounts"]), 1
+        )
     out["scale_runs"] = scale_runs
     return out
