@@ -632,6 +632,7 @@ class StreamHub:
         self._check_stalled()
         self.version += 1
         received = time.perf_counter()
+        clock_offset = received - time.time()
         ring = self._ring
         ring_size = self.ring_size
         subscribers = self._active
@@ -647,7 +648,10 @@ class StreamHub:
                 self._reload_needed = True
                 return
             try:
-                msg, doc = _parse_change(change, received)
+                # upstream receive time when the writer recorded it (same clock
+                # across processes on one host), else when the hub read the change
+                at = received if change.received is None else change.received + clock_offset
+                msg, doc = _parse_change(change, at)
                 visible = self._apply(msg, doc, change.message)
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("unreadable change at seq %d (%s); skipped", change.seq, exc)

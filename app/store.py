@@ -44,18 +44,20 @@ FIELD_SEP = "|"
 
 _APPLY_LUA = """
 -- KEYS: bal, ts, status, lease, seq, changes
--- ARGV: fence, now, maxlen, account, last_message_at, nscopes, scope..., (field, content, vts)...
+-- ARGV: fence, now, maxlen, account, last_message_at, received, nscopes, scope...,
+--       (field, content, vts)...   received: upstream receive time (epoch ms) or ''.
 if ARGV[1] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[1] then
   return {-1, 0}
 end
 local now, maxlen, account = ARGV[2], ARGV[3], ARGV[4]
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'last_message_at', ARGV[5]) end
-local nscopes = tonumber(ARGV[6])
+local recv = ARGV[6]
+local nscopes = tonumber(ARGV[7])
 local scopes = {}
-for i = 1, nscopes do scopes[ARGV[6 + i]] = true end
+for i = 1, nscopes do scopes[ARGV[7 + i]] = true end
 local count, last = 0, 0
 local keep = {}
-local i = 7 + nscopes
+local i = 8 + nscopes
 while i <= #ARGV do
   local f, content, vts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   keep[f] = true
@@ -69,7 +71,7 @@ while i <= #ARGV do
       string.sub(content, 1, -2) .. ',"updated_at":"' .. now .. '","venue_ts":' .. vts ..
       ',"stale":false}}'
     redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, last .. '-0',
-      'a', account, 's', string.sub(f, sep + 1), 'm', msg)
+      'a', account, 's', string.sub(f, sep + 1), 'm', msg, 'r', recv)
   end
   i = i + 3
 end
@@ -86,7 +88,7 @@ if nscopes > 0 then
       local msg = '{"type":"removed","seq":' .. last .. ',"account":' .. cjson.encode(account) ..
         ',"wallet":' .. cjson.encode(wallet) .. ',"asset":' .. cjson.encode(asset) .. '}'
       redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, last .. '-0',
-        'a', account, 's', asset, 'm', msg)
+        'a', account, 's', asset, 'm', msg, 'r', recv)
     end
   end
 end
@@ -119,8 +121,13 @@ def decimal_str(value: Decimal) -> str:
 
 
 def utc_now_iso() -> str:
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return iso_time(time.time())
+
+
+def iso_time(epoch: float) -> str:
+    """``2026-11-21T10:00:00.123Z`` for an epoch time in seconds."""
+    dt = datetime.fromtimestamp(epoch, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def field_name(wallet: str, asset: str) -> str:
@@ -222,7 +229,8 @@ class _PendingAccount:
     venue: str
     replaces: dict[str, dict[str, _Content]] = field(default_factory=dict)
     updates: dict[str, _Content] = field(default_factory=dict)
-    last_message_at: str = ""
+    last_message_ts: float = 0.0  # newest upstream receive time (epoch s)
+    first_received: float = 0.0  # oldest upstream receive time not yet written (epoch s)
 
     def add_replace(self, wallet: str, contents: dict[str, _Content]) -> None:
         self.replaces[wallet] = contents
@@ -244,8 +252,11 @@ class _PendingAccount:
             self.add_replace(wallet, dict(contents))
         for name, content in newer.updates.items():
             self.add_update(name, content)
-        if newer.last_message_at:
-            self.last_message_at = newer.last_message_at
+        self.last_message_ts = max(self.last_message_ts, newer.last_message_ts)
+        if newer.first_received and (
+            not self.first_received or newer.first_received < self.first_received
+        ):
+            self.first_received = newer.first_received
 
     def key_count(self) -> int:
         return len(self.updates) + sum(len(c) for c in self.replaces.values())
@@ -356,9 +367,17 @@ class BalanceWriter:
             )
         self._kick()
 
-    def touch(self, account: str, venue: str, when: str) -> None:
-        """Record ``last_message_at`` (written with the next batch, no change emitted)."""
-        self._account(account, venue).last_message_at = when
+    def touch(self, account: str, venue: str, received: float) -> None:
+        """An upstream frame arrived at ``received`` (epoch s).
+
+        Written with the next batch as ``last_message_at`` (no change emitted); the oldest
+        receive time of a batch rides along in its change entries (field ``r``), so the
+        hub can measure upstream receive -> downstream send.
+        """
+        pending = self._account(account, venue)
+        pending.last_message_ts = received
+        if not pending.first_received:
+            pending.first_received = received
         self._kick()
 
     def submit_status(self, account: str, status: Mapping[str, Any]) -> None:
@@ -445,7 +464,9 @@ class BalanceWriter:
             for account, acc in pending.items():
                 k = self._keys.account
                 args: list[Any] = [
-                    self._fence(account), now, self._maxlen, account, acc.last_message_at,
+                    self._fence(account), now, self._maxlen, account,
+                    iso_time(acc.last_message_ts) if acc.last_message_ts else "",
+                    f"{acc.first_received * 1000:.3f}" if acc.first_received else "",
                     len(acc.replaces), *acc.replaces.keys(),
                 ]  # fmt: skip
                 for contents in acc.replaces.values():
@@ -553,6 +574,7 @@ class Change:
     account: str
     asset: str
     message: bytes
+    received: float | None = None  # upstream receive time (epoch s), when known
 
 
 @dataclass(slots=True)
@@ -633,11 +655,13 @@ def _change(entry_id: bytes | str, fields: Mapping[Any, Any]) -> Change:
         return value.decode() if isinstance(value, bytes) else str(value or "")
 
     message = get(b"m", get("m"))
+    received = text("r")
     return Change(
         seq=int(eid.partition("-")[0]),
         account=text("a"),
         asset=text("s"),
         message=message if isinstance(message, bytes) else str(message).encode(),
+        received=float(received) / 1000 if received else None,  # a timestamp, not money (noqa: float-ok)
     )
 
 

@@ -23,7 +23,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -319,7 +318,7 @@ class AccountRunner:
 
     async def _handle_frame(self, session: VenueSession, raw: str | bytes, received: float) -> None:
         self._m_last.set(received)
-        self.rt.writer.touch(self.account.id, self.account.venue, _iso(received))
+        self.rt.writer.touch(self.account.id, self.account.venue, received)
         t0 = time.perf_counter()
         try:
             events, replies = session.on_frame(raw)
@@ -469,8 +468,3 @@ def _rooms_of(messages: Any) -> set[str]:
             if isinstance(doc, dict) and doc.get("type") == "join":
                 rooms.add(str(doc.get("room")))
     return rooms
-
-
-def _iso(ts: float) -> str:
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

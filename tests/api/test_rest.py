@@ -151,7 +151,7 @@ async def test_accounts_and_resync(service_factory: ServiceFactory) -> None:
     accounts = [account("ex-a"), account("ex-b"), account("off", enabled=False)]
     async with service_factory(accounts) as svc:
         svc.owner.submit_status("ex-a", doc("ex-a", "live"))
-        svc.owner.touch("ex-a", VENUE, "2026-01-02T03:04:05.678Z")
+        svc.owner.touch("ex-a", VENUE, 1767323045.678)  # 2026-01-02T03:04:05.678Z
         await svc.settle()
         await svc.hub.refresh_once()  # last_message_at is polled, not streamed
         status, body = await svc.get("/v1/accounts")

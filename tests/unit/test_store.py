@@ -249,7 +249,7 @@ async def test_status_is_stored_and_broadcast_once(
     writer.submit_status("a", status)
     await writer.drain(5)
     writer.submit_status("a", status)
-    writer.touch("a", "sfox", "2026-11-21T10:00:00.000Z")
+    writer.touch("a", "sfox", 1795255200.0)  # 2026-11-21T10:00:00Z
     await writer.drain(5)
     msgs = await messages(reader)
     assert msgs == [{"seq": 1, "type": "status", "account": status}]
