@@ -45,7 +45,7 @@ FIELD_SEP = "|"
 _APPLY_LUA = """
 -- KEYS: bal, ts, status, lease, seq, changes
 -- ARGV: fence, now, maxlen, account, last_message_at, received, nscopes, scope...,
---       (field, content, vts)...   received: upstream receive time (epoch ms) or ''.
+--       (field, content, vts)...   received: upstream receive time (epoch µs) or ''.
 if ARGV[1] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[1] then
   return {-1, 0}
 end
@@ -466,7 +466,7 @@ class BalanceWriter:
                 args: list[Any] = [
                     self._fence(account), now, self._maxlen, account,
                     iso_time(acc.last_message_ts) if acc.last_message_ts else "",
-                    f"{acc.first_received * 1000:.3f}" if acc.first_received else "",
+                    str(int(acc.first_received * 1_000_000)) if acc.first_received else "",
                     len(acc.replaces), *acc.replaces.keys(),
                 ]  # fmt: skip
                 for contents in acc.replaces.values():
@@ -661,7 +661,7 @@ def _change(entry_id: bytes | str, fields: Mapping[Any, Any]) -> Change:
         account=text("a"),
         asset=text("s"),
         message=message if isinstance(message, bytes) else str(message).encode(),
-        received=float(received) / 1000 if received else None,  # a timestamp, not money (noqa: float-ok)
+        received=int(received) / 1_000_000 if received else None,
     )
 
 
