@@ -53,7 +53,7 @@ class Sizes:
     """How big each measurement is (``--quick`` and ``--smoke`` shrink them)."""
 
     fold_accounts: list[int] = field(default_factory=lambda: [1, 10, 100])
-    fold_frames: int = 300_000
+    fold_frames: int = 150_000
     redis_records: int = 200_000
     latency_rates: list[int] = field(default_factory=lambda: [1_000, 5_000])
     latency_seconds: float = 5.0
@@ -108,6 +108,19 @@ def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
     return ordered[index]
+
+
+def effective_lags(sent: dict[int, float], seen: dict[int, float]) -> list[float]:
+    """Per sent update k, ms until the client held k or a newer value (newest wins, so a
+    conflated update counts as delivered by the next one that got through)."""
+    lags: list[float] = []
+    best = float("inf")
+    for k in sorted(set(sent) | set(seen), reverse=True):
+        if k in seen:
+            best = min(best, seen[k])
+        if k in sent and best != float("inf"):
+            lags.append((best - sent[k]) * 1000)
+    return lags
 
 
 def sim_account(name: str, assets: int = 20) -> dict[str, Any]:
@@ -272,6 +285,7 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
     seq_key = f"{service.prefix}:seq"
     seq0 = int(await b.redis.get(seq_key) or 0)
     msgs0 = await b.metric(service, "balagg_upstream_messages_total", 'kind="balance"')
+    reconnects0 = await b.metric(service, "balagg_upstream_reconnects_total")
     proc = psutil.Process(service.pid)
     cpu0 = proc.cpu_times()
     fired = await b.bench_post(
@@ -304,15 +318,19 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
     seq1 = int(await b.redis.get(seq_key) or 0)
     await asyncio.sleep(0.3)  # let the frames counter catch up
     msgs1 = await b.metric(service, "balagg_upstream_messages_total", 'kind="balance"')
+    reconnects = int(await b.metric(service, "balagg_upstream_reconnects_total") - reconnects0)
     total = per * len(names)
+    received = int(msgs1 - msgs0)
     seconds = t_done - t0
-    rate = total / seconds
+    # frames folded: a reconnect mid-burst skips frames (the new snapshot has the value)
+    rate = min(received, total) / seconds
     verified = not remaining and await verify(b, service, names)
     service_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds
     return {
         "accounts": len(names),
         "frames": total,
-        "frames_received": int(msgs1 - msgs0),
+        "frames_received": received,
+        "reconnects": reconnects,
         "seconds": round(seconds, 4),
         "frames_per_s": round(rate),
         "send_seconds": round(float(fired["t1"]) - t0, 4),
@@ -321,6 +339,7 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
         "ratio_parse": round(rate / parse, 3),
         "service_cpu_cores": round(service_cpu, 2),
         "state_verified": verified,
+        "all_frames_folded": received == total and reconnects == 0,
     }
 
 
@@ -351,6 +370,7 @@ async def latency_run(
     client.close()
     sent = {int(k): float(t) for k, t in doc["sent"]}
     lags = [(received[k] - t) * 1000 for k, t in sent.items() if k in received]
+    effective = effective_lags(sent, received)
     last = max(sent)
     return {
         "rate_per_s": rate,
@@ -361,6 +381,8 @@ async def latency_run(
         "p99_ms": round(pct(lags, 99), 3),
         "max_ms": round(max(lags), 3) if lags else float("nan"),
         "mean_ms": round(statistics.fmean(lags), 3) if lags else float("nan"),
+        "effective_p50_ms": round(pct(effective, 50), 3),
+        "effective_p99_ms": round(pct(effective, 99), 3),
     }
 
 
@@ -516,7 +538,9 @@ async def fanout_run(
     rss = server.memory_info().rss
     conflated1 = await b.metric(service, "balagg_downstream_conflated_total")
     sent = {int(k): float(t) for k, t in doc["sent"]}
-    lags = [(seen[k] - t) * 1000 for seen in lags_at for k, t in sent.items() if k in seen]
+    lags = [lag for seen in lags_at for lag in effective_lags(sent, seen)]
+    exact = [(seen[k] - t) * 1000 for seen in lags_at for k, t in sent.items() if k in seen]
+    distinct = statistics.fmean(len(seen) for seen in lags_at)
     delivered = sum(c.messages - m for c, m in zip(conns, base, strict=True))
     closed = sum(1 for c in conns if c.closed.done())
     for c in conns:
@@ -526,7 +550,9 @@ async def fanout_run(
         "updates_per_s": rate,
         "updates": len(sent),
         "delivered": delivered,
-        "delivered_ratio": round(delivered / (len(sent) * clients), 4),
+        "messages_per_client": round(delivered / clients, 1),
+        "distinct_updates_per_client": round(distinct, 1),
+        "exact_p99_lag_ms": round(pct(exact, 99), 3),
         "closed_by_server": closed,
         "sampled_clients": len(lags_at),
         "p50_lag_ms": round(pct(lags, 50), 3),

@@ -156,9 +156,12 @@ class Service:
     ) -> None:
         self.port = free_port()
         self.prefix = prefix
+        # a file, not BALAGG_ACCOUNTS: one environment string is limited to 128 KiB
+        accounts_file = stack.tmp / f"accounts-{prefix}.json"
+        accounts_file.write_text(json.dumps({"accounts": accounts}))
         env = {
             "BALAGG_REDIS_URL": stack.redis.url,
-            "BALAGG_ACCOUNTS": json.dumps(accounts),
+            "BALAGG_ACCOUNTS_FILE": str(accounts_file),
             "BALAGG_PORT": str(self.port),
             "BALAGG_HOST": "127.0.0.1",
             "BALAGG_KEY_PREFIX": prefix,
