@@ -108,7 +108,9 @@ class Supervisor:
             try:
                 await self._lease_tick(lease_s, first)
                 first = False
+                self.rt.metrics.redis_up.set(1 if self.rt.writer.healthy else 0)
             except (RedisError, OSError) as exc:
+                self.rt.metrics.redis_up.set(0)
                 self.rt.metrics.redis_errors.labels("lease").inc()
                 log.debug("lease tick failed: %s", type(exc).__name__)
                 for account in self.leases.expired_locally():
@@ -206,8 +208,12 @@ class Supervisor:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        runner._m_connected.set(0)
         if stale and runner.state not in (AccountState.DISABLED, AccountState.AUTH_FAILED):
             runner.set_state(AccountState.STALE, "service stopped")
+        if stale:
+            runner.mark_disconnected()
+        else:
+            # handed over: the new owner exports this account's connection series now
+            runner.forget_metrics()
         if not stale and discard:
             self.rt.writer.discard(account_id)

@@ -159,6 +159,22 @@ class AccountRunner:
                 f" | {excerpt(raw)}" if raw is not None else "",
             )
 
+    def mark_disconnected(self) -> None:
+        self._m_connected.set(0)
+
+    def forget_metrics(self) -> None:
+        """Drop this account's per-connection series (another instance owns it now)."""
+        m = self.rt.metrics
+        a, v = self.account.id, self.account.venue
+        series: list[tuple[Any, tuple[str, ...]]] = [
+            (m.upstream_connected, (a, v)),
+            (m.upstream_last_message, (a,)),
+        ]
+        series += [(m.upstream_state, (a, v, str(s))) for s in AccountState]
+        for gauge, labels in series:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+
     # -- control -----------------------------------------------------------------------
 
     def request_resync(self) -> None:
