@@ -59,7 +59,7 @@ class Metrics:
         )
         self.fold_seconds = Histogram(
             "balagg_fold_seconds",
-            "Time to parse and fold one upstream frame",
+            "Time to parse and fold one upstream frame (one frame in eight is timed)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -214,8 +214,10 @@ def record_to_json(record: BalanceRecord) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Content:
-    content: bytes
-    venue_ts: bytes  # JSON literal: null or "..."
+    """A pending record; encoded only at flush, so conflated values cost no encoding."""
+
+    balance: AssetBalance
+    venue_ts: str | None
 
 
 @dataclass(slots=True)
@@ -276,6 +278,10 @@ class FlushResult:
     changes: int
     last_seq: int
     fenced: bool
+
+
+def _vts(content: _Content) -> bytes:
+    return b"null" if content.venue_ts is None else orjson.dumps(content.venue_ts)
 
 
 FenceLookup = Callable[[str], str]
@@ -340,11 +346,7 @@ class BalanceWriter:
         venue_ts: str | None = None,
     ) -> None:
         """Replace the whole ``wallet`` scope of ``account``: assets not listed are removed."""
-        vts = orjson.dumps(venue_ts)
-        contents = {
-            field_name(b.wallet, b.asset): _Content(encode_content(account, venue, b), vts)
-            for b in balances
-        }
+        contents = {field_name(b.wallet, b.asset): _Content(b, venue_ts) for b in balances}
         for name in contents:
             if name.partition(FIELD_SEP)[0] != wallet:
                 raise ValueError(f"snapshot of wallet {wallet!r} holds {name!r}")
@@ -359,12 +361,9 @@ class BalanceWriter:
         venue_ts: str | None = None,
     ) -> None:
         """New values for some assets; others untouched."""
-        vts = orjson.dumps(venue_ts)
         pending = self._account(account, venue)
         for b in balances:
-            pending.add_update(
-                field_name(b.wallet, b.asset), _Content(encode_content(account, venue, b), vts)
-            )
+            pending.add_update(f"{b.wallet}{FIELD_SEP}{b.asset}", _Content(b, venue_ts))
         self._kick()
 
     def touch(self, account: str, venue: str, received: float) -> None:
@@ -469,11 +468,12 @@ class BalanceWriter:
                     str(int(acc.first_received * 1_000_000)) if acc.first_received else "",
                     len(acc.replaces), *acc.replaces.keys(),
                 ]  # fmt: skip
+                venue = acc.venue
                 for contents in acc.replaces.values():
                     for name, c in contents.items():
-                        args += (name, c.content, c.venue_ts)
+                        args += (name, encode_content(account, venue, c.balance), _vts(c))
                 for name, c in acc.updates.items():
-                    args += (name, c.content, c.venue_ts)
+                    args += (name, encode_content(account, venue, c.balance), _vts(c))
                 keys = [
                     k(account, "bal"), k(account, "ts"), k(account, "status"),
                     k(account, "lease"), self._keys.seq, self._keys.changes,
