@@ -277,3 +277,26 @@ def _scrape(rt: object) -> bytes:
     from prometheus_client import generate_latest
 
     return generate_latest(rt.metrics.registry)  # type: ignore[attr-defined]
+
+
+async def test_stalled_connection_is_detected_by_ping_pong(
+    sims: Simulators, redis_url: str, key_prefix: str
+) -> None:
+    """A venue that stops sending and stops answering pings, without closing, is left for a
+    fresh connection after the heartbeat's pong deadline; a quiet healthy one is not."""
+    account = account_for(sims, "deltadefi")
+    key = sims.default_keys["deltadefi"]
+    async with running_service(fast_settings(redis_url, key_prefix), [account]) as rt:
+        await go_live(rt, sims, account)
+        quiet_since = sims.deltadefi.connection_counts(key).total
+        await asyncio.sleep(2.5)  # quiet but answering pings: the connection stays
+        assert sims.deltadefi.connection_counts(key).total == quiet_since
+        sims.deltadefi.stall(key)
+        await sims.deltadefi.push(key, {"ada": "77.5"})  # lost on the stalled link
+
+        async def replaced() -> bool:
+            return sims.deltadefi.connection_counts(key).total > quiet_since
+
+        assert await wait_until(replaced, 10)
+        ours, truth = await converge(rt, sims, "deltadefi", account.id)
+        assert ours == truth  # the REST re-seed brought the change lost on the stalled link
