@@ -1,0 +1,122 @@
+"""The README's demo command, end to end, in headless Chromium.
+
+``balance-aggregator demo`` runs as a real process (simulators, embedded Redis, service);
+the page must show real balances from the simulators within 30 s, follow their changes
+without a reload, and show an account going stale when its simulator drops it, then
+recovering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.browser.test_dashboard import (
+    account_attr,
+    browser_page,
+    cell,
+    chromium,
+    expect,
+    screenshot_path,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parents[2]
+_ = chromium  # the fixture, re-exported for this module
+
+
+def _free_port_block(count: int) -> int:
+    for _attempt in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if base + count > 65000:
+            continue
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free block of ports")
+
+
+async def test_demo_shows_live_balances_and_states(chromium: str, tmp_path: Path) -> None:
+    port = _free_port_block(1)
+    sim_port = _free_port_block(4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALAGG_")}
+    log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115, ASYNC230 - closed below
+    started = time.monotonic()
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited here
+        [sys.executable, "-m", "app", "demo", "--port", str(port), "--sim-port", str(sim_port)],
+        cwd=ROOT, env=env, stdout=log, stderr=log,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    bitopro_sim = f"http://127.0.0.1:{sim_port}/_sim/accounts/sim-bitopro-key"
+    try:
+        async with aiohttp.ClientSession() as http:
+            records: list[object] = []
+            while time.monotonic() - started < 30:
+                try:
+                    async with http.get(base + "/v1/balances") as response:
+                        if response.status == 200:
+                            records = (await response.json())["balances"]
+                            if len(records) > 10:
+                                break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.25)
+            assert len(records) > 10, (tmp_path / "demo.log").read_text()[-3000:]
+
+            async with browser_page(chromium, tmp_path) as page:
+                await page.goto(base + "/")
+                await expect(page, "document.querySelector('#conn').dataset.conn", "connected")
+                await expect(page, account_attr("bitopro-main", "data-state"), "live", 20)
+                await expect(page, cell("bitopro-main", "", "ADA", "symbol"), "ADA")
+                # a change at the venue reaches the page without a reload
+                await page.evaluate("window.__samePage = true")
+                async with http.post(bitopro_sim + "/push", json={"ADA": "123.45678901"}) as r:
+                    assert r.status == 200
+                await expect(page, cell("bitopro-main", "", "ADA", "total"), "123.45678901")
+                # the simulator drops the connection: the account shows stale, then recovers
+                await page.evaluate(
+                    """(() => {
+                      window.__states = [];
+                      const seen = () => {
+                        const el = document.querySelector('[data-account="bitopro-main"]');
+                        if (el) window.__states.push(el.dataset.state);
+                      };
+                      new MutationObserver(seen).observe(document.body,
+                        {subtree: true, childList: true, attributes: true,
+                         attributeFilter: ['data-state']});
+                    })()"""
+                )
+                async with http.post(bitopro_sim + "/drop", json={}) as r:
+                    assert r.status == 200
+                await expect(page, "window.__states.includes('stale')", True, 15)
+                await expect(page, account_attr("bitopro-main", "data-state"), "live", 20)
+                assert await page.evaluate("window.__samePage") is True
+                shot = await page.screenshot(screenshot_path(tmp_path, "demo.png"))
+                print(f"screenshot: {shot}")
+    finally:
+        proc.terminate()
+        try:
+            rc = await asyncio.to_thread(proc.wait, 15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        log.close()
+    assert rc == 0, (tmp_path / "demo.log").read_text()[-3000:]
