@@ -190,24 +190,6 @@ def decode_record(content: bytes | str, ts: bytes | str | None, stale: bool) -> 
     )
 
 
-def record_to_json(record: BalanceRecord) -> dict[str, Any]:
-    """The JSON form served by REST and the WebSocket (amounts as strings)."""
-    return {
-        "account": record.account,
-        "venue": record.venue,
-        "wallet": record.wallet,
-        "asset": record.asset,
-        "symbol": record.symbol,
-        "total": decimal_str(record.total),
-        "available": decimal_str(record.available),
-        "locked": decimal_str(record.locked),
-        "updated_at": record.updated_at,
-        "venue_ts": record.venue_ts,
-        "stale": record.stale,
-        "extra": dict(record.extra),
-    }
-
-
 # ---------------------------------------------------------------------------------------
 # Writing
 
