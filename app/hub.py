@@ -34,7 +34,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -89,6 +89,13 @@ class Message:
     key: Key | None  # None: never conflated (events, control frames)
     text: str  # "" for a change about an account this instance does not serve
     received: float = 0.0  # perf_counter when the hub read it; 0 for control frames
+    data: bytes | None = None  # ``text`` encoded, once, for every client's direct write
+
+    def encoded(self) -> bytes:
+        data = self.data
+        if data is None:
+            data = self.data = self.text.encode()
+        return data
 
 
 @dataclass(slots=True)
@@ -151,6 +158,34 @@ def record_json(record: BalanceRecord) -> bytes:
             "stale": False,
         }
     )
+
+
+_DIRECT_BATCH = 512
+
+
+class _DirectWriter(Protocol):
+    """The parts of uvicorn's sans-I/O WebSocket protocol a batched send needs."""
+
+    conn: Any
+    transport: Any
+    writable: asyncio.Event
+    disconnected: bool
+    close_sent: bool
+
+
+def _direct_writer(socket: ClientSocket) -> _DirectWriter | None:
+    """uvicorn's connection behind a Starlette WebSocket, if the ASGI send is its own.
+
+    Anything else (another server, a wrapped send, a test double) gets the portable path:
+    one ``send_text`` per message.
+    """
+    proto = getattr(getattr(socket, "_send", None), "__self__", None)
+    if type(proto).__name__ != "WebSocketsSansIOProtocol":
+        return None
+    needed = ("conn", "transport", "writable", "disconnected", "close_sent")
+    if not all(hasattr(proto, name) for name in needed):
+        return None
+    return cast(_DirectWriter, proto)
 
 
 def _parse_change(change: Change, received: float) -> tuple[Message, dict[str, Any]]:
@@ -299,12 +334,37 @@ class Subscriber:
         metrics = self._hub.metrics
         observe = metrics.event_lag_seconds.observe
         queue_pop = self._pop
+        direct = _direct_writer(socket)
         try:
             while self.close_code is None:
                 await self._wake.wait()
                 self._wake.clear()
                 sent = 0
-                while self.close_code is None and not self.holding:
+                while direct is not None and self.close_code is None and not self.holding:
+                    # Everything queued goes out as one write: each message is framed
+                    # into the connection's buffer and the frames leave in one syscall,
+                    # instead of one awaited ASGI send (and syscall) per message.
+                    self._in_send = True
+                    await direct.writable.wait()  # the transport's flow control
+                    self._in_send = False
+                    if direct.disconnected or direct.close_sent:
+                        raise ConnectionError("stream client went away")
+                    batch = 0
+                    conn = direct.conn
+                    while batch < _DIRECT_BATCH and self.close_code is None and not self.holding:
+                        msg = queue_pop()
+                        if msg is None:
+                            break
+                        conn.send_text(msg.encoded())
+                        batch += 1
+                        if msg.received:
+                            observe(time.perf_counter() - msg.received)
+                    if not batch:
+                        break
+                    direct.transport.write(b"".join(conn.data_to_send()))
+                    self.stalled = 0
+                    sent += batch
+                while direct is None and self.close_code is None and not self.holding:
                     msg = queue_pop()
                     if msg is None:
                         break
