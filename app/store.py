@@ -134,11 +134,6 @@ def field_name(wallet: str, asset: str) -> str:
     return f"{wallet}{FIELD_SEP}{asset}"
 
 
-def split_field(name: str) -> tuple[str, str]:
-    wallet, _, asset = name.partition(FIELD_SEP)
-    return wallet, asset
-
-
 class Keys:
     """Key names under one prefix."""
 
@@ -676,7 +671,3 @@ def totals_by_symbol(records: Iterable[BalanceRecord]) -> dict[str, dict[str, An
         row["locked"] += r.locked
         row["accounts"].add(r.account)
     return out
-
-
-def monotonic_ms() -> int:
-    return int(time.monotonic() * 1000)
