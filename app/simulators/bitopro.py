@@ -40,7 +40,7 @@ from typing import Any
 from aiohttp import web
 
 from app.simulators.control import json_error, json_ok, pick_mapping
-from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator
+from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator, parse_balances
 from app.simulators.types import JsonObject, SimulatorError, TruthRow
 from app.simulators.wire import (
     FrameTemplate,
@@ -195,11 +195,7 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
     def _parse_all(
         values: Mapping[str, object], current: Mapping[str, BitoproBalance]
     ) -> dict[str, BitoproBalance]:
-        out: dict[str, BitoproBalance] = {}
-        for currency, value in values.items():
-            cur = currency.upper()
-            out[cur] = parse_balance(cur, value, current.get(cur))
-        return out
+        return parse_balances(values, current, parse_balance, str.upper)
 
     def set_balances(self, key: str, balances: JsonObject) -> None:
         account = self.account(key)

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from app.simulators.control import control_route, json_error, json_ok, pick, pick_mapping
-from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator
+from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator, parse_balances
 from app.simulators.types import JsonObject, SimulatorError, TruthRow
 from app.simulators.wire import (
     FrameTemplate,
@@ -126,11 +126,7 @@ class DeltaDefiSimulator(VenueSimulator[DeltaDefiAccount]):
     def _parse_all(
         values: Mapping[str, object], current: Mapping[str, DeltaDefiBalance]
     ) -> dict[str, DeltaDefiBalance]:
-        out: dict[str, DeltaDefiBalance] = {}
-        for asset, value in values.items():
-            name = asset.lower()
-            out[name] = parse_balance(name, value, current.get(name))
-        return out
+        return parse_balances(values, current, parse_balance, str.lower)
 
     def set_balances(self, key: str, balances: JsonObject) -> None:
         self.account(key).balances = self._parse_all(balances, {})

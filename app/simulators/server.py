@@ -23,7 +23,7 @@ import abc
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -127,6 +127,22 @@ class AccountBase(abc.ABC):
 
 
 A = TypeVar("A", bound=AccountBase)
+B = TypeVar("B")
+
+
+def parse_balances(
+    values: Mapping[str, object],
+    current: Mapping[str, B],
+    parse: Callable[[str, object, B | None], B],
+    code: Callable[[str], str],
+) -> dict[str, B]:
+    """Read scripted balances keyed by the venue's own currency code (``code`` normalises
+    the case the venue uses); ``current`` supplies the fields a change leaves out."""
+    out: dict[str, B] = {}
+    for name, value in values.items():
+        key = code(name)
+        out[key] = parse(key, value, current.get(key))
+    return out
 
 
 class VenueSimulator(abc.ABC, Generic[A]):

@@ -38,7 +38,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from app.simulators.control import control_route, json_error, json_ok, pick, pick_mapping
-from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator
+from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator, parse_balances
 from app.simulators.types import Amount, JsonObject, SimulatorError, TruthRow
 from app.simulators.wire import (
     FrameTemplate,
@@ -202,11 +202,7 @@ class SfoxSimulator(VenueSimulator[SfoxAccount]):
     def _parse_all(
         values: Mapping[str, object], current: Mapping[str, SfoxBalance]
     ) -> dict[str, SfoxBalance]:
-        out: dict[str, SfoxBalance] = {}
-        for currency, value in values.items():
-            cur = currency.lower()
-            out[cur] = parse_balance(cur, value, current.get(cur))
-        return out
+        return parse_balances(values, current, parse_balance, str.lower)
 
     def set_balances(self, key: str, balances: JsonObject) -> None:
         self.account(key).balances = self._parse_all(balances, {})
