@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from decimal import Decimal
@@ -92,6 +93,13 @@ def truth_state(sims: Simulators, venue: str, key: str | None = None) -> State:
 async def service_state(runtime: Runtime, account: str) -> State:
     snap = await runtime.reader.snapshot([account])
     return {(r.wallet, r.asset): (r.total, r.available, r.locked) for r in snap.records}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _without_zeros(state: State) -> State:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from tests.integration.conftest import (
     all_default_accounts,
     converge,
     fast_settings,
+    free_port,
     go_live,
     wait_until,
 )
@@ -76,12 +76,6 @@ async def test_redis_killed_and_restarted_mid_stream(
         server.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 async def test_sigterm_exits_cleanly_with_no_orphans(sims: Simulators, tmp_path: Path) -> None:
     accounts = [a.masked() for a in all_default_accounts(sims)]
@@ -90,7 +84,7 @@ async def test_sigterm_exits_cleanly_with_no_orphans(sims: Simulators, tmp_path:
             value = getattr(full, name)
             if value is not None:
                 account[name] = value.get_secret_value()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALAGG_")}
     env.update(
         BALAGG_ACCOUNTS=orjson.dumps(accounts).decode(),
