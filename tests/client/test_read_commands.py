@@ -46,10 +46,16 @@ async def test_balances_json_is_the_rest_document(live: LiveService) -> None:
     cases: list[tuple[list[str], str, dict[str, str]]] = [
         ([], "/v1/balances", {}),
         (["--json"], "/v1/balances", {}),
-        (["--account", "bitopro-main", "--nonzero"], "/v1/balances/bitopro-main",
-         {"nonzero": "true"}),
-        (["--account", "bitopro-main,sfox-main", "--asset", "BTC"], "/v1/balances",
-         {"account": "bitopro-main,sfox-main", "asset": "BTC"}),
+        (
+            ["--account", "bitopro-main", "--nonzero"],
+            "/v1/balances/bitopro-main",
+            {"nonzero": "true"},
+        ),
+        (
+            ["--account", "bitopro-main,sfox-main", "--asset", "BTC"],
+            "/v1/balances",
+            {"account": "bitopro-main,sfox-main", "asset": "BTC"},
+        ),
     ]
     for flags, path, params in cases:
 
@@ -191,9 +197,7 @@ async def test_totals_and_accounts_tables(live: LiveService) -> None:
     result = await run_cli("accounts", "--url", live.base, "--table")
     assert result.rc == 0, result.err
     rows = table_cells(result.out, "account")
-    assert {(r[0], r[2]) for r in rows} == {
-        (a.id, "live") for a in live.accounts
-    }
+    assert {(r[0], r[2]) for r in rows} == {(a.id, "live") for a in live.accounts}
     assert f"{len(live.accounts)} accounts · {len(live.accounts)} live" in result.out
 
 
