@@ -1,4 +1,5 @@
-"""The ``balance-aggregator`` command: serve, demo, simulate, check-config."""
+"""The ``balance-aggregator`` command: serve, demo, simulate, check-config, and the client
+commands (balances, totals, accounts, prices, watch) registered from ``app/client``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 import orjson
 from pydantic import ValidationError
 
+from app.client.commands import add_client_commands
 from app.settings import ConfigError, Settings
 
 
@@ -85,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
     p = sub.add_parser("check-config", help="validate settings and accounts; print them masked")
     p.set_defaults(func=cmd_check_config)
+    # --- client commands: read a running service (app/client/commands.py) ---------------
+    add_client_commands(sub)
+    # --- end of client commands -----------------------------------------------------------
     return parser
 
 
