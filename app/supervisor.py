@@ -62,6 +62,9 @@ class Supervisor:
             timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_connect=15),
         )
         self._submit_disabled()
+        if self.rt.settings.redis_url is None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._void_predecessors()
         self._loop_task = asyncio.create_task(self._lease_loop(), name="lease-loop")
 
     async def stop(self) -> None:
@@ -79,6 +82,25 @@ class Supervisor:
         self.rt.metrics.leases_held.set(0)
         if self.http is not None:
             await self.http.close()
+
+    async def _void_predecessors(self) -> None:
+        """Embedded Redis: every lease in it belongs to a process that is gone.
+
+        The embedded Redis lives in a data directory this process holds locked, so no
+        other instance can be running against it; a predecessor that crashed left its
+        leases and heartbeat behind. Dropping them lets this instance take its accounts
+        over at once instead of after a lease time.
+        """
+        me = self.leases.instance_id
+        keys = [self.rt.keys.account(a.id, "lease") for a in self.rt.accounts]
+        if keys:
+            await self.rt.redis.delete(*keys)
+        members: Any = await self.rt.redis.zrange(self.rt.keys.instances, 0, -1)
+        names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        gone = [m for m in names if m != me]
+        if gone:
+            await self.rt.redis.zrem(self.rt.keys.instances, *gone)
+        log.info("embedded redis: leases of earlier runs dropped; taking the accounts now")
 
     def _submit_disabled(self) -> None:
         for account in self.rt.accounts:

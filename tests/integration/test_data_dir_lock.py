@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 VENUES = ("bitopro", "sfox", "deltadefi", "solanatracker")
 
 
-def _serve(sims: Simulators, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def _serve(
+    sims: Simulators, data_dir: Path, port: int, lease_ms: int | None = 2000
+) -> subprocess.Popen[bytes]:
     accounts = []
     for full in all_default_accounts(sims):
         account = full.masked()
@@ -40,8 +42,9 @@ def _serve(sims: Simulators, data_dir: Path, port: int) -> subprocess.Popen[byte
         BALAGG_DATA_DIR=str(data_dir),
         BALAGG_PORT=str(port),
         BALAGG_HEARTBEAT="1",
-        BALAGG_LEASE_MS="2000",
     )
+    if lease_ms is not None:
+        env["BALAGG_LEASE_MS"] = str(lease_ms)
     return subprocess.Popen(
         [sys.executable, "-m", "app", "serve"],
         cwd=ROOT,
@@ -142,3 +145,62 @@ async def test_second_serve_on_one_port_exits_before_starting_anything(
     finally:
         first.kill()
         first.wait()
+
+
+async def test_a_killed_instance_is_never_shown_live_by_its_successor(
+    sims: Simulators, tmp_path: Path
+) -> None:
+    """SIGKILL the service, make every venue refuse, restart it on the same data.
+
+    The restarted service serves the state the dead one left in Redis; from its very
+    first answer no account may be ``live``, no balance ``stale: false`` and ``/readyz``
+    not 200 on the strength of a status written by the dead instance.
+    """
+    data_dir = tmp_path / "data"
+    port = free_port()
+    first = _serve(sims, data_dir, port, lease_ms=None)
+    try:
+        assert await _ready(port), "first service never became ready"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def all_live() -> bool:
+                accounts = (await http.get("/v1/accounts")).json()["accounts"]
+                return all(a["state"] == "live" for a in accounts)
+
+            assert await wait_until(all_live, 30)
+            accounts = (await http.get("/v1/accounts")).json()["accounts"]
+            dead = {a["owner"] for a in accounts}
+            assert len(dead) == 1 and None not in dead
+    finally:
+        first.kill()
+        first.wait()
+    for venue in VENUES:
+        sims[venue].refuse_auth(sims.default_keys[venue])
+
+    second = _serve(sims, data_dir, port, lease_ms=None)
+    try:
+        answered = 0
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = asyncio.get_running_loop().time() + 20
+            taken_over = False
+            while asyncio.get_running_loop().time() < deadline and not taken_over:
+                try:
+                    ready = (await http.get("/readyz")).status_code
+                    accounts = (await http.get("/v1/accounts")).json()["accounts"]
+                    balances = (await http.get("/v1/balances")).json()["balances"]
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.05)
+                    continue
+                answered += 1
+                assert balances, "the last state is served"
+                assert [a["account"] for a in accounts if a["state"] == "live"] == []
+                assert [b["account"] for b in balances if not b["stale"]] == []
+                from_dead = [a["account"] for a in accounts if a["owner"] in dead]
+                assert ready != 200 or not from_dead, from_dead
+                taken_over = not from_dead
+                await asyncio.sleep(0.05)
+        assert answered, "the restarted service never answered"
+        assert taken_over, "the restarted service never took its accounts over"
+    finally:
+        second.kill()
+        second.wait()
