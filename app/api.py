@@ -540,6 +540,12 @@ async def readiness_problems(rt: Runtime | None) -> list[str]:
         shown = ", ".join(waiting[:_READY_NAMES_SHOWN])
         more = f" and {len(waiting) - _READY_NAMES_SHOWN} more" if len(waiting) > 20 else ""
         reasons.append(f"still connecting: {shown}{more}")
+    # a status written by an instance that is gone says nothing about now
+    orphaned = [a.id for a in rt.accounts if a.enabled and hub.orphaned(a.id)]
+    if orphaned:
+        shown = ", ".join(orphaned[:_READY_NAMES_SHOWN])
+        more = f" and {len(orphaned) - _READY_NAMES_SHOWN} more" if len(orphaned) > 20 else ""
+        reasons.append(f"owner gone, not taken over yet: {shown}{more}")
     return reasons
 
 

@@ -17,6 +17,13 @@ Staleness is an account property: a record is ``stale`` while its account's stat
 REST, snapshots and the metrics apply the account's current state, and clients apply
 ``status`` messages the same way.
 
+A status is only as good as the instance that wrote it: one whose owner is gone — its
+lease is not held by that owner, or the owner has no heartbeat in ``P:instances`` within
+a lease time, or (embedded Redis, private to this process) it is any other instance — is
+shown ``stale`` at once (``connecting``/``syncing``/``live`` alike), so a crashed
+instance's last ``live`` is never served as current by its successor. Owner liveness is
+read with the mirror and on every refresh; when it flips, clients get a fresh snapshot.
+
 Each change is serialized once, by the Redis write script, and the same text object is
 handed to every client. A client that cannot keep up has its pending messages conflated
 (the newest per (account, wallet, asset) wins), so its memory is bounded by the number of
@@ -58,6 +65,7 @@ log = logging.getLogger(__name__)
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
 
+_OWNED_STATES = frozenset({"connecting", "syncing", "live"})
 _STALE_FALSE = b'"stale":false}'
 _STALE_TRUE = b'"stale":true}'
 _BALANCE_AT = b',"balance":'
@@ -488,6 +496,13 @@ class StreamHub:
         self._statuses: dict[str, dict[str, Any]] = {}
         self._last_message_at: dict[str, str] = {}
         self._live: dict[str, bool] = dict.fromkeys(self._accounts, False)
+        # owner liveness (see the module docstring); the embedded Redis is this process's
+        self._private_redis = runtime.settings.redis_url is None
+        self._lease_owner: dict[str, str] = {}
+        self._instances: set[str] = set()
+        self._owners_read = False
+        self._orphans: frozenset[str] = frozenset()
+        self._owners_due = False
         self.subscribers: set[Subscriber] = set()  # every connected client
         self._active: set[Subscriber] = set()  # those still fed (not being closed)
         self._block_ms = block_ms
@@ -565,6 +580,7 @@ class StreamHub:
 
     async def _reload(self) -> None:
         run_id = await self._redis_run_id()  # first: a restart after it is noticed later
+        await self._read_owners()
         self._install(await self.rt.reader.snapshot(self.rt.account_ids))
         self._run_id = run_id
         self.reader_ok = True
@@ -606,6 +622,7 @@ class StreamHub:
                 self._statuses[account] = status
         for account in self._accounts:
             self._live[account] = self._state_of(account) == "live"
+        self._orphans = frozenset(a for a in self._accounts if self.orphaned(a))
         self.seq = snapshot.seq
         self._ring.clear()
         self.loaded = True
@@ -621,7 +638,62 @@ class StreamHub:
             return "disabled"
         status = self._statuses.get(account)
         state = status.get("state") if status else None
+        if state in _OWNED_STATES and not self._owner_alive(account):
+            return "stale"
         return str(state) if state else "connecting"
+
+    async def _read_owners(self) -> None:
+        """Which instances are alive and who holds each account's lease (one round trip)."""
+        ids = self.rt.account_ids
+        now_ms = int(time.time() * 1000)
+        pipe = self.rt.redis.pipeline(transaction=False)
+        pipe.zrangebyscore(self.rt.keys.instances, now_ms - self.rt.settings.lease_ms, "+inf")
+        for account in ids:
+            pipe.get(self.rt.keys.account(account, "lease"))
+        replies = await pipe.execute()
+        self._instances = {_text(m) for m in replies[0]}
+        self._lease_owner = {
+            account: _text(value).rsplit(":", 1)[0]
+            for account, value in zip(ids, replies[1:], strict=True)
+            if value is not None
+        }
+        self._owners_read = True
+
+    def _owner_alive(self, account: str) -> bool:
+        """False when the instance named as the status's owner is known to be gone."""
+        status = self._statuses.get(account)
+        owner = status.get("owner") if status else None
+        if not owner:
+            return True
+        if owner == self.rt.settings.instance_id:
+            runner = getattr(getattr(self.rt, "supervisor", None), "runner", None)
+            return runner is not None and runner(account) is not None
+        if self._private_redis:
+            return False  # nobody else can reach this process's own Redis
+        if not self._owners_read:
+            return False
+        return self._lease_owner.get(account) == owner and owner in self._instances
+
+    def orphaned(self, account: str) -> bool:
+        """The account's status was written by an instance that is gone (not taken over)."""
+        return self._enabled.get(account, True) and not self._owner_alive(account)
+
+    def _recheck_owners(self) -> None:
+        """Re-derive liveness after the owners were read; tell clients when it changed."""
+        changed = False
+        for account in self._accounts:
+            live = self._state_of(account) == "live"
+            if self._live[account] != live:
+                self._live[account] = live
+                changed = True
+        orphans = frozenset(a for a in self._accounts if self.orphaned(a))
+        if orphans != self._orphans:
+            self._orphans = orphans
+            changed = True
+        if changed:
+            self.version += 1
+            for sub in self._active:
+                self._send_snapshot(sub)
 
     def _apply(self, msg: Message, doc: Mapping[str, Any], raw: bytes) -> bool:
         """Apply one change to the mirror; False if its account is not served here."""
@@ -649,6 +721,14 @@ class StreamHub:
             status = dict(doc["account"])
             status.pop("last_message_at", None)
             self._statuses[msg.account] = status
+            owner = status.get("owner")
+            if (
+                owner
+                and not self._private_redis
+                and owner != self.rt.settings.instance_id
+                and (self._lease_owner.get(msg.account) != owner or owner not in self._instances)
+            ):
+                self._owners_due = True  # a new owner: read the leases before trusting it
             self._live[msg.account] = self._state_of(msg.account) == "live"
         return True
 
@@ -686,6 +766,14 @@ class StreamHub:
             self.last_reader_error = ""
             if changes:
                 self._take(changes)
+            if self._owners_due:
+                self._owners_due = False
+                try:
+                    await self._read_owners()
+                except (RedisError, OSError, TimeoutError):
+                    self._owners_due = True
+                    continue
+                self._recheck_owners()
 
     def _take(self, changes: Sequence[Change]) -> None:
         """Apply and fan out one batch in seq order; a gap means the mirror must reload."""
@@ -762,6 +850,9 @@ class StreamHub:
         for account in ids:
             pipe.hget(self.rt.keys.account(account, "status"), "last_message_at")
         replies = await pipe.execute()
+        await self._read_owners()
+        if self.loaded:
+            self._recheck_owners()
         current = int(replies[0]) if replies[0] is not None else 0
         changed = False
         for account, value in zip(ids, replies[1:], strict=True):
@@ -1001,6 +1092,10 @@ class StreamHub:
     def account_views(self, accounts: Iterable[str] | None = None) -> list[dict[str, Any]]:
         wanted = None if accounts is None else set(accounts)
         return [self.account_view(a) for a in self._accounts if wanted is None or a in wanted]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _amounts(entry: _Entry) -> tuple[Decimal, Decimal, Decimal]:

@@ -5,6 +5,18 @@ before it expires. The token doubles as the fencing token: every state write che
 inside its Lua script, so a paused or partitioned former owner can never overwrite the
 new owner's state. Instances announce themselves in ``P:instances`` (a sorted set of
 heartbeats) so each can take only its fair share of the accounts.
+
+Every acquisition also records its token in ``P:{acct}:holder`` (no expiry). A lease that
+lapsed while Redis could not be reached (a stall, a restart) is therefore still ours when
+it comes back if nobody acquired the account since: the holder is still our token, or
+absent because Redis lost its data. Renewal takes such a lease back instead of giving up
+the account, and the write scripts accept it the same way (:mod:`app.store`), so the
+owner's in-memory state and pending writes survive the outage. Only a lease another
+instance acquired means stepping down.
+
+``P:dataset`` holds a random id set once per data set: when it changes (or the Redis
+``run_id`` does), Redis came back empty, older or different, and owners rewrite the full
+state of their accounts (:class:`app.supervisor.Supervisor`).
 """
 
 from __future__ import annotations
@@ -17,11 +29,29 @@ import redis.asyncio as aioredis
 
 from app.store import Keys
 
-_RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+_ACQUIRE_LUA = """
+-- KEYS: lease, holder; ARGV: token, lease ms
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[1])
+  return 1
 end
 return 0
+"""
+
+_RENEW_LUA = """
+-- KEYS: lease, holder; ARGV: token, lease ms. 1 renewed, 2 taken back after a lapse,
+-- 0 lost (another instance acquired the account)
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if current then return 0 end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+return 2
 """
 
 _RELEASE_LUA = """
@@ -42,8 +72,10 @@ class LeaseManager:
         self.lease_ms = lease_ms
         self.tokens: dict[str, str] = {}
         self.renewed_at: dict[str, float] = {}
+        self._acquire = client.register_script(_ACQUIRE_LUA)
         self._renew = client.register_script(_RENEW_LUA)
         self._release = client.register_script(_RELEASE_LUA)
+        self.dataset = ""  # the P:dataset id seen by the last heartbeat
 
     def token(self, account: str) -> str:
         return self.tokens.get(account, "")
@@ -52,15 +84,27 @@ class LeaseManager:
         return set(self.tokens)
 
     async def heartbeat(self) -> int:
-        """Announce this instance; return how many instances are alive."""
+        """Announce this instance; return how many instances are alive.
+
+        Also reads the data set id into :attr:`dataset` (creating it when absent).
+        """
         now = int(time.time() * 1000)
         pipe = self._client.pipeline(transaction=False)
         pipe.zadd(self._keys.instances, {self.instance_id: now})
         # an instance silent for a lease's life is gone: its leases are expiring too
         pipe.zremrangebyscore(self._keys.instances, 0, now - self.lease_ms)
         pipe.zcard(self._keys.instances)
+        pipe.set(self._keys.dataset, secrets.token_hex(8), nx=True)
+        pipe.get(self._keys.dataset)
         replies = await pipe.execute()
+        value = replies[4]
+        self.dataset = value.decode() if isinstance(value, bytes) else str(value or "")
         return max(int(replies[2]), 1)
+
+    async def run_id(self) -> str:
+        """The Redis server's run id: it changes when Redis restarts or fails over."""
+        info: dict[str, object] = await self._client.info("server")
+        return str(info.get("run_id", ""))
 
     async def leave(self) -> None:
         await self._client.zrem(self._keys.instances, self.instance_id)
@@ -70,39 +114,48 @@ class LeaseManager:
 
     async def try_acquire(self, account: str) -> bool:
         token = f"{self.instance_id}:{secrets.token_hex(8)}"
-        ok = await self._client.set(
-            self._keys.account(account, "lease"), token, nx=True, px=self.lease_ms
+        k = self._keys.account
+        ok = await self._acquire(
+            keys=[k(account, "lease"), k(account, "holder")], args=[token, self.lease_ms]
         )
-        if ok:
+        if int(ok) == 1:
             self.tokens[account] = token
             self.renewed_at[account] = time.monotonic()
         return bool(ok)
 
-    async def renew_all(self) -> set[str]:
-        """Renew every held lease in one round trip; return the accounts that were lost."""
+    async def renew_all(self) -> tuple[set[str], set[str]]:
+        """Renew every held lease in one round trip.
+
+        Returns ``(lost, retaken)``: the accounts another instance acquired (forgotten
+        here), and those whose lease had lapsed with nobody taking it since (held again).
+        """
         if not self.tokens:
-            return set()
+            return set(), set()
         accounts = list(self.tokens)
+        k = self._keys.account
         pipe = self._client.pipeline(transaction=False)
         for account in accounts:
             await self._renew(
-                keys=[self._keys.account(account, "lease")],
+                keys=[k(account, "lease"), k(account, "holder")],
                 args=[self.tokens[account], self.lease_ms],
                 client=pipe,
             )
         replies = await pipe.execute()
         lost: set[str] = set()
+        retaken: set[str] = set()
         now = time.monotonic()
         for account, reply in zip(accounts, replies, strict=True):
-            if int(reply) == 1:
+            if int(reply) in (1, 2):
                 self.renewed_at[account] = now
+                if int(reply) == 2:
+                    retaken.add(account)
             else:
                 lost.add(account)
                 self.forget(account)
-        return lost
+        return lost, retaken
 
     def expired_locally(self) -> set[str]:
-        """Leases not renewed for longer than their life: assume them gone (Redis down)."""
+        """Leases not renewed for longer than their life (Redis did not answer)."""
         limit = time.monotonic() - self.lease_ms / 1000 * 0.9
         return {a for a, t in self.renewed_at.items() if t < limit}
 

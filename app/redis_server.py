@@ -3,12 +3,18 @@
 Used when ``BALAGG_REDIS_URL`` is unset (SPEC §2) and by the tests, so every test run gets
 its own server and never touches a shared one. The child asks the kernel to SIGTERM it
 when its parent dies (``PR_SET_PDEATHSIG``), so even a SIGKILLed parent leaves no orphan.
+
+A data directory belongs to one process at a time (:class:`DirectoryLock`): ``serve``
+locks it before anything else starts, and the embedded Redis locks its own directory
+before it touches the socket file, so a second start by mistake can never delete the
+first one's socket or open a second ``redis-server`` on the same AOF.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
 import signal
@@ -25,6 +31,46 @@ _MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
 
 class EmbeddedRedisError(RuntimeError):
     """The embedded Redis could not be found or did not start."""
+
+
+class DirectoryInUse(EmbeddedRedisError):
+    """Another process holds the directory's lock."""
+
+
+class DirectoryLock:
+    """An exclusive ``flock`` on ``<directory>/<name>``, held until :meth:`release`.
+
+    The kernel drops the lock when the process dies, however it dies, so a crash never
+    leaves a stale lock behind. The holder's pid is written into the file for the error
+    message of whoever finds it taken.
+    """
+
+    def __init__(self, directory: Path, name: str = "balagg.lock") -> None:
+        self.directory = Path(directory).resolve()
+        self.path = self.directory / name
+        self._fd: int | None = None
+
+    def acquire(self) -> DirectoryLock:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            by = f" (pid {holder})" if holder.isdigit() else ""
+            raise DirectoryInUse(
+                f"data directory {self.directory} is in use by another process{by}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the flock
 
 
 def find_redis_server() -> str:
@@ -64,6 +110,7 @@ class EmbeddedRedis:
         self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
         self._sock_dir: str | None = None
+        self._lock: DirectoryLock | None = None
         self.socket_path = ""
 
     @property
@@ -72,7 +119,9 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         binary = find_redis_server()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # before the socket file is unlinked: it may be a live server's
+        if self._lock is None:
+            self._lock = DirectoryLock(self.data_dir, "redis.lock").acquire()
         self.socket_path = str(self.data_dir / "redis.sock")
         if len(self.socket_path) > _MAX_UNIX_PATH:
             self._sock_dir = tempfile.mkdtemp(prefix="balagg-")
@@ -103,9 +152,10 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                code = self.process.returncode
+                self.stop()
                 raise EmbeddedRedisError(
-                    f"redis-server exited with code {self.process.returncode}; "
-                    f"see {self.data_dir / 'redis.log'}"
+                    f"redis-server exited with code {code}; see {self.data_dir / 'redis.log'}"
                 )
             if self._ping():
                 return self
@@ -136,6 +186,9 @@ class EmbeddedRedis:
         if self._sock_dir is not None:
             shutil.rmtree(self._sock_dir, ignore_errors=True)
             self._sock_dir = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @property
     def pid(self) -> int | None:

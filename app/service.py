@@ -1,9 +1,12 @@
 """The service: ``create_app(settings)`` and its lifespan, and ``run_service`` for the CLI.
 
-Nothing starts at import time. The lifespan brings the parts up in dependency order —
-Redis (embedded unless ``BALAGG_REDIS_URL`` is set), the batched writer, the stream hub
-(one change-stream reader per process), then the upstream supervisor — and takes them
-down in reverse, flushing pending writes before Redis goes away.
+Nothing starts at import time. ``run_service`` first takes what only one process may
+hold — the data directory's lock (with the embedded Redis) and the HTTP port — and fails
+with one line naming it if another process has it, before any Redis or upstream socket
+exists. The lifespan then brings the parts up in dependency order — Redis (embedded
+unless ``BALAGG_REDIS_URL`` is set), the batched writer, the stream hub (one
+change-stream reader per process), then the upstream supervisor — and takes them down in
+reverse, flushing pending writes before Redis goes away.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 
@@ -26,7 +30,7 @@ from app.dashboard import install_dashboard
 from app.hub import StreamHub
 from app.logs import SCRUBBER, setup_logging
 from app.metrics import Metrics
-from app.redis_server import EmbeddedRedis
+from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import AccountConfig, Settings
 from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
@@ -154,10 +158,55 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
     return app
 
 
+def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """The HTTP listening socket, bound now (uvicorn serves on it later)."""
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = None) -> int:
-    """Run until SIGINT/SIGTERM; return 0 after a clean shutdown."""
+    """Run until SIGINT/SIGTERM; return 0 after a clean shutdown.
+
+    The data directory lock and the HTTP port are taken before anything starts; when
+    either is taken by another process this returns 1 after one line on stderr.
+    """
     setup_logging(settings.log_level, settings.log_format)
     app = create_app(settings, accounts)
+    lock: DirectoryLock | None = None
+    try:
+        if settings.redis_url is None:  # the embedded Redis lives in the data directory
+            lock = DirectoryLock(settings.data_dir).acquire()
+        listener = bind_listener(settings.host, settings.port)
+    except DirectoryInUse as exc:
+        sys.stderr.write(f"cannot start: {exc}\n")
+        return 1
+    except OSError as exc:
+        if lock is not None:
+            lock.release()
+        reason = exc.strerror or type(exc).__name__
+        sys.stderr.write(
+            f"cannot start: cannot listen on {settings.host}:{settings.port}: {reason}\n"
+        )
+        return 1
+    try:
+        return _serve(app, settings, listener)
+    finally:
+        listener.close()
+        if lock is not None:
+            lock.release()
+
+
+def _serve(app: FastAPI, settings: Settings, listener: socket.socket) -> int:
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -172,7 +221,7 @@ def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = N
         h11_max_incomplete_event_size=1 << 16,
     )
     server = _Server(config)
-    server.run()
+    server.run(sockets=[listener])
     return 0 if server.started else 1
 
 

@@ -7,10 +7,12 @@ account's keys share a slot)::
     P:{acct}:ts      hash  "wallet|ASSET" -> ["updated_at", venue_ts or null]
     P:{acct}:status  hash  doc -> lifecycle JSON, last_message_at -> ISO time
     P:{acct}:lease   string owner token (see app.leases); checked by every write
+    P:{acct}:holder  string token of the last acquisition (no expiry; see app.leases)
     P:seq            string the deployment-wide change counter
     P:changes        stream entry id "<seq>-0"; fields a (account), s (asset), m (message)
     P:prices         hash  Solana mint -> {"price_usd", "symbol", "name", "decimals"}
     P:instances      zset  instance id -> last heartbeat (ms), for fair lease sharing
+    P:dataset        string random id of this data set: changes when Redis lost its data
 
 Every write is one Lua script: it compares, writes, takes a ``seq`` per real change and
 appends the ready-to-send downstream message to ``P:changes`` in the same atomic step, so
@@ -42,11 +44,28 @@ log = logging.getLogger(__name__)
 
 FIELD_SEP = "|"
 
-_APPLY_LUA = """
--- KEYS: bal, ts, status, lease, seq, changes
+# The fence: the lease must hold the writer's token. A lease that lapsed while Redis was
+# unreachable still counts as the writer's when nobody acquired the account since (the
+# holder is the writer's token, or gone with the rest of a lost data set): the owner's
+# pending writes are then kept, not refused (see app.leases).
+_FENCE_LUA = """
+local function fenced(lease, holder, token)
+  if token == '' then return false end
+  local current = redis.call('GET', lease)
+  if current == token then return false end
+  if current then return true end
+  local last = redis.call('GET', holder)
+  return last ~= false and last ~= token
+end
+"""
+
+_APPLY_LUA = (
+    _FENCE_LUA
+    + """
+-- KEYS: bal, ts, status, lease, seq, changes, holder
 -- ARGV: fence, now, maxlen, account, last_message_at, received, nscopes, scope...,
 --       (field, content, vts)...   received: upstream receive time (epoch µs) or ''.
-if ARGV[1] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[1] then
+if fenced(KEYS[4], KEYS[7], ARGV[1]) then
   return {-1, 0}
 end
 local now, maxlen, account = ARGV[2], ARGV[3], ARGV[4]
@@ -94,11 +113,14 @@ if nscopes > 0 then
 end
 return {count, last}
 """
+)
 
-_NOTE_LUA = """
--- A status change or a venue event. KEYS: status, lease, seq, changes
+_NOTE_LUA = (
+    _FENCE_LUA
+    + """
+-- A status change or a venue event. KEYS: status, lease, seq, changes, holder
 -- ARGV: fence, maxlen, account, kind ('status' | 'event'), body JSON, message prefix
-if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then
+if fenced(KEYS[2], KEYS[5], ARGV[1]) then
   return {-1, 0}
 end
 if ARGV[4] == 'status' then
@@ -109,6 +131,16 @@ local seq = redis.call('INCR', KEYS[3])
 local msg = '{"seq":' .. seq .. ',' .. ARGV[6] .. ARGV[5] .. '}'
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'a', ARGV[3], 's', '', 'm', msg)
 return {1, seq}
+"""
+)
+
+
+_SEQ_FLOOR_LUA = """
+-- KEYS: seq; ARGV: floor. Raise the counter to at least floor (never lower it).
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 0
 """
 
 
@@ -143,6 +175,7 @@ class Keys:
         self.changes = f"{prefix}:changes"
         self.prices = f"{prefix}:prices"
         self.instances = f"{prefix}:instances"
+        self.dataset = f"{prefix}:dataset"
         self.resync = f"{prefix}:resync"
 
     def account(self, account: str, kind: str) -> str:
@@ -302,6 +335,8 @@ class BalanceWriter:
         self._task: asyncio.Task[None] | None = None
         self._apply = client.register_script(_APPLY_LUA)
         self._note = client.register_script(_NOTE_LUA)
+        self._seq_floor = client.register_script(_SEQ_FLOOR_LUA)
+        self.max_seq = 0  # the highest seq a write of this process took
         self.healthy = True
         self.last_error: str = ""
         self._closing = False
@@ -385,6 +420,14 @@ class BalanceWriter:
         self._pending.pop(account, None)
         self._notes = deque(n for n in self._notes if n.account != account)
 
+    async def raise_seq_floor(self, seq: int) -> None:
+        """After Redis lost its data: keep ``seq`` above every seq handed out before.
+
+        ``seq`` is the clients' resume token and must only grow; a Redis that restarted
+        empty would count from 1 again.
+        """
+        await self._seq_floor(keys=[self._keys.seq], args=[max(seq, self.max_seq)])
+
     def pending_keys(self) -> int:
         return sum(p.key_count() for p in self._pending.values()) + len(self._notes)
 
@@ -454,6 +497,7 @@ class BalanceWriter:
                 keys = [
                     k(account, "bal"), k(account, "ts"), k(account, "status"),
                     k(account, "lease"), self._keys.seq, self._keys.changes,
+                    k(account, "holder"),
                 ]  # fmt: skip
                 await self._apply(keys=keys, args=args, client=pipe)
                 calls.append((account, True))
@@ -463,6 +507,7 @@ class BalanceWriter:
                     self._keys.account(note.account, "lease"),
                     self._keys.seq,
                     self._keys.changes,
+                    self._keys.account(note.account, "holder"),
                 ]
                 args = [
                     self._fence(note.account), self._maxlen, note.account, note.kind,
@@ -487,6 +532,8 @@ class BalanceWriter:
                 failed = reply
                 continue
             count, last = (int(x) for x in cast(list[Any], reply))
+            if last > self.max_seq:
+                self.max_seq = last
             results.append(FlushResult(account, max(count, 0), last, count < 0))
         if failed is not None:
             # Scripts are idempotent (compare-and-set), so re-running the whole batch is safe.

@@ -4,6 +4,14 @@ It shares one aiohttp ``ClientSession`` across all upstream sockets, keeps the a
 leases (:mod:`app.leases`) — acquiring its fair share, renewing, giving back surplus so
 replicas balance, stepping down when fenced — and routes ``resync`` requests to whichever
 instance owns the account (through the ``P:resync`` stream).
+
+While Redis does not answer, nothing is given up: no other instance can acquire a lease
+then either, so the runners keep their sockets and folds and the writer keeps their
+pending writes. When Redis answers again, ownership is re-checked (a lapsed lease nobody
+else took is taken back; one another instance acquired means stepping down, and only
+then are the pending writes discarded), and if Redis came back without its data or as a
+different server (``P:dataset`` or its ``run_id`` changed) every owned account's full
+state is written again from its fold, so nothing only the stream delivered is lost.
 """
 
 from __future__ import annotations
@@ -41,6 +49,10 @@ class Supervisor:
         self._last_renew = 0.0
         self._known_takeover: set[str] = set()
         self._orphans: set[str] = set()
+        self._dataset = ""  # P:dataset as first seen; a different one means lost data
+        self._run_id = ""
+        self._redis_failed = False  # a lease tick failed since the last good one
+        self._outage_logged = False
 
     # -- public ------------------------------------------------------------------------
 
@@ -49,14 +61,10 @@ class Supervisor:
             connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
             timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_connect=15),
         )
-        for account in self.rt.accounts:
-            if not account.enabled:
-                self.rt.writer.submit_status(
-                    account.id,
-                    {"account": account.id, "venue": account.venue, "state": "disabled",
-                     "connected_since": None, "reconnects": 0, "last_error": None,
-                     "owner": None},
-                )  # fmt: skip
+        self._submit_disabled()
+        if self.rt.settings.redis_url is None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._void_predecessors()
         self._loop_task = asyncio.create_task(self._lease_loop(), name="lease-loop")
 
     async def stop(self) -> None:
@@ -74,6 +82,35 @@ class Supervisor:
         self.rt.metrics.leases_held.set(0)
         if self.http is not None:
             await self.http.close()
+
+    async def _void_predecessors(self) -> None:
+        """Embedded Redis: every lease in it belongs to a process that is gone.
+
+        The embedded Redis lives in a data directory this process holds locked, so no
+        other instance can be running against it; a predecessor that crashed left its
+        leases and heartbeat behind. Dropping them lets this instance take its accounts
+        over at once instead of after a lease time.
+        """
+        me = self.leases.instance_id
+        keys = [self.rt.keys.account(a.id, "lease") for a in self.rt.accounts]
+        if keys:
+            await self.rt.redis.delete(*keys)
+        members: Any = await self.rt.redis.zrange(self.rt.keys.instances, 0, -1)
+        names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        gone = [m for m in names if m != me]
+        if gone:
+            await self.rt.redis.zrem(self.rt.keys.instances, *gone)
+        log.info("embedded redis: leases of earlier runs dropped; taking the accounts now")
+
+    def _submit_disabled(self) -> None:
+        for account in self.rt.accounts:
+            if not account.enabled:
+                self.rt.writer.submit_status(
+                    account.id,
+                    {"account": account.id, "venue": account.venue, "state": "disabled",
+                     "connected_since": None, "reconnects": 0, "last_error": None,
+                     "owner": None},
+                )  # fmt: skip
 
     async def resync(self, account_id: str) -> None:
         """Reconnect and re-seed an account, on whichever instance owns it."""
@@ -113,10 +150,17 @@ class Supervisor:
                 self.rt.metrics.redis_up.set(0)
                 self.rt.metrics.redis_errors.labels("lease").inc()
                 log.debug("lease tick failed: %s", type(exc).__name__)
-                for account in self.leases.expired_locally():
-                    log.warning("%s: lease could not be renewed; stepping down", account)
-                    self.leases.forget(account)
-                    await self._stop_runner(account, stale=False)
+                self._redis_failed = True
+                self._last_renew = 0.0  # renew (or take back) at once when Redis answers
+                lapsed = self.leases.expired_locally()
+                if lapsed and not self._outage_logged:
+                    # nobody else can acquire them while Redis is away: keep everything
+                    log.warning(
+                        "redis has not answered for longer than the lease; keeping %d "
+                        "account(s), their sockets and pending writes until it does",
+                        len(lapsed),
+                    )
+                    self._outage_logged = True
             self.rt.metrics.leases_held.set(len(self.leases.owned()))
             await asyncio.sleep(tick)
 
@@ -128,11 +172,14 @@ class Supervisor:
             instances = await self.leases.heartbeat()
         now = time.monotonic()
         if now - self._last_renew >= lease_s / 3:
-            lost = await self.leases.renew_all()
+            lost, retaken = await self.leases.renew_all()
             self._last_renew = now
             for lost_id in lost:
-                log.warning("%s: lease lost; stepping down", lost_id)
+                log.warning("%s: lease lost to another instance; stepping down", lost_id)
                 await self._stop_runner(lost_id, stale=False)
+            if retaken:
+                log.info("%d lease(s) had lapsed while redis was away; held again", len(retaken))
+        await self._check_data_set()
         enabled = [a for a in self.rt.accounts if a.enabled]
         fair = self.leases.fair_share(len(enabled), instances)
         owned = self.leases.owned()
@@ -163,6 +210,43 @@ class Supervisor:
                 elif had_owner is not None and had_owner != self.leases.instance_id:
                     self._known_takeover.add(account.id)
         await self._poll_resync()
+
+    async def _check_data_set(self) -> None:
+        """Rewrite every owned account when Redis came back empty, older or different."""
+        dataset = self.leases.dataset
+        lost = bool(self._dataset) and dataset != self._dataset
+        self._dataset = dataset
+        if self._redis_failed or not self._run_id:
+            run_id = await self.leases.run_id()
+            # a restart that kept its data may still have lost the last second of the AOF
+            lost = lost or (bool(self._run_id) and run_id != self._run_id)
+            self._run_id = run_id
+            self._redis_failed = False
+            self._outage_logged = False
+        if lost:
+            log.warning(
+                "redis restarted or was replaced; writing the full state of %d account(s) again",
+                len(self.runners),
+            )
+            await self.rt.writer.raise_seq_floor(self.rt.hub.seq)
+            self.rewrite_state()
+
+    def rewrite_state(self) -> None:
+        """Submit the full state and status of every owned account from its fold.
+
+        Each wallet scope goes as a snapshot replace (compare-and-set: what Redis already
+        holds emits nothing), so a Redis that lost its data gets everything back, web3
+        wallets and stream-only balances included.
+        """
+        for account_id, runner in self.runners.items():
+            fold = runner.fold
+            scopes: dict[str, list[AssetBalance]] = {}
+            for (wallet, _asset), balance in fold.state.items():
+                scopes.setdefault(wallet, []).append(balance)
+            for wallet, balances in scopes.items():
+                self.rt.writer.submit_snapshot(account_id, fold.venue, wallet, balances)
+            self.rt.writer.submit_status(account_id, runner.status_doc())
+        self._submit_disabled()
 
     async def _poll_resync(self) -> None:
         reply: Any = await self.rt.redis.xread({self.rt.keys.resync: self._resync_id}, count=100)

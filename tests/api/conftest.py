@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -158,6 +159,16 @@ class Service:
 ServiceFactory = Callable[..., AbstractAsyncContextManager[Service]]
 
 
+async def _stand_in_owner(
+    client: aioredis.Redis, keys: Keys, accounts: Iterable[AccountConfig]
+) -> None:
+    """Make ``test-owner`` (whose statuses the tests write) a live owner, as a real one is:
+    it holds the accounts' leases and heartbeats in ``P:instances`` (here: for an hour)."""
+    for acct in accounts:
+        await client.set(keys.account(acct.id, "lease"), "test-owner:0", px=3_600_000)
+    await client.zadd(keys.instances, {"test-owner": int(time.time() * 1000) + 3_600_000})
+
+
 @pytest.fixture
 def service_factory(
     redis_url: str,
@@ -177,6 +188,7 @@ def service_factory(
         **overrides: Any,
     ) -> AsyncIterator[Service]:
         url = redis_url or session_redis
+        accounts = list(accounts)
         if not real_supervisor:
             monkeypatch.setattr(service_module, "Supervisor", StubSupervisor)
         if token is not None:
@@ -212,6 +224,8 @@ def service_factory(
             await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         redis_client = aioredis.Redis.from_url(url)
+        if not real_supervisor:
+            await _stand_in_owner(redis_client, Keys(key_prefix), accounts)
         owner = BalanceWriter(redis_client, Keys(key_prefix), stream_maxlen=settings.stream_maxlen)
         owner.start()
         http = aiohttp.ClientSession()

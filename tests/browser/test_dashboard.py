@@ -147,6 +147,8 @@ async def running_service(
         stack.push_async_callback(client.aclose)
         for account in ACCOUNTS:  # another instance owns them: this one only serves them
             await client.set(keys.account(account.id, "lease"), LEASE, px=120_000)
+        # ... and heartbeats, as a live instance does
+        await client.zadd(keys.instances, {OWNER: int(time.time() * 1000) + 120_000})
         writer = BalanceWriter(client, keys, fence=lambda _account: LEASE)
         writer.start()
         stack.push_async_callback(writer.close)
