@@ -43,6 +43,7 @@ from app.runtime import Runtime
 from app.settings import AccountConfig
 from app.store import decimal_str, utc_now_iso
 from app.venues import make_session
+from app.venues._wire import SNAPSHOT_REJECTED
 from app.venues.base import MAX_FRAME_BYTES, AuthRejected, ProtocolError, VenueSession
 
 log = logging.getLogger(__name__)
@@ -348,6 +349,12 @@ class AccountRunner:
         except ProtocolError as exc:
             self._count("rejected")
             self._error(exc.reason, str(exc), raw)
+            if session.snapshot_rejected:
+                # the frame that had to replace the account is gone: keep the last state
+                # (stale, nothing deleted) and fetch a new snapshot by reconnecting
+                self._error(SNAPSHOT_REJECTED, "the connection's snapshot frame was rejected")
+                self.last_error = SCRUBBER.scrub(f"snapshot rejected ({exc.reason}): {exc}")[:200]
+                raise Reconnect(SNAPSHOT_REJECTED) from None
             return
         for reply in replies:
             assert self._ws is not None

@@ -22,6 +22,12 @@ ones. A frame, as the venue documents it::
                       "tradable": true}}}
 
 The server pings every 20 s and drops a client that has not answered within 5 s.
+
+Fault: :meth:`BitoproSimulator.bad_snapshot` (control API
+``POST /_sim/accounts/<key>/bad_snapshot {"kind", "count"}``) makes the first frame of
+the next ``count`` connections unreadable in one currency, the rest of it valid: kinds
+``negative`` (an amount of ``"-1"``), ``unknown_code`` (a currency ``USDT(ERC20)``) and
+``tradable_string`` (``"tradable": "true"``). Later frames are sent as usual.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app.simulators.control import json_error, json_ok, pick_mapping
+from app.simulators.control import control_route, json_error, json_ok, pick, pick_mapping
 from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator, parse_balances
 from app.simulators.types import JsonObject, SimulatorError, TruthRow
 from app.simulators.wire import (
@@ -57,6 +63,7 @@ WS_PATH = "/ws/v1/pub/auth/account-balance"
 REST_PATH = "/v3/accounts/balance"
 EVENT = "ACCOUNT_BALANCE"
 PLACES = 8
+BAD_SNAPSHOT_KINDS = ("negative", "unknown_code", "tradable_string")
 
 
 def encode_payload(identity: str, nonce: int) -> str:
@@ -167,6 +174,7 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
         super().__init__(**options)
         self.nonce_skew = nonce_skew
         self.clock_ms = clock_ms
+        self._bad_snapshots: dict[str, tuple[str, int]] = {}
 
     # ------------------------------------------------------------------ accounts
 
@@ -244,7 +252,44 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
         assert conn.key is not None
         snapshot = dict(sorted(self.account(conn.key).balances.items()))
         conn.ready = True
+        fault = self._bad_snapshots.get(conn.key)
+        if fault is not None:
+            kind, left = fault
+            if left <= 1:
+                del self._bad_snapshots[conn.key]
+            else:
+                self._bad_snapshots[conn.key] = (kind, left - 1)
+            await self.send(conn, self.bad_snapshot_frame(snapshot, kind))
+            return
         await self.send(conn, self.frame(snapshot))
+
+    def bad_snapshot(self, key: str, kind: str, count: int = 1) -> None:
+        """Make the first frame of the next ``count`` connections of ``key`` unreadable
+        in one currency (``count`` 0 clears it). The truth does not change."""
+        self.account(key)
+        if kind not in BAD_SNAPSHOT_KINDS:
+            raise SimulatorError(f"bitopro: bad snapshot kind is one of {BAD_SNAPSHOT_KINDS}")
+        if count < 0:
+            raise SimulatorError("bitopro: count must not be negative")
+        if count == 0:
+            self._bad_snapshots.pop(key, None)
+        else:
+            self._bad_snapshots[key] = (kind, count)
+
+    def bad_snapshot_frame(self, balances: Mapping[str, BitoproBalance], kind: str) -> bytes:
+        """A full first frame with one unreadable currency (see :meth:`bad_snapshot`)."""
+        data = {cur: b.entry(cur) for cur, b in balances.items()}
+        if kind == "unknown_code":
+            data["USDT(ERC20)"] = BitoproBalance(Decimal(5), Decimal(5)).entry("USDT(ERC20)")
+        else:
+            cur = min(data) if data else "BTC"
+            entry = data.get(cur) or BitoproBalance(Decimal(1), Decimal(1)).entry(cur)
+            if kind == "negative":
+                entry = {**entry, "amount": "-1", "available": "0"}
+            else:
+                entry = {**entry, "tradable": "true"}
+            data[cur] = entry
+        return self.envelope(data)
 
     # ------------------------------------------------------------------ auth
 
@@ -284,6 +329,15 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
     def add_venue_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get(WS_PATH, self._ws)
         router.add_get(REST_PATH, self._rest)
+        router.add_post(
+            "/_sim/accounts/{key}/bad_snapshot", control_route(self._control_bad_snapshot)
+        )
+
+    async def _control_bad_snapshot(self, request: web.Request, body: dict[str, Any]) -> Any:
+        kind = pick(body, "kind", str, "negative")
+        count = pick(body, "count", int, 1)
+        self.bad_snapshot(request.match_info["key"], kind, count)
+        return {"kind": kind, "count": count}
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         key, reason = self.check_auth(request.headers)
