@@ -98,6 +98,12 @@ class VenueSession(abc.ABC):
         return False
 
     @property
+    def silent_close_may_be_auth(self) -> bool:
+        """True if a venue that always sends on connect may answer a bad signature by just
+        closing (BitoPro, UNCONFIRMED in VENUES.md). Never for venues quiet on connect."""
+        return False
+
+    @property
     def snapshot_rejected(self) -> bool:
         """True once the frame that had to be this connection's snapshot was rejected.
 

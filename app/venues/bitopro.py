@@ -117,6 +117,10 @@ class BitoproSession(VenueSession):
     def snapshot_rejected(self) -> bool:
         return self._snapshot_rejected
 
+    @property
+    def silent_close_may_be_auth(self) -> bool:
+        return True
+
     # -- frames ------------------------------------------------------------------------
 
     def on_frame(self, raw: str | bytes) -> tuple[list[Event], list[str]]:

@@ -6,6 +6,7 @@ server) over real sockets, with a real Redis, and checks what clients would see.
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from app.runtime import Runtime
 from app.simulators.bitopro import BAD_SNAPSHOT_KINDS
 from app.simulators.runner import Simulators
+from app.upstream import AccountRunner
 from tests.integration.conftest import (
     account_for,
     converge,
@@ -64,3 +66,117 @@ async def test_bitopro_rejected_snapshot_never_promotes_a_partial_frame(
         await wait_state(rt, account.id, ["live"], timeout=20)
         ours, truth = await converge(rt, sims, "bitopro", account.id)
         assert ours == truth and ours[("", "BTC")][0] == Decimal("2.5")
+
+
+def _record_states(rt: Runtime, account: str) -> list[str]:
+    """Every state the account's runner moves through from now on (in order)."""
+    runner = rt.supervisor.runner(account)
+    assert runner is not None
+    seen: list[str] = []
+    chained = runner.on_state
+
+    def record(r: AccountRunner) -> None:
+        seen.append(str(r.state))
+        if chained is not None:
+            chained(r)
+
+    runner.on_state = record
+    return seen
+
+
+async def test_deltadefi_quiet_quick_drops_are_never_auth_failed(
+    sims: Simulators, redis_url: str, key_prefix: str
+) -> None:
+    # DeltaDeFi sends nothing on connect: a drop right after connecting looks "quiet"
+    account = account_for(sims, "deltadefi")
+    key = sims.default_keys["deltadefi"]
+    async with running_service(fast_settings(redis_url, key_prefix), [account]) as rt:
+        await wait_state(rt, account.id, ["live"])
+        states = _record_states(rt, account.id)
+        for _ in range(5):
+            total = sims.deltadefi.connection_counts(key).total
+            await sims.deltadefi.wait_for_connections(key, 1)
+            sims.deltadefi.drop(key)
+
+            async def reconnected(before: int = total) -> bool:
+                return sims.deltadefi.connection_counts(key).total > before
+
+            assert await wait_until(reconnected)
+        await wait_state(rt, account.id, ["live"])
+        auth = {"account": account.id, "venue": "deltadefi", "reason": "auth"}
+        assert "auth_failed" not in states
+        assert metric(rt, "balagg_upstream_errors_total", auth) == 0
+        ours, truth = await converge(rt, sims, "deltadefi", account.id)
+        assert ours == truth
+
+
+@pytest.mark.parametrize("venue", ["bitopro", "deltadefi", "solanatracker"])
+async def test_a_key_that_worked_gets_normal_backoff_on_its_first_refusal(
+    sims: Simulators, redis_url: str, key_prefix: str, venue: str
+) -> None:
+    account = account_for(sims, venue)
+    key = sims.default_keys[venue]
+    sim = sims[venue]
+    settings = fast_settings(redis_url, key_prefix, auth_retry_min=30.0)
+    async with running_service(settings, [account]) as rt:
+        await wait_state(rt, account.id, ["live"])
+        states = _record_states(rt, account.id)
+        sim.refuse_auth(key)
+        sim.drop(key)
+
+        async def refused_twice() -> bool:
+            return sim.connection_counts(key).refused >= 2
+
+        assert await wait_until(refused_twice)
+        await wait_state(rt, account.id, ["auth_failed"])
+        # the first refusal of a key that worked: stale with the normal backoff
+        assert states[: states.index("auth_failed")].count("stale") >= 1
+        sim.refuse_auth(key, False)
+        await rt.supervisor.resync(account.id)
+        await wait_state(rt, account.id, ["live"])
+
+
+async def test_a_key_that_never_worked_is_auth_failed_at_once(
+    sims: Simulators, redis_url: str, key_prefix: str
+) -> None:
+    bad = account_for(sims, "deltadefi", "deltadefi-bad", api_key="wrong-key-0000")
+    async with running_service(fast_settings(redis_url, key_prefix), [bad]) as rt:
+        await wait_state(rt, bad.id, ["auth_failed"])
+        runner = rt.supervisor.runner(bad.id)
+        assert runner is not None and runner.attempts == 1
+
+
+async def test_every_drop_is_logged_once_with_its_reason_and_no_secret(
+    sims: Simulators, redis_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    canary = "CANARY-DDF-KEY-31337"
+    sims.deltadefi.add_account(canary, {"ada": "5"})
+    account = account_for(sims, "deltadefi", "deltadefi-canary", key=canary)
+    caplog.set_level(logging.INFO, logger="app.upstream")
+    async with running_service(fast_settings(redis_url, key_prefix), [account]) as rt:
+        await wait_state(rt, account.id, ["live"])
+        await sims.deltadefi.wait_for_connections(canary, 1)
+        for conn in sims.deltadefi.connections(canary):
+            await sims.deltadefi.close_connection(conn, 4001, b"maintenance")
+
+        def ended() -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if "upstream connection ended" in r.getMessage()
+            ]
+
+        async def logged(n: int) -> bool:
+            return len(ended()) >= n
+
+        assert await wait_until(lambda: logged(1))
+        assert "code 4001" in ended()[0] and "(closed)" in ended()[0]
+        await wait_state(rt, account.id, ["live"])
+        sims.deltadefi.refuse_auth(canary)
+        sims.deltadefi.drop(canary)
+        assert await wait_until(lambda: logged(3))
+        lines = ended()
+        assert "without a close frame" in lines[1]
+        assert "HTTP 401" in lines[2] and "(auth)" in lines[2]
+        text = "\n".join(r.getMessage() for r in caplog.records)
+        assert canary not in text
