@@ -454,7 +454,8 @@ class AccountRunner:
                 )
                 raise Reconnect("sequence_gap", backoff=False)
             elif isinstance(event, ControlReply):
-                self._count("control")
+                # an application heartbeat is counted as such, never as an error
+                self._count("ping" if event.action == "ping" else "control")
 
     def _store_price(self, price: PriceUpdate) -> None:
         self.rt.writer.submit_price(

@@ -180,3 +180,24 @@ async def test_every_drop_is_logged_once_with_its_reason_and_no_secret(
         assert "HTTP 401" in lines[2] and "(auth)" in lines[2]
         text = "\n".join(r.getMessage() for r in caplog.records)
         assert canary not in text
+
+
+async def test_solanatracker_json_pings_are_answered_and_counted_as_pings(
+    sims: Simulators, redis_url: str, key_prefix: str
+) -> None:
+    sim = sims.solanatracker
+    sim.app_ping_interval, sim.app_pong_timeout = 0.1, 0.5  # silent clients are dropped
+    account = account_for(sims, "solanatracker")
+    key = sims.default_keys["solanatracker"]
+    async with running_service(fast_settings(redis_url, key_prefix), [account]) as rt:
+        await wait_state(rt, account.id, ["live"])
+        labels = {"account": account.id, "venue": "solanatracker"}
+
+        async def pinged() -> bool:
+            return metric(rt, "balagg_upstream_messages_total", {**labels, "kind": "ping"}) >= 10
+
+        assert await wait_until(pinged)
+        assert sim.connection_counts(key).total == 1  # answered every ping: never dropped
+        for reason in ("unknown_event", "schema", "parse"):
+            assert metric(rt, "balagg_upstream_errors_total", {**labels, "reason": reason}) == 0
+        assert str(_status(rt, account.id)["state"]) == "live"
