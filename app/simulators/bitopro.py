@@ -10,7 +10,8 @@ Auth is three headers on the upgrade request (and on REST), checked the venue's 
 - ``X-BITOPRO-SIGNATURE``: lowercase hex HMAC-SHA384, key = API secret, message = the
   Base64 payload string.
 
-Anything else is refused before the upgrade: HTTP 401 ``{"error": ...}``, no 101.
+Anything else is refused before the upgrade: HTTP 401 ``{"error": ...}``, no 101. REST
+GETs also accept a payload of ``{"nonce"}`` alone, as ccxt signs them.
 
 The first frame of a connection lists every currency; later frames only the changed
 ones. A frame, as the venue documents it::
@@ -293,8 +294,15 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
 
     # ------------------------------------------------------------------ auth
 
-    def check_auth(self, headers: Mapping[str, str]) -> tuple[str | None, str]:
-        """(key, "") when the three headers are valid, else (key or None, reason)."""
+    def check_auth(
+        self, headers: Mapping[str, str], *, identity_optional: bool = False
+    ) -> tuple[str | None, str]:
+        """(key, "") when the three headers are valid, else (key or None, reason).
+
+        ``identity_optional`` (REST GETs): BitoPro's docs sign ``{identity, nonce}``, ccxt
+        signs ``{nonce}`` only; which one the venue insists on is UNCONFIRMED, so both are
+        accepted there (an identity that is present must still match).
+        """
         api_key = headers.get("X-BITOPRO-APIKEY")
         payload = headers.get("X-BITOPRO-PAYLOAD")
         signature = headers.get("X-BITOPRO-SIGNATURE")
@@ -312,7 +320,9 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
             return api_key, "invalid payload"
         if not isinstance(body, dict):
             return api_key, "invalid payload"
-        if body.get("identity") != account.email:
+        if not (identity_optional and "identity" not in body) and (
+            body.get("identity") != account.email
+        ):
             return api_key, "identity does not match the API key"
         nonce = body.get("nonce")
         if not isinstance(nonce, int) or isinstance(nonce, bool):
@@ -347,7 +357,7 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
         return await self.serve_websocket(request, key)
 
     async def _rest(self, request: web.Request) -> web.Response:
-        key, reason = self.check_auth(request.headers)
+        key, reason = self.check_auth(request.headers, identity_optional=True)
         if reason or key is None:
             return json_error(401, reason)
         data = []
