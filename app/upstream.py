@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import orjson
 
 from app.domain import (
     AccountState,
@@ -233,6 +234,8 @@ class AccountRunner:
         quick_closes = 0
         silent_close_may_be_auth = make_session(self.account).silent_close_may_be_auth
         self.set_state(AccountState.CONNECTING)
+        if self.account.venue == "solanatracker":
+            await self._load_token_meta()
         while not self._stopping:
             started = time.monotonic()
             reason = "closed"
@@ -458,15 +461,24 @@ class AccountRunner:
                 self._count("ping" if event.action == "ping" else "control")
 
     def _store_price(self, price: PriceUpdate) -> None:
-        self.rt.writer.submit_price(
-            price.mint,
-            {
-                "price_usd": decimal_str(price.price_usd) if price.price_usd is not None else None,
-                "symbol": price.symbol,
-                "name": price.name,
-                "decimals": price.decimals,
-            },
-        )
+        # merged with what is known: a field the update lacks never nulls a stored one
+        usd = decimal_str(price.price_usd) if price.price_usd is not None else None
+        self.rt.writer.submit_price(price.mint, self.fold.merged_meta(price, usd))
+
+    async def _load_token_meta(self) -> None:
+        """Learn the stored token metadata (``P:prices``) before the first connection, so
+        a restart shows known symbols at once. Best effort: Redis may be down."""
+        try:
+            raw = await asyncio.wait_for(self.rt.redis.hgetall(self.rt.keys.prices), 2)
+        except Exception as exc:  # a missing cache must not stop the account
+            log.info("%s: token metadata not loaded (%s)", self.account.id, type(exc).__name__)
+            return
+        for mint, doc in raw.items():
+            with contextlib.suppress(ValueError, TypeError):
+                parsed = orjson.loads(doc)
+                if isinstance(parsed, dict):
+                    name = mint.decode() if isinstance(mint, bytes) else str(mint)
+                    self.fold.load_meta(name, parsed)
 
     async def _sync_rooms(self, session: VenueSession) -> None:
         """Join ``transaction:<mint>`` for every held mint; leave rooms no wallet holds."""
@@ -595,8 +607,6 @@ def _close_detail(ws: aiohttp.ClientWebSocketResponse) -> str:
 
 
 def _rooms_of(messages: Any) -> set[str]:
-    import orjson
-
     rooms: set[str] = set()
     for message in messages:
         with contextlib.suppress(Exception):

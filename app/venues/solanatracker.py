@@ -113,8 +113,9 @@ class SolanatrackerSession(VenueSession):
         return orjson.dumps({"type": "leave", "room": room}).decode()
 
     def symbol_of(self, mint: str) -> str | None:
-        """The mint's symbol: learned from transactions, else the built-in table."""
-        return self._symbols.get(mint) or KNOWN_MINTS.get(mint)
+        """The mint's symbol: the built-in table for its mints (always, so a venue's
+        ``SOL`` never flaps with ``wSOL``), else what transactions taught."""
+        return KNOWN_MINTS.get(mint) or self._symbols.get(mint)
 
     # -- frames ------------------------------------------------------------------------
 
@@ -272,7 +273,7 @@ class SolanatrackerSession(VenueSession):
                 PriceUpdate(
                     mint,
                     priced[2] if priced is not None else None,
-                    meta.symbol if meta else None,
+                    KNOWN_MINTS.get(mint) or (meta.symbol if meta else None),
                     meta.name if meta else None,
                     meta.decimals if meta else None,
                 )
@@ -335,7 +336,7 @@ class SolanatrackerSession(VenueSession):
             name = w.opt_text(info.get("name"), "name")
             decimals = info.get("decimals")
             decimals = None if decimals is None else w.integer(decimals, "decimals", hi=255)
-            symbol = symbol or self.symbol_of(mint)
+            symbol = KNOWN_MINTS.get(mint) or symbol or self.symbol_of(mint)
             balances.append(AssetBalance(wallet, mint, total, total, Decimal(0), symbol, {}))
             price = token.get("price")
             if type(price) is dict:

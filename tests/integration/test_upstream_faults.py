@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from app.runtime import Runtime
 from app.simulators.bitopro import BAD_SNAPSHOT_KINDS
-from app.simulators.runner import Simulators
+from app.simulators.runner import DEMO_WALLETS, Simulators
+from app.simulators.solanatracker import TRUMP, USDC, WSOL, transaction_room
 from app.upstream import AccountRunner
 from tests.integration.conftest import (
     account_for,
@@ -201,3 +203,68 @@ async def test_solanatracker_json_pings_are_answered_and_counted_as_pings(
         for reason in ("unknown_event", "schema", "parse"):
             assert metric(rt, "balagg_upstream_errors_total", {**labels, "reason": reason}) == 0
         assert str(_status(rt, account.id)["state"]) == "live"
+
+
+async def _symbols(rt: Runtime, account: str) -> dict[tuple[str, str], str | None]:
+    await rt.writer.drain(1)
+    snap = await rt.reader.snapshot([account])
+    return {(r.wallet, r.asset): r.symbol for r in snap.records}
+
+
+async def _price_doc(rt: Runtime, mint: str) -> dict[str, object]:
+    raw = await rt.redis.hget(rt.keys.prices, mint)
+    return {} if raw is None else dict(orjson.loads(raw))
+
+
+async def test_solanatracker_symbols_survive_reconnects_and_restarts(
+    sims: Simulators, redis_url: str, key_prefix: str
+) -> None:
+    account = account_for(sims, "solanatracker")
+    key = sims.default_keys["solanatracker"]
+    sim = sims.solanatracker
+    wallet = DEMO_WALLETS[0]
+    settings = fast_settings(redis_url, key_prefix)
+    async with running_service(settings, [account]) as rt:
+        await wait_state(rt, account.id, ["live"])
+
+        async def joined() -> bool:
+            return all(sim.room_members(transaction_room(m)) >= 1 for m in (TRUMP, WSOL))
+
+        assert await wait_until(joined)
+        await sim.push_swap(TRUMP, "7.5")
+        await sim.push_swap(WSOL, "151")
+
+        async def learned() -> bool:
+            return (await _price_doc(rt, WSOL)).get("price_usd") == "151" and (
+                await _price_doc(rt, TRUMP)
+            ).get("price_usd") == "7.5"
+
+        assert await wait_until(learned)
+        before = await _symbols(rt, account.id)
+        assert before[(wallet, TRUMP)] == "TRUMP"
+        assert before[(wallet, WSOL)] == "wSOL"  # the built-in table, always
+        assert before[(wallet, USDC)] == "USDC"
+        seeds = {"account": account.id, "venue": "solanatracker", "kind": "rest_snapshot"}
+        seeded = metric(rt, "balagg_upstream_messages_total", seeds)
+        sim.drop(key)
+
+        async def reseeded() -> bool:
+            runner = rt.supervisor.runner(account.id)
+            again = metric(rt, "balagg_upstream_messages_total", seeds) >= seeded + 2
+            return again and runner is not None and str(runner.state) == "live"
+
+        assert await wait_until(reseeded)
+        assert await _symbols(rt, account.id) == before
+        trump = await _price_doc(rt, TRUMP)
+        assert trump.get("symbol") == "TRUMP" and trump.get("name") == "OFFICIAL TRUMP"
+        assert (await _price_doc(rt, WSOL)).get("symbol") == "wSOL"
+    async with running_service(settings, [account]) as rt:  # a restart: a fresh fold
+        await wait_state(rt, account.id, ["live"])
+        seeds = {"account": account.id, "venue": "solanatracker", "kind": "rest_snapshot"}
+
+        async def seeded_twice() -> bool:
+            return metric(rt, "balagg_upstream_messages_total", seeds) >= 2
+
+        assert await wait_until(seeded_twice)
+        assert await _symbols(rt, account.id) == before
+        assert (await _price_doc(rt, TRUMP)).get("symbol") == "TRUMP"
