@@ -18,6 +18,7 @@ from tests.simulators.wsclient import (
     DATA_KEY,
     SOLANA_KEY,
     WALLET_A,
+    bitopro_headers,
     expect_closed,
     fresh_nonce,
     recv_json,
@@ -106,5 +107,26 @@ async def test_bitopro_rest_accepts_identity_and_nonce_or_nonce_only(
         assert await _bitopro_rest(session, sim, ccxt) == 200
         wrong = {"identity": "someone@else.invalid", "nonce": fresh_nonce()}
         assert await _bitopro_rest(session, sim, wrong) == 401
+    finally:
+        await sim.stop()
+
+
+async def test_bitopro_bad_snapshot_via_control_api(session: aiohttp.ClientSession) -> None:
+    sim = BitoproSimulator(ping_interval=0)
+    sim.add_account(BITOPRO_KEY, BITOPRO_SECRET, BITOPRO_EMAIL, {"BTC": "1", "ADA": "2"})
+    await sim.start()
+    try:
+        url = f"{sim.base_url}/_sim/accounts/{BITOPRO_KEY}/bad_snapshot"
+        async with session.post(url, json={"kind": "unknown_code", "count": 1}) as response:
+            assert response.status == 200
+        async with session.post(url, json={"kind": "nonsense"}) as response:
+            assert response.status == 400
+        headers = bitopro_headers()
+        ws_url = f"{sim.base_url}/ws/v1/pub/auth/account-balance"
+        async with session.ws_connect(ws_url, headers=headers) as ws:
+            first = await recv_json(ws)
+            assert set(first["data"]) == {"ADA", "BTC", "USDT(ERC20)"}
+        async with session.ws_connect(ws_url, headers=bitopro_headers()) as ws:
+            assert set((await recv_json(ws))["data"]) == {"ADA", "BTC"}  # count used up
     finally:
         await sim.stop()
