@@ -5,6 +5,12 @@ merge rule comes from the event, not the venue: a :class:`BalanceSnapshot` repla
 wallet scope (assets missing from it are gone), a :class:`BalanceUpdate` changes only the
 assets it names. Updates that change nothing are dropped here, before any Redis work.
 
+Symbols are only ever upgraded: a balance that arrives without one (a SolanaTracker
+frame or REST answer on a fresh connection) keeps the symbol the account already shows
+or that a mint's metadata taught, so a reconnect never turns ``TRUMP`` back into a mint
+address. Token metadata (symbol, name, decimals) is merged the same way before it is
+stored with the prices in ``P:prices``: a missing field never overwrites a known one.
+
 REST seeding uses a watermark: every key the stream changes after a REST request was sent
 is remembered, and the REST answer never overwrites those keys (an older snapshot must not
 undo a newer stream update).
@@ -12,13 +18,15 @@ undo a newer stream update).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from typing import Any, Final
 
 from app.domain import AssetBalance, BalanceSnapshot, BalanceUpdate, PriceUpdate
 from app.store import BalanceWriter
 
 Key = tuple[str, str]  # (wallet, asset)
+_META_FIELDS: Final = ("price_usd", "symbol", "name", "decimals")
 
 
 class AccountFold:
@@ -30,14 +38,45 @@ class AccountFold:
         self._seeding: dict[int, set[Key]] = {}
         self._next_seed = 0
         self.symbols: dict[str, str] = {}
+        self.meta: dict[str, dict[str, Any]] = {}
 
     def load(self, balances: Iterable[AssetBalance]) -> None:
         """Start from what Redis holds (no writes): the last known state of the account."""
         self.state = {(b.wallet, b.asset): b for b in balances}
+        for balance in self.state.values():
+            if balance.symbol is not None:
+                self.symbols.setdefault(balance.asset, balance.symbol)
+
+    def load_meta(self, mint: str, doc: Mapping[str, Any]) -> None:
+        """Learn a mint's stored metadata (``P:prices``) without writing anything."""
+        known = self.meta.setdefault(mint, {})
+        for field in _META_FIELDS:
+            if doc.get(field) is not None:
+                known.setdefault(field, doc[field])
+        symbol = known.get("symbol")
+        if isinstance(symbol, str) and symbol:
+            self.symbols.setdefault(mint, symbol)
+
+    def merged_meta(self, price: PriceUpdate, price_usd: str | None) -> dict[str, Any]:
+        """The mint's metadata with this update's non-null fields on top: what to store."""
+        known = self.meta.setdefault(price.mint, {})
+        fresh = {
+            "price_usd": price_usd,
+            "symbol": price.symbol,
+            "name": price.name,
+            "decimals": price.decimals,
+        }
+        for field, value in fresh.items():
+            if value is not None:
+                known[field] = value
+        return {field: known.get(field) for field in _META_FIELDS}
 
     def _with_symbol(self, balance: AssetBalance) -> AssetBalance:
         if balance.symbol is None:
             symbol = self.symbols.get(balance.asset)
+            if symbol is None:
+                held = self.state.get((balance.wallet, balance.asset))
+                symbol = held.symbol if held is not None else None
             if symbol is not None:
                 return replace(balance, symbol=symbol)
         return balance

@@ -30,7 +30,7 @@ from app.domain import AccountState, AssetBalance
 from app.fold import AccountFold
 from app.leases import LeaseManager
 from app.runtime import Runtime
-from app.upstream import AccountRunner
+from app.upstream import AccountRunner, refuse_redirects
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Supervisor:
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
             timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_connect=15),
+            middlewares=(refuse_redirects,),  # credentials never follow a redirect
         )
         self._submit_disabled()
         if self.rt.settings.redis_url is None:

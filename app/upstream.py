@@ -6,7 +6,11 @@ This is the connection loop every venue shares; venue specifics come from the pu
 * connects with a freshly signed request, sends the venue's opening messages, and seeds
   from REST where the stream gives no snapshot (with the fold's watermark);
 * moves the account through ``connecting -> syncing -> live``; ``stale`` while down (the
-  last balances stay, flagged stale, never zeroed); ``auth_failed`` with slow retries;
+  last balances stay, flagged stale, never zeroed); ``auth_failed`` with slow retries, but
+  only on an explicit refusal (HTTP 401/403, an auth error frame), never for quiet drops,
+  and a key that worked before gets one normal retry first;
+* never follows a redirect on a credentialed request and caps REST bodies;
+* logs every drop once, with its reason (close code, timeout, refusal...), secret-free;
 * keeps liveness with protocol ping/pong (``heartbeat``) and a read timeout — never
   message silence, since balance feeds are quiet for hours;
 * rejects a bad frame whole, counts it by reason, logs it once with a short secret-free
@@ -26,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import orjson
 
 from app.domain import (
     AccountState,
@@ -43,23 +48,47 @@ from app.runtime import Runtime
 from app.settings import AccountConfig
 from app.store import decimal_str, utc_now_iso
 from app.venues import make_session
+from app.venues._wire import REDIRECT, SNAPSHOT_REJECTED
 from app.venues.base import MAX_FRAME_BYTES, AuthRejected, ProtocolError, VenueSession
 
 log = logging.getLogger(__name__)
 
 _AUTH_STATUSES = {401, 403}
+MAX_REST_BYTES = MAX_FRAME_BYTES
+"""Largest REST snapshot body read; a larger one is rejected (``oversize``) unread."""
 _EXCERPT = 120
 _QUICK_CLOSE_S = 2.0
 _QUICK_CLOSES_FOR_AUTH = 3
 
 
 class Reconnect(Exception):
-    """Leave the current connection and reconnect (``reason`` labels the metric)."""
+    """Leave the current connection and reconnect (``reason`` labels the metric).
 
-    def __init__(self, reason: str, *, backoff: bool = True) -> None:
+    ``detail`` is the secret-free sentence the reconnect is logged with.
+    """
+
+    def __init__(self, reason: str, *, backoff: bool = True, detail: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.backoff = backoff
+        self.detail = detail
+
+
+class RedirectRefused(aiohttp.ClientError):
+    """A venue answered a credentialed request with a redirect: never followed."""
+
+
+async def refuse_redirects(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """Client middleware: a 3xx answer is an error, so credentials (headers, a key in the
+    URL) are never sent on to the host a redirect names, and its answer never trusted."""
+    response = await handler(request)
+    if 300 <= response.status < 400:
+        status = response.status
+        response.release()
+        raise RedirectRefused(f"{request.method} answered with a redirect (HTTP {status})")
+    return response
 
 
 def full_jitter(attempt: int, base: float, cap: float) -> float:
@@ -110,6 +139,7 @@ class AccountRunner:
         self._logged_reasons: set[str] = set()
         self._rooms: set[str] = set()
         self._seed_error: Exception | None = None
+        self._key_worked = False  # the credentials were accepted and data flowed
         self.on_state: Callable[[AccountRunner], None] | None = None
 
     # -- status ------------------------------------------------------------------------
@@ -128,6 +158,8 @@ class AccountRunner:
     def set_state(self, state: AccountState, error: str | None = None) -> None:
         if error is not None:
             self.last_error = error
+        if state is AccountState.LIVE:
+            self._key_worked = True
         if state is self.state and error is None:
             return
         self.state = state
@@ -200,29 +232,41 @@ class AccountRunner:
         attempt = 0
         auth_failures = 0
         quick_closes = 0
+        silent_close_may_be_auth = make_session(self.account).silent_close_may_be_auth
         self.set_state(AccountState.CONNECTING)
+        if self.account.venue == "solanatracker":
+            await self._load_token_meta()
         while not self._stopping:
             started = time.monotonic()
             reason = "closed"
+            detail = "closed"
             use_backoff = True
             self.frames = 0
             try:
                 await self._connect_once()
             except Reconnect as exc:
                 reason, use_backoff = exc.reason, exc.backoff
+                detail = exc.detail or self.last_error or exc.reason
             except AuthRejected as exc:
                 reason = "auth"
+                detail = f"credentials refused: {exc}"
                 self._error("auth", str(exc))
+            except RedirectRefused as exc:
+                reason = REDIRECT
+                detail = self.last_error = str(exc)
+                self._error(REDIRECT, str(exc))
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status in _AUTH_STATUSES:
                     reason = "auth"
-                    self._error("auth", f"upgrade refused with HTTP {exc.status}")
+                    detail = f"upgrade refused with HTTP {exc.status}"
+                    self._error("auth", detail)
                 else:
                     reason = f"http_{exc.status}"
-                    self.last_error = f"upgrade refused with HTTP {exc.status}"
+                    detail = self.last_error = f"upgrade refused with HTTP {exc.status}"
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 reason = "connect" if self._ws is None else "network"
                 self.last_error = SCRUBBER.scrub(f"{type(exc).__name__}: {exc}")[:200]
+                detail = self.last_error
             finally:
                 self._ws = None
                 self._m_connected.set(0)
@@ -230,30 +274,40 @@ class AccountRunner:
                 break
             healthy_for = time.monotonic() - started
             frames = self.frames
+            if frames or healthy_for >= self.settings.healthy_after:
+                # a connection that carried frames or stayed up resets every counter
+                quick_closes = 0
+                auth_failures = 0
             if (
-                reason != "auth"
+                reason in ("closed", "network")
+                and silent_close_may_be_auth
+                and not self._key_worked
                 and frames == 0
                 and healthy_for < _QUICK_CLOSE_S
-                and (reason in ("closed", "network"))
             ):
-                # some venues answer bad credentials by closing at once (VENUES.md)
+                # a venue that always sends on connect and closes at once on a bad
+                # signature (BitoPro, VENUES.md): only for a key that never worked here
                 quick_closes += 1
                 if quick_closes >= _QUICK_CLOSES_FOR_AUTH:
                     reason = "auth"
-                    self._error("auth", "connection closed immediately, repeatedly")
-            elif frames:
-                quick_closes = 0
+                    detail = "connection closed immediately, repeatedly"
+                    self._error("auth", detail)
             self.reconnects += 1
             self.rt.metrics.upstream_reconnects.labels(
                 self.account.id, self.account.venue, reason
             ).inc()
             if reason == "auth":
                 auth_failures += 1
-                delay = min(self.settings.auth_retry_min * 2 ** (auth_failures - 1), 3600.0)
+            if reason == "auth" and (auth_failures > 1 or not self._key_worked):
+                # a key that worked before gets one normal retry first: one refusal may
+                # be a venue hiccup, not revoked credentials
+                slow = auth_failures if not self._key_worked else auth_failures - 1
+                delay = min(self.settings.auth_retry_min * 2 ** (slow - 1), 3600.0)
                 delay *= random.uniform(0.8, 1.0)
                 self.set_state(AccountState.AUTH_FAILED, "credentials rejected by the venue")
             else:
-                auth_failures = 0
+                if reason != "auth":
+                    auth_failures = 0
                 if healthy_for >= self.settings.healthy_after:
                     attempt = 0
                 delay = (
@@ -262,10 +316,20 @@ class AccountRunner:
                     else 0.0
                 )
                 attempt += 1
+                if reason == "auth":
+                    self.last_error = detail
                 self.set_state(AccountState.STALE, self.last_error or reason)
             if self._resync.is_set():
                 self._resync.clear()
                 delay = 0.0
+            log.log(
+                logging.INFO if reason == "resync" else logging.WARNING,
+                "%s: upstream connection ended (%s): %s; reconnecting in %.1f s",
+                self.account.id,
+                reason,
+                SCRUBBER.scrub(detail)[:200],
+                delay,
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._resync.wait(), delay)
             self._resync.clear()
@@ -320,15 +384,18 @@ class AccountRunner:
                     if self._seed_error is not None:
                         raise self._seed_error
                     if self._resync.is_set():
-                        raise Reconnect("resync", backoff=False)
-                    raise Reconnect("closed")
+                        raise Reconnect("resync", backoff=False, detail="resync requested")
+                    raise Reconnect("closed", detail=_close_detail(ws))
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     if isinstance(msg.data, aiohttp.WebSocketError) and msg.data.code == 1009:
                         self._error("oversize", "frame over the transport limit")
-                        raise Reconnect("oversize")
-                    raise Reconnect("network")
+                        raise Reconnect("oversize", detail="a frame over the transport limit")
+                    if isinstance(msg.data, aiohttp.ServerTimeoutError):
+                        raise Reconnect("read_timeout", detail="no pong within the heartbeat")
+                    error = msg.data
+                    raise Reconnect("network", detail=f"network error: {type(error).__name__}")
         except TimeoutError:
-            raise Reconnect("read_timeout") from None
+            raise Reconnect("read_timeout", detail="read timed out") from None
         finally:
             if seed_task is not None and not seed_task.done():
                 seed_task.cancel()
@@ -348,6 +415,12 @@ class AccountRunner:
         except ProtocolError as exc:
             self._count("rejected")
             self._error(exc.reason, str(exc), raw)
+            if session.snapshot_rejected:
+                # the frame that had to replace the account is gone: keep the last state
+                # (stale, nothing deleted) and fetch a new snapshot by reconnecting
+                self._error(SNAPSHOT_REJECTED, "the connection's snapshot frame was rejected")
+                self.last_error = SCRUBBER.scrub(f"snapshot rejected ({exc.reason}): {exc}")[:200]
+                raise Reconnect(SNAPSHOT_REJECTED) from None
             return
         for reply in replies:
             assert self._ws is not None
@@ -384,18 +457,28 @@ class AccountRunner:
                 )
                 raise Reconnect("sequence_gap", backoff=False)
             elif isinstance(event, ControlReply):
-                self._count("control")
+                # an application heartbeat is counted as such, never as an error
+                self._count("ping" if event.action == "ping" else "control")
 
     def _store_price(self, price: PriceUpdate) -> None:
-        self.rt.writer.submit_price(
-            price.mint,
-            {
-                "price_usd": decimal_str(price.price_usd) if price.price_usd is not None else None,
-                "symbol": price.symbol,
-                "name": price.name,
-                "decimals": price.decimals,
-            },
-        )
+        # merged with what is known: a field the update lacks never nulls a stored one
+        usd = decimal_str(price.price_usd) if price.price_usd is not None else None
+        self.rt.writer.submit_price(price.mint, self.fold.merged_meta(price, usd))
+
+    async def _load_token_meta(self) -> None:
+        """Learn the stored token metadata (``P:prices``) before the first connection, so
+        a restart shows known symbols at once. Best effort: Redis may be down."""
+        try:
+            raw = await asyncio.wait_for(self.rt.redis.hgetall(self.rt.keys.prices), 2)
+        except Exception as exc:  # a missing cache must not stop the account
+            log.info("%s: token metadata not loaded (%s)", self.account.id, type(exc).__name__)
+            return
+        for mint, doc in raw.items():
+            with contextlib.suppress(ValueError, TypeError):
+                parsed = orjson.loads(doc)
+                if isinstance(parsed, dict):
+                    name = mint.decode() if isinstance(mint, bytes) else str(mint)
+                    self.fold.load_meta(name, parsed)
 
     async def _sync_rooms(self, session: VenueSession) -> None:
         """Join ``transaction:<mint>`` for every held mint; leave rooms no wallet holds."""
@@ -434,9 +517,16 @@ class AccountRunner:
             except Reconnect as exc:
                 self._seed_error = exc
                 await ws.close()
+            except RedirectRefused as exc:
+                self._error(REDIRECT, str(exc))
+                self._seed_error = Reconnect("seed_failed", detail=str(exc))
+                self.last_error = str(exc)
+                await ws.close()
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self._error("rest", f"REST snapshot failed: {type(exc).__name__}")
-                self._seed_error = Reconnect("seed_failed")
+                self._seed_error = Reconnect(
+                    "seed_failed", detail=f"REST snapshot failed: {type(exc).__name__}"
+                )
                 await ws.close()
 
         return asyncio.get_running_loop().create_task(seed())
@@ -450,20 +540,33 @@ class AccountRunner:
                     request.url,
                     headers=dict(request.headers),
                     timeout=aiohttp.ClientTimeout(total=self.settings.read_timeout),
+                    # credentials must never travel on to a host a redirect names
+                    allow_redirects=False,
                 ) as response:
-                    body = await response.read()
                     if response.status in _AUTH_STATUSES:
                         raise AuthRejected(f"REST snapshot refused with HTTP {response.status}")
+                    if 300 <= response.status < 400:
+                        raise RedirectRefused(
+                            f"REST snapshot answered with a redirect (HTTP {response.status})"
+                        )
                     if response.status != 200:
                         self._error("rest", f"REST snapshot answered HTTP {response.status}")
-                        raise Reconnect("seed_failed")
+                        raise Reconnect(
+                            "seed_failed", detail=f"REST snapshot answered HTTP {response.status}"
+                        )
+                    body = await _read_capped(response, MAX_REST_BYTES)
+                    if body is None:
+                        self._error("oversize", f"REST snapshot over {MAX_REST_BYTES} bytes")
+                        raise Reconnect("seed_failed", detail="REST snapshot too large")
                 events = session.parse_rest_snapshot_for(request, body)
             except ProtocolError as exc:
                 self.fold.cancel_seed(ticket)
                 if isinstance(exc, AuthRejected):
                     raise
                 self._error(exc.reason, f"REST snapshot: {exc}")
-                raise Reconnect("seed_failed") from None
+                raise Reconnect(
+                    "seed_failed", detail=f"REST snapshot rejected ({exc.reason})"
+                ) from None
             except BaseException:
                 self.fold.cancel_seed(ticket)
                 raise
@@ -480,9 +583,30 @@ class AccountRunner:
         self.set_state(AccountState.LIVE, "")
 
 
-def _rooms_of(messages: Any) -> set[str]:
-    import orjson
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The body, or None once it runs past ``cap`` bytes (the rest is never read)."""
+    length = response.content_length
+    if length is not None and length > cap:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
+
+def _close_detail(ws: aiohttp.ClientWebSocketResponse) -> str:
+    """Why the venue closed: its close code, or an abrupt end of the connection."""
+    code = ws.close_code
+    if code is None or code == 1006:
+        return "connection closed without a close frame (code 1006)"
+    return f"closed by the venue with code {code}"
+
+
+def _rooms_of(messages: Any) -> set[str]:
     rooms: set[str] = set()
     for message in messages:
         with contextlib.suppress(Exception):

@@ -10,7 +10,8 @@ Auth is three headers on the upgrade request (and on REST), checked the venue's 
 - ``X-BITOPRO-SIGNATURE``: lowercase hex HMAC-SHA384, key = API secret, message = the
   Base64 payload string.
 
-Anything else is refused before the upgrade: HTTP 401 ``{"error": ...}``, no 101.
+Anything else is refused before the upgrade: HTTP 401 ``{"error": ...}``, no 101. REST
+GETs also accept a payload of ``{"nonce"}`` alone, as ccxt signs them.
 
 The first frame of a connection lists every currency; later frames only the changed
 ones. A frame, as the venue documents it::
@@ -22,6 +23,12 @@ ones. A frame, as the venue documents it::
                       "tradable": true}}}
 
 The server pings every 20 s and drops a client that has not answered within 5 s.
+
+Fault: :meth:`BitoproSimulator.bad_snapshot` (control API
+``POST /_sim/accounts/<key>/bad_snapshot {"kind", "count"}``) makes the first frame of
+the next ``count`` connections unreadable in one currency, the rest of it valid: kinds
+``negative`` (an amount of ``"-1"``), ``unknown_code`` (a currency ``USDT(ERC20)``) and
+``tradable_string`` (``"tradable": "true"``). Later frames are sent as usual.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app.simulators.control import json_error, json_ok, pick_mapping
+from app.simulators.control import control_route, json_error, json_ok, pick, pick_mapping
 from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator, parse_balances
 from app.simulators.types import JsonObject, SimulatorError, TruthRow
 from app.simulators.wire import (
@@ -57,6 +64,7 @@ WS_PATH = "/ws/v1/pub/auth/account-balance"
 REST_PATH = "/v3/accounts/balance"
 EVENT = "ACCOUNT_BALANCE"
 PLACES = 8
+BAD_SNAPSHOT_KINDS = ("negative", "unknown_code", "tradable_string")
 
 
 def encode_payload(identity: str, nonce: int) -> str:
@@ -167,6 +175,7 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
         super().__init__(**options)
         self.nonce_skew = nonce_skew
         self.clock_ms = clock_ms
+        self._bad_snapshots: dict[str, tuple[str, int]] = {}
 
     # ------------------------------------------------------------------ accounts
 
@@ -244,12 +253,56 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
         assert conn.key is not None
         snapshot = dict(sorted(self.account(conn.key).balances.items()))
         conn.ready = True
+        fault = self._bad_snapshots.get(conn.key)
+        if fault is not None:
+            kind, left = fault
+            if left <= 1:
+                del self._bad_snapshots[conn.key]
+            else:
+                self._bad_snapshots[conn.key] = (kind, left - 1)
+            await self.send(conn, self.bad_snapshot_frame(snapshot, kind))
+            return
         await self.send(conn, self.frame(snapshot))
+
+    def bad_snapshot(self, key: str, kind: str, count: int = 1) -> None:
+        """Make the first frame of the next ``count`` connections of ``key`` unreadable
+        in one currency (``count`` 0 clears it). The truth does not change."""
+        self.account(key)
+        if kind not in BAD_SNAPSHOT_KINDS:
+            raise SimulatorError(f"bitopro: bad snapshot kind is one of {BAD_SNAPSHOT_KINDS}")
+        if count < 0:
+            raise SimulatorError("bitopro: count must not be negative")
+        if count == 0:
+            self._bad_snapshots.pop(key, None)
+        else:
+            self._bad_snapshots[key] = (kind, count)
+
+    def bad_snapshot_frame(self, balances: Mapping[str, BitoproBalance], kind: str) -> bytes:
+        """A full first frame with one unreadable currency (see :meth:`bad_snapshot`)."""
+        data = {cur: b.entry(cur) for cur, b in balances.items()}
+        if kind == "unknown_code":
+            data["USDT(ERC20)"] = BitoproBalance(Decimal(5), Decimal(5)).entry("USDT(ERC20)")
+        else:
+            cur = min(data) if data else "BTC"
+            entry = data.get(cur) or BitoproBalance(Decimal(1), Decimal(1)).entry(cur)
+            if kind == "negative":
+                entry = {**entry, "amount": "-1", "available": "0"}
+            else:
+                entry = {**entry, "tradable": "true"}
+            data[cur] = entry
+        return self.envelope(data)
 
     # ------------------------------------------------------------------ auth
 
-    def check_auth(self, headers: Mapping[str, str]) -> tuple[str | None, str]:
-        """(key, "") when the three headers are valid, else (key or None, reason)."""
+    def check_auth(
+        self, headers: Mapping[str, str], *, identity_optional: bool = False
+    ) -> tuple[str | None, str]:
+        """(key, "") when the three headers are valid, else (key or None, reason).
+
+        ``identity_optional`` (REST GETs): BitoPro's docs sign ``{identity, nonce}``, ccxt
+        signs ``{nonce}`` only; which one the venue insists on is UNCONFIRMED, so both are
+        accepted there (an identity that is present must still match).
+        """
         api_key = headers.get("X-BITOPRO-APIKEY")
         payload = headers.get("X-BITOPRO-PAYLOAD")
         signature = headers.get("X-BITOPRO-SIGNATURE")
@@ -267,7 +320,9 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
             return api_key, "invalid payload"
         if not isinstance(body, dict):
             return api_key, "invalid payload"
-        if body.get("identity") != account.email:
+        if not (identity_optional and "identity" not in body) and (
+            body.get("identity") != account.email
+        ):
             return api_key, "identity does not match the API key"
         nonce = body.get("nonce")
         if not isinstance(nonce, int) or isinstance(nonce, bool):
@@ -284,6 +339,15 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
     def add_venue_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get(WS_PATH, self._ws)
         router.add_get(REST_PATH, self._rest)
+        router.add_post(
+            "/_sim/accounts/{key}/bad_snapshot", control_route(self._control_bad_snapshot)
+        )
+
+    async def _control_bad_snapshot(self, request: web.Request, body: dict[str, Any]) -> Any:
+        kind = pick(body, "kind", str, "negative")
+        count = pick(body, "count", int, 1)
+        self.bad_snapshot(request.match_info["key"], kind, count)
+        return {"kind": kind, "count": count}
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         key, reason = self.check_auth(request.headers)
@@ -293,7 +357,7 @@ class BitoproSimulator(VenueSimulator[BitoproAccount]):
         return await self.serve_websocket(request, key)
 
     async def _rest(self, request: web.Request) -> web.Response:
-        key, reason = self.check_auth(request.headers)
+        key, reason = self.check_auth(request.headers, identity_optional=True)
         if reason or key is None:
             return json_error(401, reason)
         data = []

@@ -27,6 +27,8 @@ Venue modules add their own with :func:`control_route`::
     POST   /_sim/accounts/{key}/web3       sFOX {"address", "network", "currency", "balance"}
     POST   /_sim/accounts/{key}/order      DeltaDeFi order_info (fields override a sample)
     POST   /_sim/accounts/{key}/points     DeltaDeFi dlta_points {"delta"?, ...}
+    POST   /_sim/accounts/{key}/bad_snapshot  BitoPro {"kind"?, "count"?}: next first frames
+                                              with one unreadable currency
     POST   /_sim/swaps                     SolanaTracker {"mint", "price_usd", "side"?,
                                            "amount"?, "wallet"?}
 

@@ -1,8 +1,10 @@
 """DeltaDeFi simulator: ``/accounts/stream?api_key=`` and ``GET /accounts/balance``.
 
 The key travels in the query string; an unknown or refused key gets HTTP 401 before the
-upgrade. Connecting subscribes to every account event and nothing is sent on connect.
-Balance changes list only the changed assets, with bare JSON numbers (or strings when
+upgrade. Every 4xx (upgrade and REST) carries the venue's error body
+``{"code": <status>, "msg": <text>}``, which the official SDK reads on every 4xx.
+Connecting subscribes to every account event and nothing is sent on connect. Balance
+changes list only the changed assets, with bare JSON numbers (or strings when
 ``amounts_as_strings``, as the newer SDKs type them)::
 
     {"type": "Account", "sub_type": "balance",
@@ -23,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app.simulators.control import control_route, json_error, json_ok, pick, pick_mapping
+from app.simulators.control import control_route, json_ok, pick, pick_mapping
 from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator, parse_balances
 from app.simulators.types import JsonObject, SimulatorError, TruthRow
 from app.simulators.wire import (
@@ -48,6 +50,11 @@ KNOWN_UNITS = {
 """Cardano asset units of the assets the venue lists (ADA itself has none)."""
 
 ORDER_STATUSES = ("building", "processing", "open", "closed", "failed", "cancelled")
+
+
+def venue_error(status: int, message: str) -> web.Response:
+    """DeltaDeFi's error body: ``{"code", "msg"}`` (the official SDK reads both)."""
+    return json_ok({"code": status, "msg": message}, status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,13 +228,13 @@ class DeltaDefiSimulator(VenueSimulator[DeltaDefiAccount]):
         key = request.query.get("api_key")
         if not self.is_accepted(key):
             self.note_refused(key)
-            return json_error(401, "invalid api key")
+            return venue_error(401, "invalid api key")
         return await self.serve_websocket(request, key)
 
     async def _rest(self, request: web.Request) -> web.Response:
         key = request.headers.get("X-API-KEY")
         if not self.is_accepted(key):
-            return json_error(401, "invalid api key")
+            return venue_error(401, "invalid api key")
         assert key is not None
         balances = sorted(self.account(key).balances.items())
         return json_ok([b.entry(a, as_strings=self.amounts_as_strings) for a, b in balances])

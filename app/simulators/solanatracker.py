@@ -17,6 +17,12 @@ Nothing else is sent on join. A connection only receives messages for rooms it j
   (``tx, amount, priceUsd, volume, solVolume, type, wallet, time, program, token:{from,
   to}``), all prices and amounts bare JSON numbers.
 
+Heartbeat: besides protocol pings, the server sends ``{"type": "ping"}`` every
+``app_ping_interval`` seconds and drops a client that has not answered
+``{"type": "pong"}`` within ``app_pong_timeout`` (0 disables the drop). The real server's
+rate and whether it drops silent clients are UNCONFIRMED (VENUES.md); the simulator
+assumes it does, so a client that ignores the ping is caught in tests.
+
 Balances belong to wallets (on-chain state shared by every key); an account is a
 datastream key, an optional data-API key and the wallets it tracks. REST
 ``GET /wallet/<owner>/basic`` (``x-api-key`` = a data-API key) answers
@@ -26,6 +32,7 @@ datastream key, an optional data-API key and the wallets it tracks. REST
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -142,8 +149,18 @@ class SolanaTrackerSimulator(VenueSimulator[SolanaAccount]):
         "invalid_wallet",
     )
 
-    def __init__(self, *, seed: int | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        app_ping_interval: float = 30.0,
+        app_pong_timeout: float = 30.0,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
+        self.app_ping_interval = app_ping_interval
+        self.app_pong_timeout = app_pong_timeout
+        self._app_pongs: dict[Connection, asyncio.Event] = {}
         self.holdings: dict[str, dict[str, Decimal]] = {}
         self.prices: dict[str, Decimal] = dict(INITIAL_PRICES)
         self._members: dict[str, set[Connection]] = {}
@@ -321,6 +338,29 @@ class SolanaTrackerSimulator(VenueSimulator[SolanaAccount]):
 
     # ------------------------------------------------------------------ connections
 
+    async def on_open(self, conn: Connection) -> None:
+        if self.app_ping_interval > 0:
+            self._app_pongs[conn] = asyncio.Event()
+            conn.tasks.append(asyncio.create_task(self._app_keepalive(conn)))
+
+    async def _app_keepalive(self, conn: Connection) -> None:
+        """Send ``{"type":"ping"}`` every ``app_ping_interval`` s; drop a client that has
+        not answered ``{"type":"pong"}`` within ``app_pong_timeout`` s (0: never drop)."""
+        pong = self._app_pongs[conn]
+        while not conn.closed:
+            await asyncio.sleep(self.app_ping_interval)
+            if conn.stalled or conn.closed:
+                continue
+            pong.clear()
+            if not await self.send_json(conn, {"type": "ping"}):
+                continue
+            if self.app_pong_timeout > 0:
+                try:
+                    await asyncio.wait_for(pong.wait(), self.app_pong_timeout)
+                except TimeoutError:
+                    conn.abort()
+                    return
+
     async def on_text(self, conn: Connection, text: str) -> None:
         try:
             message = json.loads(text)
@@ -329,6 +369,11 @@ class SolanaTrackerSimulator(VenueSimulator[SolanaAccount]):
         if not isinstance(message, dict):
             return
         kind, room = message.get("type"), message.get("room")
+        if kind == "pong":
+            pong = self._app_pongs.get(conn)
+            if pong is not None:
+                pong.set()
+            return
         if not isinstance(room, str) or not room or len(room) > MAX_ROOM:
             return
         if kind == "join":
@@ -342,6 +387,7 @@ class SolanaTrackerSimulator(VenueSimulator[SolanaAccount]):
             await self.send_json(conn, {"type": "left", "room": room})
 
     def on_close(self, conn: Connection) -> None:
+        self._app_pongs.pop(conn, None)
         for room in conn.rooms:
             members = self._members.get(room)
             if members is not None:

@@ -38,6 +38,8 @@ UNKNOWN_EVENT: Final = "unknown_event"
 UNKNOWN_WALLET: Final = "unknown_wallet"
 AUTH: Final = "auth"
 SUBSCRIBE: Final = "subscribe"
+SNAPSHOT_REJECTED: Final = "snapshot_rejected"
+REDIRECT: Final = "redirect"
 
 # Amounts are bounded so that every sum or difference of two of them is exact in
 # ``EXACT`` (at most 40 integer and 40 fraction digits -> at most 82 digits of result).

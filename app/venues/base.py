@@ -98,6 +98,21 @@ class VenueSession(abc.ABC):
         return False
 
     @property
+    def silent_close_may_be_auth(self) -> bool:
+        """True if a venue that always sends on connect may answer a bad signature by just
+        closing (BitoPro, UNCONFIRMED in VENUES.md). Never for venues quiet on connect."""
+        return False
+
+    @property
+    def snapshot_rejected(self) -> bool:
+        """True once the frame that had to be this connection's snapshot was rejected.
+
+        Nothing later on the connection may stand in for it (a partial frame must never
+        replace the account), so the connection loop leaves and reconnects.
+        """
+        return False
+
+    @property
     def needs_rest_seed(self) -> bool:
         """True if every (re)connect must be seeded from REST (the stream sends no snapshot)."""
         return False

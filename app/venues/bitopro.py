@@ -6,6 +6,14 @@ and ``X-BITOPRO-SIGNATURE`` (hex HMAC-SHA384 of that base64 string). Nothing is 
 connecting. The first frame of a connection carries every currency and replaces the
 account; later frames carry changed currencies. This is the service's hot path, so the
 frame reader is kept deliberately lean.
+
+A first frame that cannot be read whole (one currency with ``"-1"``, an unknown code like
+``USDT(ERC20)``, ``"tradable": "true"``...) is rejected whole like any frame, and the
+session then refuses every later frame of the connection (reason ``snapshot_rejected``):
+only the first frame lists every currency, so no later, partial frame may become the
+replace. Applying the readable part alone is not done either: a currency missing from
+it would be deleted. The connection loop reconnects (with its backoff) to get a fresh
+snapshot; meanwhile the last state stays, flagged stale, nothing is deleted.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from app.domain import (
 )
 from app.settings import AccountConfig
 from app.venues import _wire as w
-from app.venues.base import HttpRequest, VenueSession
+from app.venues.base import HttpRequest, ProtocolError, VenueSession
 
 DEFAULT_WS_URL: Final = "wss://stream.bitopro.com:443/ws/v1/pub/auth/account-balance"
 DEFAULT_REST_URL: Final = "https://api.bitopro.com"
@@ -76,6 +84,7 @@ class BitoproSession(VenueSession):
         super().__init__(account)
         self._clock_ms = clock_ms
         self._got_snapshot = False
+        self._snapshot_rejected = False
 
     # -- auth --------------------------------------------------------------------------
 
@@ -104,6 +113,14 @@ class BitoproSession(VenueSession):
     def stream_has_snapshot(self) -> bool:
         return True
 
+    @property
+    def snapshot_rejected(self) -> bool:
+        return self._snapshot_rejected
+
+    @property
+    def silent_close_may_be_auth(self) -> bool:
+        return True
+
     # -- frames ------------------------------------------------------------------------
 
     def on_frame(self, raw: str | bytes) -> tuple[list[Event], list[str]]:
@@ -128,7 +145,20 @@ class BitoproSession(VenueSession):
               }
             }
         """
-        event = w.decode(raw, self._read_frame)
+        if self._snapshot_rejected:
+            raise w.reject(
+                w.SNAPSHOT_REJECTED, "the connection's first frame was rejected: no snapshot"
+            )
+        if self._got_snapshot:
+            event = w.decode(raw, self._read_frame)
+        else:
+            try:
+                event = w.decode(raw, self._read_frame)
+            except ProtocolError as exc:
+                # an event of another kind is not the snapshot; anything else may have been
+                if exc.reason != w.UNKNOWN_EVENT:
+                    self._snapshot_rejected = True
+                raise
         self._got_snapshot = True  # only once the frame was accepted whole
         if isinstance(event, BalanceUpdate) and not event.balances:
             return [], []

@@ -1,10 +1,11 @@
 """DeltaDeFi account stream: the API key in the URL's query, account events pushed on connect.
 
 Connecting subscribes to every account event; nothing is sent. Events are
-``{"type": "Account", "sub_type": ...}`` (older docs spell the type ``account``, so it is
-compared case-insensitively): ``balance`` changes balances, ``order_info`` and
-``dlta_points`` are re-broadcast as events. The stream sends no snapshot, so every
-connection is seeded from REST. The key travels in the URL: only ``log_url`` may be logged.
+``{"type": "Account", "sub_type": ...}`` (older docs spell the type ``account``; type
+and sub_type are compared case-insensitively, as the official SDKs do): ``balance``
+changes balances, ``order_info`` and ``dlta_points`` are re-broadcast as events. The
+stream sends no snapshot, so every connection is seeded from REST. The key travels in
+the URL: only ``log_url`` may be logged.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from app.domain import (
     AssetBalance,
     BalanceSnapshot,
     BalanceUpdate,
+    ControlReply,
     Event,
     Venue,
     VenueEvent,
@@ -57,9 +59,9 @@ class DeltadefiSession(VenueSession):
         with ``pong``; a bare ``pong`` is accepted and ignored.
         """
         if raw in ("ping", b"ping"):
-            return [], ["pong"]
+            return [ControlReply("ping", True)], ["pong"]
         if raw in ("pong", b"pong"):
-            return [], []
+            return [ControlReply("pong", True)], []
         events = w.decode(raw, _read_frame)
         return events, []
 
@@ -150,7 +152,9 @@ def _read_frame(doc: Any) -> list[Event]:
         raise w.reject(w.SCHEMA, "type: expected a string")
     if kind.lower() != "account":
         raise w.reject(w.UNKNOWN_EVENT, f"type {kind[:40]!r} is not handled")
-    sub_type = doc.get("sub_type")
+    raw_sub_type = doc.get("sub_type")
+    # the official SDKs compare type and sub_type case-insensitively; so does the service
+    sub_type = raw_sub_type.lower() if type(raw_sub_type) is str else raw_sub_type
     if sub_type == "balance":
         balances = _read_balances(doc.get("balance"), "balance")
         return [BalanceUpdate(balances)] if balances else []
@@ -160,9 +164,9 @@ def _read_frame(doc: Any) -> list[Event]:
     if sub_type == "dlta_points":
         points = w.obj(doc.get("dlta_points"), "dlta_points")
         return [VenueEvent("points", w.json_safe(points, "dlta_points"))]
-    if type(sub_type) is not str:
+    if type(raw_sub_type) is not str:
         raise w.reject(w.SCHEMA, "sub_type: expected a string")
-    raise w.reject(w.UNKNOWN_EVENT, f"sub_type {sub_type[:40]!r} is not handled")
+    raise w.reject(w.UNKNOWN_EVENT, f"sub_type {raw_sub_type[:40]!r} is not handled")
 
 
 def _read_balances(items: object, field: str) -> tuple[AssetBalance, ...]:

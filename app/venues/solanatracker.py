@@ -4,6 +4,7 @@ The account's wallets are followed by joining ``wallet:<addr>:balance`` rooms. F
 mint those wallets hold, the connection loop also joins ``transaction:<mint>`` (see
 :meth:`SolanatrackerSession.transaction_room`) to learn the mint's USD price and its
 symbol, name and decimals; swaps made by a tracked wallet are re-broadcast as events.
+The server's JSON heartbeat ``{"type":"ping"}`` is answered with ``{"type":"pong"}``.
 Joining sends no snapshot, so balances are seeded from the Data API when the account has a
 ``data_api_key`` (one request per wallet).
 """
@@ -33,6 +34,7 @@ from app.venues.base import HttpRequest, VenueSession
 DEFAULT_WS_URL: Final = "wss://datastream.solanatracker.io"
 DEFAULT_REST_URL: Final = "https://data.solanatracker.io"
 SWAP_DEDUP_SIZE: Final = 10_000
+PONG: Final = '{"type":"pong"}'
 
 KNOWN_MINTS: Final[Mapping[str, str]] = {
     "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v": "USDC",
@@ -111,13 +113,17 @@ class SolanatrackerSession(VenueSession):
         return orjson.dumps({"type": "leave", "room": room}).decode()
 
     def symbol_of(self, mint: str) -> str | None:
-        """The mint's symbol: learned from transactions, else the built-in table."""
-        return self._symbols.get(mint) or KNOWN_MINTS.get(mint)
+        """The mint's symbol: the built-in table for its mints (always, so a venue's
+        ``SOL`` never flaps with ``wSOL``), else what transactions taught."""
+        return KNOWN_MINTS.get(mint) or self._symbols.get(mint)
 
     # -- frames ------------------------------------------------------------------------
 
     def on_frame(self, raw: str | bytes) -> tuple[list[Event], list[str]]:
         """Read one room message: ``joined``/``left`` replies and room ``message`` frames.
+
+        The server's application heartbeat ``{"type": "ping"}`` is answered with
+        ``{"type": "pong"}`` (as the official SDK does); it is not a bad frame.
 
         A join reply, verbatim::
 
@@ -130,10 +136,13 @@ class SolanatrackerSession(VenueSession):
         # state changes only after the whole frame was accepted
         if new_tx:
             self._seen_tx.add_all(new_tx)
+        replies: list[str] = []
         for event in events:
             if isinstance(event, PriceUpdate) and event.symbol:
                 self._symbols[event.mint] = event.symbol
-        return events, []
+            elif isinstance(event, ControlReply) and event.action == "ping":
+                replies.append(PONG)
+        return events, replies
 
     def _read_frame(self, doc: Any) -> tuple[list[Event], list[str]]:
         doc = w.obj(doc, "frame")
@@ -145,6 +154,9 @@ class SolanatrackerSession(VenueSession):
             if room.startswith("transaction:"):
                 return self._read_transactions(room, doc.get("data"))
             raise w.reject(w.UNKNOWN_EVENT, "message from a room that is not handled")
+        if kind == "ping" or kind == "pong":
+            # the application heartbeat: a ping is answered with PONG (VENUES.md)
+            return [ControlReply(kind, True)], []
         if kind == "joined" or kind == "left":
             room = w.text(doc.get("room"), "room", max_len=200)
             return [ControlReply("join" if kind == "joined" else "leave", True, room)], []
@@ -261,7 +273,7 @@ class SolanatrackerSession(VenueSession):
                 PriceUpdate(
                     mint,
                     priced[2] if priced is not None else None,
-                    meta.symbol if meta else None,
+                    KNOWN_MINTS.get(mint) or (meta.symbol if meta else None),
                     meta.name if meta else None,
                     meta.decimals if meta else None,
                 )
@@ -324,7 +336,7 @@ class SolanatrackerSession(VenueSession):
             name = w.opt_text(info.get("name"), "name")
             decimals = info.get("decimals")
             decimals = None if decimals is None else w.integer(decimals, "decimals", hi=255)
-            symbol = symbol or self.symbol_of(mint)
+            symbol = KNOWN_MINTS.get(mint) or symbol or self.symbol_of(mint)
             balances.append(AssetBalance(wallet, mint, total, total, Decimal(0), symbol, {}))
             price = token.get("price")
             if type(price) is dict:

@@ -8,7 +8,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from app.domain import AssetBalance, BalanceSnapshot, BalanceUpdate, VenueEvent
+from app.domain import AssetBalance, BalanceSnapshot, BalanceUpdate, ControlReply, VenueEvent
 from app.venues.base import ProtocolError
 from app.venues.deltadefi import DeltadefiSession
 from tests.venues.conftest import CANARIES, CANARY_KEY, account
@@ -132,8 +132,9 @@ def test_type_is_compared_case_insensitively() -> None:
 
 
 def test_text_keepalives() -> None:
-    assert session().on_frame("ping") == ([], ["pong"])
-    assert session().on_frame(b"pong") == ([], [])
+    # answered, and reported as a heartbeat (counted as kind "ping", never an error)
+    assert session().on_frame("ping") == ([ControlReply("ping", True)], ["pong"])
+    assert session().on_frame(b"pong") == ([ControlReply("pong", True)], [])
 
 
 def test_rest_snapshot() -> None:
