@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ACCOUNT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SOLANA_ADDRESS_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
+_PEG_CODE_RE = re.compile(r"^[A-Z0-9]{1,20}$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 VenueName = Literal["bitopro", "sfox", "deltadefi", "solanatracker"]
@@ -61,6 +62,7 @@ class AccountConfig(BaseModel):
     wallets: tuple[str, ...] = ()
     ws_url: str | None = None
     rest_url: str | None = None
+    price_url: str | None = None
     enabled: bool = True
 
     @field_validator("id")
@@ -80,7 +82,7 @@ class AccountConfig(BaseModel):
             raise ValueError("lists a wallet twice")
         return value
 
-    @field_validator("ws_url", "rest_url")
+    @field_validator("ws_url", "rest_url", "price_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^(wss?|https?)://[^\s/]+", value):
@@ -141,6 +143,11 @@ class Settings(BaseSettings):
     client_buffer: int = Field(default=1_000, ge=10)
     client_max_lag: int = Field(default=10_000, ge=10)
     static_prices: dict[str, Decimal] = Field(default_factory=dict)
+    price_max_age: float = Field(default=120.0, gt=0)
+    price_max_ages: dict[str, float] = Field(default_factory=dict)
+    price_pegs: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {"USDT": "USD", "USDC": "USD", "USDM": "USD"}
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -170,6 +177,39 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value, parse_float=Decimal) if value.strip() else {}
         return value
+
+    @field_validator("price_max_ages", mode="before")
+    @classmethod
+    def _parse_max_ages(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("price_max_ages")
+    @classmethod
+    def _check_max_ages(cls, value: dict[str, float]) -> dict[str, float]:
+        for source, age in value.items():
+            if not age > 0:
+                raise ValueError(f"{source[:32]!r}: the age limit must be positive")
+        return value
+
+    @field_validator("price_pegs", mode="before")
+    @classmethod
+    def _parse_pegs(cls, value: object) -> object:
+        """``USDT=USD,USDC=USD`` (an empty string means no pegs)."""
+        if not isinstance(value, str):
+            return value
+        pegs: dict[str, str] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            asset, sep, target = (s.strip().upper() for s in item.partition("="))
+            if not sep or not _PEG_CODE_RE.match(asset) or not _PEG_CODE_RE.match(target):
+                raise ValueError("expected ASSET=QUOTE pairs separated by commas")
+            if asset == target:
+                raise ValueError(f"{asset} is pegged to itself")
+            pegs[asset] = target
+        return pegs
 
     def load_accounts(self) -> list[AccountConfig]:
         """Read, interpolate and validate the accounts (inline JSON wins over the file)."""

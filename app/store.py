@@ -10,7 +10,8 @@ account's keys share a slot)::
     P:{acct}:holder  string token of the last acquisition (no expiry; see app.leases)
     P:seq            string the deployment-wide change counter
     P:changes        stream entry id "<seq>-0"; fields a (account), s (asset), m (message)
-    P:prices         hash  Solana mint -> {"price_usd", "symbol", "name", "decimals"}
+    P:prices         hash  Solana mint -> {"price_usd", "symbol", "name", "decimals"};
+                           "source|pair" -> market price doc (app.prices.persistence)
     P:instances      zset  instance id -> last heartbeat (ms), for fair lease sharing
     P:dataset        string random id of this data set: changes when Redis lost its data
 
@@ -413,6 +414,15 @@ class BalanceWriter:
     def submit_price(self, mint: str, doc: Mapping[str, Any]) -> None:
         """A Solana mint's USD price and metadata, kept in ``P:prices`` (no change entry)."""
         self._prices[mint] = orjson.dumps(dict(doc))
+        self._kick()
+
+    def submit_market_price(self, key: str, doc: bytes) -> None:
+        """A market price (``source|pair`` -> encoded doc) for ``P:prices``, no change entry.
+
+        Only the newest doc per key is kept until it is written, so a feed can never grow
+        this while Redis is away.
+        """
+        self._prices[key] = doc
         self._kick()
 
     def discard(self, account: str) -> None:

@@ -43,8 +43,8 @@ DEFAULT_ACCOUNTS: dict[str, dict[str, Any]] = {
             "ETH": "12.25",
             "USDT": {"amount": "25000", "available": "24000.5"},
             "TWD": "150000",
-            "BITO": "9999799",
-            "ADA": "999999999999.99999999",
+            "BITO": "12500",
+            "ADA": "15250.5",
         },
     },
     "sfox": {

@@ -12,6 +12,7 @@ the same everywhere:
   a stalled connection must stop pinging *and* stop answering pings, and BitoPro's pong
   window (5 s after a 20 s ping) is not the heartbeat's fixed half-interval;
 - faults: drop (abrupt TCP close), stall (silence without closing), refuse auth;
+- the venue's price stream (:attr:`VenueSimulator.price_feed`, see :mod:`.market`);
 - bursts: frames are serialised and framed before the clock starts, then written to the
   transport in large chunks with flow control, which is several times faster than one
   ``send_frame`` call (and one syscall) per frame.
@@ -25,7 +26,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from aiohttp import WSMsgType, web
 
@@ -39,6 +40,9 @@ from app.simulators.types import (
     UnknownAccount,
 )
 from app.simulators.wire import dumps
+
+if TYPE_CHECKING:
+    from app.simulators.market import PriceFeed
 
 CLIENT_MAX_MSG = 64 * 1024
 """Largest frame a simulator accepts from a client (control messages are tiny)."""
@@ -171,6 +175,7 @@ class VenueSimulator(abc.ABC, Generic[A]):
         ping_interval: float | None = None,
         pong_timeout: float | None = None,
         oversize_bytes: int = 2 * 1024 * 1024,
+        price_interval: float = 3.0,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -184,6 +189,8 @@ class VenueSimulator(abc.ABC, Generic[A]):
         self._every: set[Connection] = set()
         self._stats: dict[str, _Stats] = {}
         self._runner: web.AppRunner | None = None
+        self.price_interval = price_interval
+        self._price_feed: PriceFeed | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -191,7 +198,17 @@ class VenueSimulator(abc.ABC, Generic[A]):
         app = web.Application(client_max_size=64 * 1024 * 1024)
         add_control_routes(app.router, self)
         self.add_venue_routes(app.router)
+        self.price_feed.add_routes(app.router)
         return app
+
+    @property
+    def price_feed(self) -> PriceFeed:
+        """The venue's price stream (:mod:`.market`): set, stall, walk and break prices."""
+        if self._price_feed is None:
+            from app.simulators.market import make_price_feed  # the feeds build on this module
+
+            self._price_feed = make_price_feed(self, self.price_interval)
+        return self._price_feed
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -212,12 +229,14 @@ class VenueSimulator(abc.ABC, Generic[A]):
         sockets = [s for s in runner.addresses if isinstance(s, tuple)]
         self._port = int(sockets[0][1]) if sockets else self._requested_port
         self._runner = runner
+        self.price_feed.start()
 
     async def stop(self) -> None:
         """Close every connection with 1001 (going away), then the server."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        await self.price_feed.close()
         conns = list(self._every)
         if conns:
             await asyncio.gather(

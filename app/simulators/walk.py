@@ -2,7 +2,8 @@
 
 Each step changes one random balance through the simulator's own ``push`` (so the truth
 and the frames stay together), or sends a venue event: an sFOX web3 wallet update, a
-DeltaDeFi order or points event, a SolanaTracker swap with a new price. With ``drops``
+DeltaDeFi order or points event, a SolanaTracker swap with a new price, or a step of one
+venue's market prices (:meth:`~app.simulators.market.PriceFeed.walk`). With ``drops``
 it now and then drops a connection so account states move too. Amounts move in the
 venue's smallest unit with integer arithmetic: exact, and never negative.
 """
@@ -72,6 +73,7 @@ class RandomWalk:
             (self._deltadefi_points, 5),
             (self._solana, 15),
             (self._solana_swap, 15),
+            (self._prices, 10),
         ]
         if drops:
             actions.append((self._drop, 2))
@@ -103,6 +105,14 @@ class RandomWalk:
     def _key(self, sim: VenueSimulator[Any]) -> str | None:
         keys = sim.account_keys()
         return self._rng.choice(keys) if keys else None
+
+    async def _prices(self) -> bool:
+        """Move one venue's market prices a little (its price stream pushes them)."""
+        sims: list[VenueSimulator[Any]] = [
+            self.bitopro, self.sfox, self.deltadefi, self.solanatracker,
+        ]  # fmt: skip
+        await self._rng.choice(sims).price_feed.walk(self._rng)
+        return True
 
     async def _bitopro(self) -> bool:
         key = self._key(self.bitopro)

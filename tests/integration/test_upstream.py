@@ -49,12 +49,14 @@ async def test_all_four_venues_end_to_end(
     sims: Simulators, redis_url: str, key_prefix: str
 ) -> None:
     accounts = all_default_accounts(sims)
+    # the famous 12+8 digit amount (the demo holds a plausible one): in the first snapshot
+    await sims.bitopro.push(sims.default_keys["bitopro"], {"ADA": "999999999999.99999999"})
     async with running_service(fast_settings(redis_url, key_prefix), accounts) as rt:
         for account in accounts:
             await go_live(rt, sims, account)
             ours, truth = await converge(rt, sims, account.venue, account.id)
             assert ours == truth and truth, account.id
-        # the famous 12+8 digit amount survives exactly
+        # ... survives exactly
         bitopro = await service_state(rt, "bitopro-main")
         assert bitopro[("", "ADA")][0] == Decimal("999999999999.99999999")
         rng = random.Random(7)
