@@ -339,14 +339,16 @@ Quote = Annotated[Literal["USD"], Query(description="quote currency")]
 def install_routes(app: FastAPI, settings: Settings) -> None:
     """Every route, the error handlers and the request guard (auth, size caps)."""
     app.add_middleware(FastBalanceReads)  # inside the guard: auth applies first
-    app.add_middleware(RequestGuard, tokens=settings.api_tokens)
+    app.add_middleware(
+        RequestGuard, tokens=settings.api_tokens, metrics_public=settings.metrics_public
+    )
     # The server and its WebSocket library log request headers at DEBUG: scrub secrets at
     # the loggers themselves, so every handler (not only ours) gets the scrubbed text.
     for name in _SERVER_LOGGERS:
         logging.getLogger(name).addFilter(SCRUBBER)
     _install_error_handlers(app)
     if settings.api_tokens:
-        _declare_bearer_auth(app)
+        _declare_bearer_auth(app, settings.metrics_public)
 
     @app.get(
         "/v1/balances",
@@ -570,7 +572,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal_error)
 
 
-def _declare_bearer_auth(app: FastAPI) -> None:
+def _declare_bearer_auth(app: FastAPI, metrics_public: bool) -> None:
     """Tell the OpenAPI document which routes need the bearer token."""
     build: Callable[[], dict[str, Any]] = app.openapi
 
@@ -583,7 +585,7 @@ def _declare_bearer_auth(app: FastAPI) -> None:
         }
         schema["security"] = [{"bearer": []}]
         for path, ops in schema.get("paths", {}).items():
-            if is_open_path(path):
+            if is_open_path(path, metrics_public):
                 for op in ops.values():
                     op["security"] = []
         app.openapi_schema = schema

@@ -526,8 +526,9 @@ class StreamHub:
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("state not loaded yet (%s); retrying in the background", exc)
             self._reload_needed = True
-        self._collector = _BalanceCollector(self)
-        self.metrics.registry.register(self._collector)
+        if self.rt.settings.metrics_balances:  # BALAGG_METRICS_BALANCES=false: no gauges
+            self._collector = _BalanceCollector(self)
+            self.metrics.registry.register(self._collector)
         self._tasks = [
             asyncio.create_task(self._follow(), name="hub-follow"),
             asyncio.create_task(self._refresh(), name="hub-refresh"),

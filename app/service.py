@@ -48,8 +48,10 @@ def _secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[s
 
 
 def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
+    if host == "localhost":
         return True
+    if not host:
+        return False  # uvicorn binds every interface for an empty host, like 0.0.0.0
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     client_buffer: int = Field(default=1_000, ge=10)
     client_max_lag: int = Field(default=10_000, ge=10)
     static_prices: dict[str, Decimal] = Field(default_factory=dict)
+    # /metrics: public only when asked (it carries balances); per-balance gauges optional
+    metrics_public: bool = False
+    metrics_balances: bool = True
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""Bearer tokens: every route but the probes and metrics needs one; none is ever logged."""
+"""Bearer tokens: every route but the probes and the dashboard page needs one; none is logged."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ PROTECTED = [
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/no/such/route"),
+    ("GET", "/metrics"),  # it carries balances (SPEC §3)
 ]
-OPEN = ["/healthz", "/readyz", "/metrics", "/"]
+OPEN = ["/healthz", "/readyz", "/"]
 
 
 def test_token_checker() -> None:
