@@ -39,6 +39,7 @@ from app.store import decimal_str
 
 log = logging.getLogger(__name__)
 
+STREAM_PATH = "/v1/stream"
 MAX_CLIENT_FRAME = 16 * 1024
 MAX_FILTER_ITEMS = 1_000
 _ASSET_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
@@ -340,7 +341,10 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
     """Every route, the error handlers and the request guard (auth, size caps)."""
     app.add_middleware(FastBalanceReads)  # inside the guard: auth applies first
     app.add_middleware(
-        RequestGuard, tokens=settings.api_tokens, metrics_public=settings.metrics_public
+        RequestGuard,
+        tokens=settings.api_tokens,
+        metrics_public=settings.metrics_public,
+        websocket_paths=(STREAM_PATH,),
     )
     # The server and its WebSocket library log request headers at DEBUG: scrub secrets at
     # the loggers themselves, so every handler (not only ours) gets the scrubbed text.
@@ -502,7 +506,7 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         rt.metrics.pending_writes.set(rt.writer.pending_keys())
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.websocket("/v1/stream")
+    @app.websocket(STREAM_PATH)
     async def stream(websocket: WebSocket) -> None:
         await serve_stream(websocket)
 

@@ -139,11 +139,16 @@ class RequestGuard:
     """Authentication and size caps for every HTTP request and WebSocket handshake."""
 
     def __init__(
-        self, app: ASGIApp, tokens: Iterable[SecretStr] = (), metrics_public: bool = False
+        self,
+        app: ASGIApp,
+        tokens: Iterable[SecretStr] = (),
+        metrics_public: bool = False,
+        websocket_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.checker = TokenChecker(tokens)
         self.metrics_public = metrics_public
+        self.websocket_paths = frozenset(websocket_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -161,6 +166,12 @@ class RequestGuard:
                         "a valid bearer token is required",
                     )
                     return
+            if scope["path"] not in self.websocket_paths:
+                # the framework would refuse with a bare 403; say what is wrong, as JSON
+                await refuse_websocket(
+                    scope, receive, send, 404, "not_found", "no WebSocket endpoint at this path"
+                )
+                return
             await self.app(scope, receive, send)
             return
         if kind != "http":

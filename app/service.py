@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from app.api import install_routes
 from app.dashboard import install_dashboard
+from app.httpproto import BoundedHttpToolsProtocol
 from app.hub import StreamHub
 from app.logs import SCRUBBER, setup_logging
 from app.metrics import Metrics
@@ -33,6 +34,9 @@ from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
 from app.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+
+# The HTTP parser uvicorn runs: httptools with the request-head cap (app/httpproto.py).
+HTTP_PROTOCOL = BoundedHttpToolsProtocol
 
 
 def _secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[str]:
@@ -167,6 +171,7 @@ def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = N
         log_config=None,
         access_log=False,
         loop="uvloop" if _has_uvloop() else "asyncio",
+        http=HTTP_PROTOCOL,
         ws="auto",
         ws_ping_interval=settings.heartbeat,
         timeout_graceful_shutdown=10,
