@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any, Literal
@@ -761,11 +762,38 @@ async def serve_stream(websocket: WebSocket) -> None:
         await sub.detach()
 
 
+class TokenBucket:
+    """``rate`` ops a second with bursts up to ``burst``: one per stream client."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 async def _client_frames(websocket: WebSocket, hub: StreamHub, sub: Subscriber) -> None:
+    settings = hub.rt.settings
+    bucket = TokenBucket(settings.client_ops_rate, settings.client_ops_burst, time.monotonic)
     try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                return
+            if not bucket.take():
+                # every frame costs work and, unread, a reply: a flood ends the connection
+                hub.close_abusive(sub)
+                await sub.wait_closed()
                 return
             handle_client_frame(hub, sub, message)
     except (WebSocketDisconnect, RuntimeError):

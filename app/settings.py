@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     # /metrics: public only when asked (it carries balances); per-balance gauges optional
     metrics_public: bool = False
     metrics_balances: bool = True
+    # /v1/stream client ops (subscribe, ping, anything sent): a token bucket per client
+    client_ops_rate: float = Field(default=20.0, gt=0)
+    client_ops_burst: int = Field(default=50, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod
