@@ -34,6 +34,7 @@ from app.auth import RequestGuard, error_body, is_open_path
 from app.domain import BalanceRecord
 from app.hub import StreamHub, Subscriber
 from app.logs import SCRUBBER
+from app.ratelimit import ResyncThrottle
 from app.runtime import Runtime
 from app.settings import ACCOUNT_ID_RE, Settings
 from app.store import decimal_str
@@ -148,6 +149,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or wrong bearer token",
         404: "Not found",
         422: "Invalid parameters",
+        429: "Too many requests (see Retry-After)",
         503: "Unavailable",
     }
     return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
@@ -352,6 +354,7 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
     for name in _SERVER_LOGGERS:
         logging.getLogger(name).addFilter(SCRUBBER)
     _install_error_handlers(app)
+    resyncs = ResyncThrottle(settings.resync_min_interval, time.monotonic)
     if settings.api_tokens:
         _declare_bearer_auth(app, settings.metrics_public)
 
@@ -453,7 +456,7 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         "/v1/accounts/{account}/resync",
         status_code=202,
         response_model=ResyncAccepted,
-        responses=_errors(401, 404, 422, 503),
+        responses=_errors(401, 404, 422, 429, 503),
         tags=["accounts"],
         summary="Reconnect the account's upstream socket and re-seed it",
     )
@@ -461,11 +464,26 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         rt = _runtime(request)
         if rt is None:
             return _not_started()
+        if not rt.hub.has_account(account):
+            return _error(404, "unknown_account", f"no account {_short(account)}")
+        # one resync per account per interval: each one reconnects and re-seeds upstream
+        wait = resyncs.acquire(account)
+        if wait:
+            response = _error(
+                429,
+                "too_many_requests",
+                f"a resync of this account was requested recently; retry in {wait} s",
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
+        accepted_at = resyncs.last(account)
         try:
             await rt.supervisor.resync(account)
         except KeyError:
             return _error(404, "unknown_account", f"no account {_short(account)}")
         except (RedisError, OSError) as exc:
+            if accepted_at is not None:
+                resyncs.release(account, accepted_at)
             return _error(
                 503, "unavailable", f"resync could not be requested ({type(exc).__name__})"
             )
