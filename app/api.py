@@ -785,9 +785,9 @@ class TokenBucket:
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
         self.rate = rate
-        self.burst = float(burst)
+        self.burst: float = burst
         self._clock = clock
-        self._tokens = float(burst)
+        self._tokens: float = burst  # not money: a count of client ops
         self._at = clock()
 
     def take(self) -> bool:
