@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any, Literal
@@ -33,12 +34,14 @@ from app.auth import RequestGuard, error_body, is_open_path
 from app.domain import BalanceRecord
 from app.hub import StreamHub, Subscriber
 from app.logs import SCRUBBER
+from app.ratelimit import ResyncThrottle
 from app.runtime import Runtime
 from app.settings import ACCOUNT_ID_RE, Settings
 from app.store import decimal_str
 
 log = logging.getLogger(__name__)
 
+STREAM_PATH = "/v1/stream"
 MAX_CLIENT_FRAME = 16 * 1024
 MAX_FILTER_ITEMS = 1_000
 _ASSET_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
@@ -146,6 +149,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or wrong bearer token",
         404: "Not found",
         422: "Invalid parameters",
+        429: "Too many requests (see Retry-After)",
         503: "Unavailable",
     }
     return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
@@ -339,14 +343,20 @@ Quote = Annotated[Literal["USD"], Query(description="quote currency")]
 def install_routes(app: FastAPI, settings: Settings) -> None:
     """Every route, the error handlers and the request guard (auth, size caps)."""
     app.add_middleware(FastBalanceReads)  # inside the guard: auth applies first
-    app.add_middleware(RequestGuard, tokens=settings.api_tokens)
+    app.add_middleware(
+        RequestGuard,
+        tokens=settings.api_tokens,
+        metrics_public=settings.metrics_public,
+        websocket_paths=(STREAM_PATH,),
+    )
     # The server and its WebSocket library log request headers at DEBUG: scrub secrets at
     # the loggers themselves, so every handler (not only ours) gets the scrubbed text.
     for name in _SERVER_LOGGERS:
         logging.getLogger(name).addFilter(SCRUBBER)
     _install_error_handlers(app)
+    resyncs = ResyncThrottle(settings.resync_min_interval, time.monotonic)
     if settings.api_tokens:
-        _declare_bearer_auth(app)
+        _declare_bearer_auth(app, settings.metrics_public)
 
     @app.get(
         "/v1/balances",
@@ -446,7 +456,7 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         "/v1/accounts/{account}/resync",
         status_code=202,
         response_model=ResyncAccepted,
-        responses=_errors(401, 404, 422, 503),
+        responses=_errors(401, 404, 422, 429, 503),
         tags=["accounts"],
         summary="Reconnect the account's upstream socket and re-seed it",
     )
@@ -454,11 +464,26 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         rt = _runtime(request)
         if rt is None:
             return _not_started()
+        if not rt.hub.has_account(account):
+            return _error(404, "unknown_account", f"no account {_short(account)}")
+        # one resync per account per interval: each one reconnects and re-seeds upstream
+        wait = resyncs.acquire(account)
+        if wait:
+            response = _error(
+                429,
+                "too_many_requests",
+                f"a resync of this account was requested recently; retry in {wait} s",
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
+        accepted_at = resyncs.last(account)
         try:
             await rt.supervisor.resync(account)
         except KeyError:
             return _error(404, "unknown_account", f"no account {_short(account)}")
         except (RedisError, OSError) as exc:
+            if accepted_at is not None:
+                resyncs.release(account, accepted_at)
             return _error(
                 503, "unavailable", f"resync could not be requested ({type(exc).__name__})"
             )
@@ -500,7 +525,7 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         rt.metrics.pending_writes.set(rt.writer.pending_keys())
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.websocket("/v1/stream")
+    @app.websocket(STREAM_PATH)
     async def stream(websocket: WebSocket) -> None:
         await serve_stream(websocket)
 
@@ -576,7 +601,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal_error)
 
 
-def _declare_bearer_auth(app: FastAPI) -> None:
+def _declare_bearer_auth(app: FastAPI, metrics_public: bool) -> None:
     """Tell the OpenAPI document which routes need the bearer token."""
     build: Callable[[], dict[str, Any]] = app.openapi
 
@@ -589,7 +614,7 @@ def _declare_bearer_auth(app: FastAPI) -> None:
         }
         schema["security"] = [{"bearer": []}]
         for path, ops in schema.get("paths", {}).items():
-            if is_open_path(path):
+            if is_open_path(path, metrics_public):
                 for op in ops.values():
                     op["security"] = []
         app.openapi_schema = schema
@@ -761,11 +786,38 @@ async def serve_stream(websocket: WebSocket) -> None:
         await sub.detach()
 
 
+class TokenBucket:
+    """``rate`` ops a second with bursts up to ``burst``: one per stream client."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst: float = burst
+        self._clock = clock
+        self._tokens: float = burst  # not money: a count of client ops
+        self._at = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 async def _client_frames(websocket: WebSocket, hub: StreamHub, sub: Subscriber) -> None:
+    settings = hub.rt.settings
+    bucket = TokenBucket(settings.client_ops_rate, settings.client_ops_burst, time.monotonic)
     try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                return
+            if not bucket.take():
+                # every frame costs work and, unread, a reply: a flood ends the connection
+                hub.close_abusive(sub)
+                await sub.wait_closed()
                 return
             handle_client_frame(hub, sub, message)
     except (WebSocketDisconnect, RuntimeError):

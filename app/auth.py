@@ -3,9 +3,10 @@
 :class:`RequestGuard` is a plain ASGI middleware, so it runs before routing and covers
 unknown paths and the WebSocket handshake alike:
 
-- with ``BALAGG_API_TOKENS`` set, everything but ``/healthz``, ``/readyz``, ``/metrics``
-  and the dashboard's static page needs ``Authorization: Bearer <token>`` (the WebSocket
-  may send ``?token=`` instead, because browsers cannot set headers on a WebSocket);
+- with ``BALAGG_API_TOKENS`` set, everything but ``/healthz``, ``/readyz`` and the
+  dashboard's static page needs ``Authorization: Bearer <token>`` (the WebSocket may send
+  ``?token=`` instead, because browsers cannot set headers on a WebSocket); ``/metrics``
+  carries balances, so it needs one too unless ``BALAGG_METRICS_PUBLIC=true``;
 - request bodies and query strings are capped.
 
 A ``token`` query parameter is removed from the connection scope before anything else
@@ -22,15 +23,19 @@ import orjson
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+METRICS_PATH = "/metrics"
 # The dashboard page and its assets hold no data (the page asks for a token and uses it
 # on the API), so a browser can load them without one.
 _PAGE_PATHS = frozenset({"/"})
 _PAGE_PREFIX = "/static/"
 
 
-def is_open_path(path: str) -> bool:
-    """Paths served without a token: probes, metrics, and the dashboard's static files."""
+def is_open_path(path: str, metrics_public: bool = False) -> bool:
+    """Paths served without a token: probes, the dashboard's static files, and
+    ``/metrics`` only when the operator made it public."""
+    if metrics_public and path == METRICS_PATH:
+        return True
     return path in OPEN_PATHS or path in _PAGE_PATHS or path.startswith(_PAGE_PREFIX)
 
 
@@ -133,15 +138,23 @@ class _BodyTooLarge(Exception):
 class RequestGuard:
     """Authentication and size caps for every HTTP request and WebSocket handshake."""
 
-    def __init__(self, app: ASGIApp, tokens: Iterable[SecretStr] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: Iterable[SecretStr] = (),
+        metrics_public: bool = False,
+        websocket_paths: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.checker = TokenChecker(tokens)
+        self.metrics_public = metrics_public
+        self.websocket_paths = frozenset(websocket_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
             presented = _pop_query_token(scope)
-            if self.checker.enabled and not is_open_path(scope["path"]):
+            if self.checker.enabled and not is_open_path(scope["path"], self.metrics_public):
                 header = bearer_token(scope.get("headers", ()))
                 if not self.checker.check(header or presented):
                     await refuse_websocket(
@@ -153,6 +166,12 @@ class RequestGuard:
                         "a valid bearer token is required",
                     )
                     return
+            if scope["path"] not in self.websocket_paths:
+                # the framework would refuse with a bare 403; say what is wrong, as JSON
+                await refuse_websocket(
+                    scope, receive, send, 404, "not_found", "no WebSocket endpoint at this path"
+                )
+                return
             await self.app(scope, receive, send)
             return
         if kind != "http":
@@ -163,7 +182,7 @@ class RequestGuard:
             return
         if (
             self.checker.enabled
-            and not is_open_path(scope["path"])
+            and not is_open_path(scope["path"], self.metrics_public)
             and not self.checker.check(bearer_token(scope.get("headers", ())))
         ):
             await send_http_error(

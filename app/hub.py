@@ -28,7 +28,10 @@ Each change is serialized once, by the Redis write script, and the same text obj
 handed to every client. A client that cannot keep up has its pending messages conflated
 (the newest per (account, wallet, asset) wins), so its memory is bounded by the number of
 keys, not by the update rate; one whose socket accepts nothing while more than
-``client_max_lag`` messages arrive for it is closed with code 1013 and can resume.
+``client_max_lag`` messages arrive for it is closed with code 1013 and can resume. That
+is checked on every batch of changes and on a timer, so a client is closed even when
+nothing changes upstream. Per-client replies (pong, errors) are never conflated; at most
+``client_buffer`` of them may wait, past that the client is closed with 1013 too.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from app.store import (
 log = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
 _OWNED_STATES = frozenset({"connecting", "syncing", "live"})
@@ -74,6 +78,7 @@ _REPLAY_CHUNK = 10_000
 _RING_MAX = 10_000
 _CLOSE_WAIT = 3.0
 _CACHE_MAX = 64
+_WATCH_S = 0.5  # how often slow clients are looked for when no change arrives
 
 Key = tuple[str, str, str]
 """Conflation key: (account, wallet, asset) for balances, (account, "", "") for status."""
@@ -98,6 +103,7 @@ class Message:
     text: str  # "" for a change about an account this instance does not serve
     received: float = 0.0  # perf_counter when the hub read it; 0 for control frames
     data: bytes | None = None  # ``text`` encoded, once, for every client's direct write
+    control: bool = False  # a reply to one client (pong, error): counted against its bound
 
     def encoded(self) -> bytes:
         data = self.data
@@ -247,6 +253,7 @@ class Subscriber:
         self._queue: OrderedDict[object, Message] = OrderedDict()
         self._conflating = False
         self._allowance = 0  # extra room a resume replay may use without being conflated
+        self.controls = 0  # per-client replies (pong, error) waiting: bounded by ``limit``
         self._serial = 0
         self._wake = asyncio.Event()
         self.close_code: int | None = None
@@ -287,6 +294,8 @@ class Subscriber:
         else:
             self._serial += 1
             queue[self._serial] = msg
+            if msg.control:
+                self.controls += 1
             if not self._conflating and len(queue) > self.limit + self._allowance:
                 self._conflate()
         self.stalled += 1
@@ -313,6 +322,7 @@ class Subscriber:
 
     def clear(self) -> None:
         self._queue.clear()
+        self.controls = 0
         self._conflating = False
         self._allowance = 0
         self.stalled = 0
@@ -396,6 +406,8 @@ class Subscriber:
         if not self._queue:
             return None
         _slot, msg = self._queue.popitem(last=False)
+        if msg.control:
+            self.controls -= 1
         if self._allowance:
             self._allowance -= 1
         if not self._queue:
@@ -478,7 +490,14 @@ class StreamHub:
       ``send_control``, ``unsubscribe``
     """
 
-    def __init__(self, runtime: Runtime, *, block_ms: int = 1_000, refresh_s: float = 1.5) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        block_ms: int = 1_000,
+        refresh_s: float = 1.5,
+        watch_s: float = _WATCH_S,
+    ) -> None:
         self.rt = runtime
         self.metrics = runtime.metrics
         self.seq = 0
@@ -507,6 +526,7 @@ class StreamHub:
         self._active: set[Subscriber] = set()  # those still fed (not being closed)
         self._block_ms = block_ms
         self._refresh_s = refresh_s
+        self._watch_s = watch_s
         self._tasks: list[asyncio.Task[None]] = []
         self._stream_client: aioredis.Redis | None = None
         self._stream_reader: BalanceReader | None = None
@@ -541,11 +561,13 @@ class StreamHub:
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("state not loaded yet (%s); retrying in the background", exc)
             self._reload_needed = True
-        self._collector = _BalanceCollector(self)
-        self.metrics.registry.register(self._collector)
+        if self.rt.settings.metrics_balances:  # BALAGG_METRICS_BALANCES=false: no gauges
+            self._collector = _BalanceCollector(self)
+            self.metrics.registry.register(self._collector)
         self._tasks = [
             asyncio.create_task(self._follow(), name="hub-follow"),
             asyncio.create_task(self._refresh(), name="hub-refresh"),
+            asyncio.create_task(self._watch(), name="hub-watch"),
         ]
 
     async def stop(self) -> None:
@@ -824,8 +846,26 @@ class StreamHub:
                     "closing a stream client that accepted nothing while %d messages queued",
                     sub.stalled,
                 )
-                self.metrics.downstream_disconnects.labels("slow").inc()
-                self.close(sub, CLOSE_TRY_AGAIN_LATER)
+                self.close_slow(sub)
+
+    def close_slow(self, sub: Subscriber) -> None:
+        """Close a client that does not read: 1013, it can resume with ``since``."""
+        if sub in self._active:
+            self.metrics.downstream_disconnects.labels("slow").inc()
+            self.close(sub, CLOSE_TRY_AGAIN_LATER)
+
+    def close_abusive(self, sub: Subscriber) -> None:
+        """Close a client that sends more ops than allowed: 1008 policy violation."""
+        if sub in self._active:
+            log.info("closing a stream client that exceeded the client op rate")
+            self.metrics.downstream_disconnects.labels("rate_limited").inc()
+            self.close(sub, CLOSE_POLICY_VIOLATION)
+
+    async def _watch(self) -> None:
+        """Slow clients are closed even while no change arrives to trigger the check."""
+        while True:
+            await asyncio.sleep(self._watch_s)
+            self._check_stalled()
 
     def close(self, sub: Subscriber, code: int) -> None:
         """Stop feeding ``sub`` and close its connection with ``code``."""
@@ -955,8 +995,15 @@ class StreamHub:
         self.metrics.downstream_clients.set(len(self.subscribers))
 
     def send_control(self, sub: Subscriber, doc: Mapping[str, Any]) -> None:
-        """A per-client frame (pong, error), sent in order with everything else."""
-        sub.push(Message(0, "", "", None, orjson.dumps(doc).decode()))
+        """A per-client frame (pong, error), sent in order with everything else.
+
+        Replies are never conflated, so they are bounded instead: a client with
+        ``client_buffer`` replies still waiting reads nothing and is closed.
+        """
+        if sub.controls >= sub.limit:
+            self.close_slow(sub)
+            return
+        sub.push(Message(0, "", "", None, orjson.dumps(doc).decode(), control=True))
 
     def count_conflated(self, n: int) -> None:
         self.metrics.downstream_conflated.inc(n)

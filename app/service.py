@@ -27,6 +27,7 @@ from fastapi import FastAPI
 
 from app.api import install_routes
 from app.dashboard import install_dashboard
+from app.httpproto import BoundedHttpToolsProtocol
 from app.hub import StreamHub
 from app.logs import SCRUBBER, setup_logging
 from app.metrics import Metrics
@@ -37,6 +38,9 @@ from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
 from app.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+
+# The HTTP parser uvicorn runs: httptools with the request-head cap (app/httpproto.py).
+HTTP_PROTOCOL = BoundedHttpToolsProtocol
 
 
 def _secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[str]:
@@ -52,8 +56,10 @@ def _secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[s
 
 
 def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
+    if host == "localhost":
         return True
+    if not host:
+        return False  # uvicorn binds every interface for an empty host, like 0.0.0.0
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -214,6 +220,7 @@ def _serve(app: FastAPI, settings: Settings, listener: socket.socket) -> int:
         log_config=None,
         access_log=False,
         loop="uvloop" if _has_uvloop() else "asyncio",
+        http=HTTP_PROTOCOL,
         ws="auto",
         ws_ping_interval=settings.heartbeat,
         timeout_graceful_shutdown=10,

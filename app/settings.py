@@ -148,6 +148,14 @@ class Settings(BaseSettings):
     price_pegs: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=lambda: {"USDT": "USD", "USDC": "USD", "USDM": "USD"}
     )
+    # /metrics: public only when asked (it carries balances); per-balance gauges optional
+    metrics_public: bool = False
+    metrics_balances: bool = True
+    # /v1/stream client ops (subscribe, ping, anything sent): a token bucket per client
+    client_ops_rate: float = Field(default=20.0, gt=0)
+    client_ops_burst: int = Field(default=50, ge=1)
+    # POST /v1/accounts/{id}/resync: at most one per account per interval (else 429)
+    resync_min_interval: float = Field(default=10.0, ge=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

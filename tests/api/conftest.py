@@ -210,6 +210,7 @@ def service_factory(
             log_config=None,
             access_log=False,
             lifespan="on",
+            http=service_module.HTTP_PROTOCOL,
             ws="websockets-sansio",
             ws_max_size=1 << 16,
             ws_per_message_deflate=False,

@@ -1,4 +1,4 @@
-"""Bearer tokens: every route but the probes and metrics needs one; none is ever logged."""
+"""Bearer tokens: every route but the probes and the dashboard page needs one; none is logged."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ PROTECTED = [
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/no/such/route"),
+    ("GET", "/metrics"),  # it carries balances (SPEC §3)
 ]
-OPEN = ["/healthz", "/readyz", "/metrics", "/"]
+OPEN = ["/healthz", "/readyz", "/"]
 
 
 def test_token_checker() -> None:
@@ -42,7 +43,8 @@ def test_token_checker() -> None:
 
 async def test_routes_need_a_right_token(service_factory: ServiceFactory) -> None:
     tokens = f"{GOOD},{CANARY}"
-    async with service_factory([account("ex-a")], api_tokens=tokens) as svc:
+    # resync_min_interval=0: each token's POST must reach the route, not the throttle
+    async with service_factory([account("ex-a")], api_tokens=tokens, resync_min_interval=0) as svc:
         for method, path in PROTECTED:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": GOOD}):
                 async with svc.http.request(method, svc.base + path, headers=headers) as r:

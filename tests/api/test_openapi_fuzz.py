@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import schemathesis
+import schemathesis.specs.openapi.schemas  # imported early: see below
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -24,6 +25,11 @@ from schemathesis.checks import (
 from schemathesis.core.result import Ok
 
 from tests.api.conftest import VENUE, ServiceFactory, account, bal, status_doc
+
+# schemathesis loads its OpenAPI module lazily, and pytest rewrites it on that import; on
+# CPython 3.11 parsing it deep inside a running test can fail with "AST constructor
+# recursion depth mismatch" depending on the stack depth at that moment, so it is imported
+# here, at collection time.
 
 EXAMPLES_PER_OPERATION = 12
 POSITIVE_CHECKS = [
