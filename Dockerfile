@@ -6,8 +6,10 @@
 #   docker run --rm -p 8000:8000 -e BALAGG_REDIS_URL=redis://redis:6379/0 \
 #       -v "$PWD/accounts.yaml:/config/accounts.yaml:ro" balance-aggregator
 #
-# The entrypoint is the `balance-aggregator` command, so any subcommand can be run:
-# `docker run --rm balance-aggregator check-config`, `... simulate --host 0.0.0.0 --port 9001`.
+# Without an accounts file at /config/accounts.yaml the service stops at start-up (set
+# BALAGG_ALLOW_NO_ACCOUNTS=true to run with none). The entrypoint is the
+# `balance-aggregator` command, so any subcommand can be run: `docker run --rm -v ...
+# balance-aggregator check-config`, `... simulate --host 0.0.0.0 --port 9001`.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

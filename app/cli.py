@@ -8,27 +8,13 @@ import sys
 from collections.abc import Sequence
 
 import orjson
-from pydantic import ValidationError
 
 from app.client.commands import add_client_commands
-from app.settings import ConfigError, Settings
-
-
-def _load_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_input=False, include_url=False):
-            loc = ".".join(str(p) for p in error["loc"])
-            msg = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"BALAGG_{loc.upper()}: {msg}")
-        raise ConfigError("; ".join(problems)) from None
+from app.settings import ConfigError, load_config
 
 
 def cmd_check_config(_args: argparse.Namespace) -> int:
-    settings = _load_settings()
-    accounts = settings.load_accounts()
+    settings, accounts = load_config()
     redis = "embedded (private redis-server under data_dir)"
     if settings.redis_url is not None:
         redis = "configured (BALAGG_REDIS_URL, **********)"
@@ -50,8 +36,7 @@ def cmd_check_config(_args: argparse.Namespace) -> int:
 def cmd_serve(_args: argparse.Namespace) -> int:
     from app.service import run_service
 
-    settings = _load_settings()
-    settings.load_accounts()  # fail fast, before anything starts
+    settings, _accounts = load_config()  # every problem at once, before anything starts
     return run_service(settings)
 
 
@@ -76,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the service from its settings (BALAGG_*)")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("demo", help="run the venue simulators and the service wired to them")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000, help="service port (default 8000)")
+    p.add_argument("--host", help="service address (default BALAGG_HOST, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="service port (default BALAGG_PORT, else 8000)")
     p.add_argument("--sim-port", type=int, default=0, help="first simulator port (0 = free)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("simulate", help="run only the four venue simulators")
@@ -98,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        sys.stderr.write(f"configuration error: {exc}\n")
+        # One line per problem, all of them, so one run shows everything to fix.
+        sys.stderr.write("".join(f"configuration error: {line}\n" for line in exc.problems))
         return 2
     except KeyboardInterrupt:
         return 130

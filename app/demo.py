@@ -4,6 +4,11 @@ Everything runs in one process with no keys and no Redis to install: the service
 its embedded Redis in a temporary data directory, the simulators random-walk several
 accounts per venue (and now and then drop a connection, so account states move), and the
 dashboard at ``/`` shows it all live. Ctrl-C stops everything cleanly.
+
+Listen address: ``--host``/``--port`` when given, else ``BALAGG_HOST``/``BALAGG_PORT``
+from the environment, else 127.0.0.1:8000. Everything else is the demo's own (embedded
+Redis in a temporary directory, its own accounts): a ``.env`` file or ``BALAGG_REDIS_URL``
+meant for a real deployment never reaches it.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 
 from app.logs import setup_logging
 from app.service import _Server, create_app
-from app.settings import AccountConfig, Settings
+from app.settings import AccountConfig, ConfigError, Settings, describe_settings_error
 from app.simulators.runner import Simulators, start_simulators
 
 # A second account per venue, so the demo shows more than one of each.
@@ -59,16 +65,15 @@ def demo_accounts(sims: Simulators) -> list[AccountConfig]:
     return accounts
 
 
-async def _demo(host: str, port: int, sim_port: int, data_dir: Path) -> int:
-    sims = await start_simulators(
-        "127.0.0.1", sim_port, walk=True, walk_rate=4.0, walk_drops=True, ping_interval=20.0
-    )
+def demo_settings(host: str | None, port: int | None, data_dir: Path) -> Settings:
+    """The demo service's settings: a given ``host``/``port`` wins over ``BALAGG_HOST`` /
+    ``BALAGG_PORT``; a bad value is a :class:`ConfigError` like any other setting."""
+    given: dict[str, Any] = {"host": host, "port": port}
     try:
-        accounts = demo_accounts(sims)
-        settings = Settings(
+        return Settings(
             _env_file=None,
-            host=host,
-            port=port,
+            **{name: value for name, value in given.items() if value is not None},
+            redis_url=None,
             data_dir=data_dir,
             lease_ms=5000,
             backoff_max=5.0,
@@ -76,6 +81,17 @@ async def _demo(host: str, port: int, sim_port: int, data_dir: Path) -> int:
             auth_retry_min=10.0,
             instance_id="demo",
         )
+    except ValidationError as exc:
+        raise ConfigError(describe_settings_error(exc)) from None
+
+
+async def _demo(settings: Settings, sim_port: int) -> int:
+    host, port = settings.host, settings.port
+    sims = await start_simulators(
+        "127.0.0.1", sim_port, walk=True, walk_rate=4.0, walk_drops=True, ping_interval=20.0
+    )
+    try:
+        accounts = demo_accounts(sims)
         app = create_app(settings, accounts)
         config = uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, ws="auto"
@@ -108,11 +124,13 @@ async def _demo(host: str, port: int, sim_port: int, data_dir: Path) -> int:
         await sims.stop()
 
 
-def run_demo(host: str = "127.0.0.1", port: int = 8000, sim_port: int = 0) -> int:
-    setup_logging("INFO", "text")
+def run_demo(host: str | None = None, port: int | None = None, sim_port: int = 0) -> int:
+    """Run until Ctrl-C; ``None`` host/port fall back to ``BALAGG_HOST``/``BALAGG_PORT``."""
     data_dir = Path(tempfile.mkdtemp(prefix="balagg-demo-"))
     try:
-        return asyncio.run(_demo(host, port, sim_port, data_dir))
+        settings = demo_settings(host, port, data_dir)  # a bad setting stops here, cleanly
+        setup_logging("INFO", "text")
+        return asyncio.run(_demo(settings, sim_port))
     except KeyboardInterrupt:
         return 0
     finally:

@@ -22,7 +22,10 @@ Protocol, per connection:
 A connection that has not subscribed within ``subscribe_timeout`` is closed (1008). The
 stream sends only changed currencies; ``snapshot_on_subscribe`` also sends every currency
 right after the subscribe reply (whether sFOX does is not documented). REST
-``GET /v1/user/balance`` (``Authorization: Bearer <key>``) answers with JSON numbers.
+``GET /v1/user/balance`` (``Authorization: Bearer <key>``) answers with JSON numbers and
+holds only the trading account, so each web3 wallet of the account is announced on the
+stream right after the subscription (after the currencies, when those are sent), one
+message per wallet: a client learns the whole truth without waiting for a change.
 """
 
 from __future__ import annotations
@@ -339,10 +342,15 @@ class SfoxSimulator(VenueSimulator[SfoxAccount]):
             conn.feeds.difference_update(feeds)
         conn.ready = BALANCES_FEED in conn.feeds
         await self._reply(conn, "success", {"action": kind, "feeds": feeds})
-        if kind == "subscribe" and BALANCES_FEED in feeds and self.snapshot_on_subscribe:
+        if kind == "subscribe" and BALANCES_FEED in feeds:
             assert conn.key is not None
-            balances = sorted(self.account(conn.key).balances.items())
-            await self.send(conn, self.envelope(conn.next_seq(), [b.entry(c) for c, b in balances]))
+            account = self.account(conn.key)
+            if self.snapshot_on_subscribe:
+                balances = sorted(account.balances.items())
+                entries = [b.entry(c) for c, b in balances]
+                await self.send(conn, self.envelope(conn.next_seq(), entries))
+            for _, wallet in sorted(account.web3.items()):
+                await self.send(conn, self.envelope(conn.next_seq(), wallet.payload()))
 
     # ------------------------------------------------------------------ routes
 

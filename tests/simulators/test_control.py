@@ -139,11 +139,12 @@ async def test_venue_specific_routes(
         await ws.send_json({"type": "subscribe", "feeds": ["private.user.balances"]})
         await recv_json(ws)
         await recv_json(ws)
+        assert (await recv_json(ws))["payload"]["type"] == "web3"  # announced on subscribe
         acct = f"{sfox.rest_url}/_sim/accounts/{SFOX_KEY}"
         assert await call(session, "POST", acct + "/sequence", {"kind": "gap", "skip": 2}) == {
             "frames": 1
         }
-        assert (await recv_json(ws))["sequence"] == 5
+        assert (await recv_json(ws))["sequence"] == 6
         web3 = {"address": "0xfeed", "network": "Base", "currency": "usdc", "balance": "7.25"}
         assert await call(session, "POST", acct + "/web3", web3) == {"frames": 1}
         assert (await recv_json(ws))["payload"]["balance"] == "7.25"

@@ -21,6 +21,13 @@ from tests.simulators.wsclient import (
 )
 
 FEED = "private.user.balances"
+WEB3_WALLET = {
+    "address": "0x0bCdB57ae247F434C91b1d4521fFd6601f7e8999",
+    "balance": "250.5",
+    "currency": "USDC",
+    "network": "Ethereum",
+    "type": "web3",
+}
 
 
 @asynccontextmanager
@@ -33,6 +40,8 @@ async def subscribed(
         await ws.send_json({"type": "subscribe", "feeds": [FEED]})
         reply = await recv_json(ws)
         assert reply["type"] == "success" and reply["sequence"] == 2
+        # the account's web3 wallet is announced right after the subscription
+        check_envelope(await recv_json(ws), 3)
         yield ws
 
 
@@ -90,7 +99,7 @@ async def test_balance_messages_count_up(
     async with subscribed(session, sfox) as ws:
         assert await sfox.push(SFOX_KEY, {"BTC": {"balance": "1.25", "held": "0.25"}}) == 1
         message = await recv_json(ws)
-        check_envelope(message, 3)
+        check_envelope(message, 4)
         assert message["payload"] == [
             {
                 "currency": "btc",
@@ -107,7 +116,7 @@ async def test_balance_messages_count_up(
             SFOX_KEY, "0xabc0000000000000000000000000000000000001", "Ethereum", "ETH", "3.5"
         )
         web3 = await recv_json(ws)
-        check_envelope(web3, 4)
+        check_envelope(web3, 5)
         assert web3["payload"] == {
             "address": "0xabc0000000000000000000000000000000000001",
             "balance": "3.5",
@@ -121,6 +130,42 @@ async def test_balance_messages_count_up(
         ("web3:Ethereum:0xabc0000000000000000000000000000000000001", "ETH")
     ].total == Decimal("3.5")
     assert rows[("web3:Ethereum:0x0bCdB57ae247F434C91b1d4521fFd6601f7e8999", "USDC")].locked == 0
+
+
+async def test_web3_wallets_are_the_first_balance_messages(
+    session: aiohttp.ClientSession, sfox: SfoxSimulator
+) -> None:
+    """A web3 wallet is not in the REST snapshot, so the stream announces each one after
+    the subscription; without a push the client still learns the whole truth."""
+    second = {"address": "0xabc0000000000000000000000000000000000001", "network": "Base"}
+    await sfox.push_web3(SFOX_KEY, second["address"], second["network"], "ETH", "3.5")
+    async with session.ws_connect(sfox.ws_url) as ws:
+        await ws.send_json({"type": "authenticate", "apiKey": SFOX_KEY})
+        assert (await recv_json(ws))["sequence"] == 1
+        await ws.send_json({"type": "subscribe", "feeds": [FEED]})
+        assert (await recv_json(ws))["sequence"] == 2
+        first, then = await recv_json(ws), await recv_json(ws)
+        check_envelope(first, 3)
+        check_envelope(then, 4)
+        assert [first["payload"], then["payload"]] == [
+            {**second, "balance": "3.5", "currency": "ETH", "type": "web3"},
+            WEB3_WALLET,
+        ]
+        await expect_silence(ws)
+
+
+async def test_snapshot_on_subscribe_sends_the_account_then_the_web3_wallets(
+    session: aiohttp.ClientSession,
+) -> None:
+    sim = SfoxSimulator(snapshot_on_subscribe=True, ping_interval=5.0, pong_timeout=1.0)
+    sim.add_account(SFOX_KEY, {"btc": "1.5"}, [WEB3_WALLET])
+    await sim.start()
+    try:
+        async with subscribed(session, sim) as ws:
+            web3 = await recv_json(ws)
+        assert web3["sequence"] == 4 and web3["payload"] == WEB3_WALLET
+    finally:
+        await sim.stop()
 
 
 async def test_unsubscribed_connection_is_closed(
@@ -143,7 +188,7 @@ async def test_sequence_faults(
         seqs = [(await recv_json(ws))["sequence"] for _ in range(sent)]
         await sfox.push(SFOX_KEY, {"usd": "101"})
         after = (await recv_json(ws))["sequence"]
-    expected = {"gap": [7], "reorder": [4, 3], "duplicate": [3, 3]}[kind]
+    expected = {"gap": [8], "reorder": [5, 4], "duplicate": [4, 4]}[kind]
     assert seqs == expected
     assert after == max(expected) + 1
     assert sfox.truth(SFOX_KEY) != before  # only the push changed it
@@ -158,9 +203,9 @@ async def test_burst_sequences_are_contiguous(
         result = await sfox.burst(SFOX_KEY, 500)
         assert result.frames == 500
         messages = [await recv_json(ws) for _ in range(500)]
-        assert [m["sequence"] for m in messages] == list(range(3, 503))
+        assert [m["sequence"] for m in messages] == list(range(4, 504))
         await sfox.push(SFOX_KEY, {"usd": "1"})
-        assert (await recv_json(ws))["sequence"] == 503
+        assert (await recv_json(ws))["sequence"] == 504
     last = messages[-1]["payload"][0]
     btc = next(r for r in sfox.truth(SFOX_KEY) if r.asset == "BTC")
     assert Decimal(last["balance"]) == btc.total == Decimal("0.17572919")

@@ -13,12 +13,11 @@ import hmac
 import json
 import time
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+from tests.samples import VECTORS
 
 BITOPRO_KEY = "test-bitopro-key"
 BITOPRO_SECRET = "test-bitopro-secret"

@@ -1,4 +1,4 @@
-"""Fixtures for the venue protocol tests: the shared sample frames and canary accounts.
+"""Fixtures for the venue protocol tests: the sample frames and canary accounts.
 
 Every credential here is a canary: tests assert it never shows up where it must not.
 """
@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from app.settings import AccountConfig
-
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
+from tests.samples import VECTORS
 
 CANARY_KEY = "CANARY-KEY-456"
 CANARY_SECRET = "CANARY-SECRET-123"
@@ -41,7 +40,7 @@ def account(venue: str, **overrides: Any) -> AccountConfig:
 
 @pytest.fixture(scope="session")
 def vectors() -> Path:
-    """The shared directory of real sample frames (a sibling of the repository)."""
+    """The directory of real sample frames (``tests/vectors``, kept in the repository)."""
     if not VECTORS.is_dir():
         pytest.fail(f"sample frames not found at {VECTORS}")
     return VECTORS

@@ -1,0 +1,99 @@
+"""``balance-aggregator demo`` as a real process: which port it listens on, and that it
+shows the simulators' sFOX web3 wallet without waiting for the random walk to move it.
+
+Port precedence: ``--port`` when given, else ``BALAGG_PORT``, else 8000.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB3 = "web3:Ethereum:0x0bCdB57ae247F434C91b1d4521fFd6601f7e8999"
+
+
+@contextmanager
+def demo(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("BALAGG_")}
+    full.update(env)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "demo", *args], cwd=ROOT, env=full, stdout=out, stderr=out
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def poll(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 45.0) -> Any:
+    """GET ``url`` until it answers 200 (or the demo exits); its JSON body."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            response = httpx.get(url, timeout=2.0)
+            if response.status_code == 200:
+                return response.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never answered: {log.read_text()[-3000:]}")
+
+
+def test_demo_listens_on_balagg_port_and_shows_the_web3_wallet(tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "demo.log"
+    with demo([], {"BALAGG_PORT": str(port)}, log) as proc:
+        base = f"http://127.0.0.1:{port}"
+        assert poll(base + "/healthz", proc, log) is not None
+        deadline = time.monotonic() + 30
+        wallets: set[str] = set()
+        while WEB3 not in wallets and time.monotonic() < deadline:
+            records = poll(base + "/v1/balances?accounts=sfox-main", proc, log)["balances"]
+            wallets = {r["wallet"] for r in records}
+            time.sleep(0.2)
+        assert WEB3 in wallets, wallets
+
+
+def test_demo_port_flag_wins_over_balagg_port(tmp_path: Path) -> None:
+    port, other, log = free_port(), free_port(), tmp_path / "demo.log"
+    with demo(["--port", str(port)], {"BALAGG_PORT": str(other)}, log) as proc:
+        assert poll(f"http://127.0.0.1:{port}/healthz", proc, log) is not None
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{other}/healthz", timeout=2.0)
+
+
+def test_demo_reports_a_bad_balagg_port_in_one_line(tmp_path: Path) -> None:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("BALAGG_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "demo"],
+        cwd=tmp_path,
+        env={**full, "BALAGG_PORT": "eighty"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "configuration error: setting BALAGG_PORT: must be a whole number"
+    ]
