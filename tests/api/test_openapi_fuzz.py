@@ -8,10 +8,12 @@ count is fixed and derandomized so the run is bounded and repeatable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
+import pkgutil
 from typing import Any
 
 import schemathesis
-import schemathesis.specs.openapi.schemas  # imported early: see below
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -26,10 +28,15 @@ from schemathesis.core.result import Ok
 
 from tests.api.conftest import VENUE, ServiceFactory, account, bal, status_doc
 
-# schemathesis loads its OpenAPI module lazily, and pytest rewrites it on that import; on
-# CPython 3.11 parsing it deep inside a running test can fail with "AST constructor
-# recursion depth mismatch" depending on the stack depth at that moment, so it is imported
-# here, at collection time.
+# schemathesis loads many of its modules lazily (the OpenAPI loader, the JSON Schema
+# strategies, ...), and pytest rewrites each one on that import because schemathesis is a
+# pytest plugin. On CPython 3.11 compiling a large module deep inside a running test can
+# fail with "AST constructor recursion depth mismatch", depending on the stack depth at
+# that moment. So every schemathesis module is imported here, at collection time, where
+# the stack is shallow; an optional one whose own dependency is missing is skipped.
+for _module in pkgutil.walk_packages(schemathesis.__path__, "schemathesis."):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_module.name)
 
 EXAMPLES_PER_OPERATION = 12
 POSITIVE_CHECKS = [
