@@ -1,4 +1,8 @@
-"""Fixtures for the price tests: the recorded price frames under ``tests/vectors``."""
+"""Fixtures for the price tests: the price frames under ``tests/prices/frames``.
+
+They are the examples of each venue's price channel documentation (VENUES.md names the
+pages); ``tests/vectors`` stays an exact copy of the shared account-stream reference set.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+FRAMES = Path(__file__).resolve().parent / "frames"
 RECEIVED = 1_764_316_800.0
 """A fixed receive time (epoch s) for parser tests."""
 
@@ -17,6 +21,6 @@ def price_vector() -> Callable[[str], bytes]:
     """Read one recorded price frame as the raw bytes a socket would deliver."""
 
     def read(name: str) -> bytes:
-        return (VECTORS / name).read_bytes()
+        return (FRAMES / name).read_bytes()
 
     return read
