@@ -8,7 +8,8 @@ account's keys share a slot)::
     P:{acct}:status  hash  doc -> lifecycle JSON, last_message_at -> ISO time
     P:{acct}:lease   string owner token (see app.leases); checked by every write
     P:seq            string the deployment-wide change counter
-    P:changes        stream entry id "<seq>-0"; fields a (account), s (asset), m (message)
+    P:changes        stream entry id "<seq>-0"; fields a (account), s (asset), m (message),
+                     t (write time, ISO), r (upstream receive time, µs; balance changes)
     P:prices         hash  Solana mint -> {"price_usd", "symbol", "name", "decimals"}
     P:instances      zset  instance id -> last heartbeat (ms), for fair lease sharing
 
@@ -71,7 +72,7 @@ while i <= #ARGV do
       string.sub(content, 1, -2) .. ',"updated_at":"' .. now .. '","venue_ts":' .. vts ..
       ',"stale":false}}'
     redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, last .. '-0',
-      'a', account, 's', string.sub(f, sep + 1), 'm', msg, 'r', recv)
+      'a', account, 's', string.sub(f, sep + 1), 'm', msg, 'r', recv, 't', now)
   end
   i = i + 3
 end
@@ -88,7 +89,7 @@ if nscopes > 0 then
       local msg = '{"type":"removed","seq":' .. last .. ',"account":' .. cjson.encode(account) ..
         ',"wallet":' .. cjson.encode(wallet) .. ',"asset":' .. cjson.encode(asset) .. '}'
       redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, last .. '-0',
-        'a', account, 's', asset, 'm', msg, 'r', recv)
+        'a', account, 's', asset, 'm', msg, 'r', recv, 't', now)
     end
   end
 end
@@ -97,7 +98,7 @@ return {count, last}
 
 _NOTE_LUA = """
 -- A status change or a venue event. KEYS: status, lease, seq, changes
--- ARGV: fence, maxlen, account, kind ('status' | 'event'), body JSON, message prefix
+-- ARGV: fence, maxlen, account, kind ('status' | 'event'), body JSON, message prefix, now
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return {-1, 0}
 end
@@ -107,7 +108,8 @@ if ARGV[4] == 'status' then
 end
 local seq = redis.call('INCR', KEYS[3])
 local msg = '{"seq":' .. seq .. ',' .. ARGV[6] .. ARGV[5] .. '}'
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'a', ARGV[3], 's', '', 'm', msg)
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'a', ARGV[3], 's', '', 'm', msg,
+  't', ARGV[7])
 return {1, seq}
 """
 
@@ -466,7 +468,7 @@ class BalanceWriter:
                 ]
                 args = [
                     self._fence(note.account), self._maxlen, note.account, note.kind,
-                    note.body, note.prefix,
+                    note.body, note.prefix, now,
                 ]  # fmt: skip
                 await self._note(keys=keys, args=args, client=pipe)
                 calls.append((note.account, False))
