@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     client_buffer: int = Field(default=1_000, ge=10)
     client_max_lag: int = Field(default=10_000, ge=10)
     static_prices: dict[str, Decimal] = Field(default_factory=dict)
+    # History (SPEC §17, app/history): on by default, into SQLite under data_dir.
+    history: bool = True
+    history_url: SecretStr | None = None  # may carry a password: SecretStr, never logged
+    history_retention_days: int = Field(default=0, ge=0)  # 0 keeps everything
+    history_batch: int = Field(default=2_000, ge=1, le=100_000)
+    history_claim_idle_ms: int = Field(default=30_000, ge=1_000)
+    history_price_interval: float = Field(default=60.0, gt=0)
+    history_price_threshold: Decimal = Field(default=Decimal("0.005"), gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -162,6 +170,23 @@ class Settings(BaseSettings):
                 return None
             if not re.match(r"^(redis|rediss|unix)://", value):
                 raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _history_switch(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("on", "off"):
+            return value.strip().lower() == "on"
+        return value
+
+    @field_validator("history_url", mode="before")
+    @classmethod
+    def _check_history_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if not re.match(r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://", value):
+                raise ValueError("must be a postgresql+asyncpg:// or sqlite+aiosqlite:// URL")
         return value
 
     @field_validator("static_prices", mode="before")
