@@ -299,12 +299,16 @@ class HistoryWriter:
             if not fields:
                 trimmed.append(seq)  # pending, but the stream no longer holds it
                 continue
-            t = _text(fields, "t")
-            time_us = (_iso_to_us(t) if t else None) or fallback_us
-            if self._behind_since_us is None:
-                self._behind_since_us = time_us
             message = orjson.loads(_text(fields, "m") or "{}")
             kind = message.get("type")
+            t = _text(fields, "t")  # epoch µs
+            if t.isdigit():
+                time_us = int(t)
+            else:  # written before entries carried t: the record's time, else now
+                updated = (message.get("balance") or {}).get("updated_at")
+                time_us = (_iso_to_us(updated) if updated else None) or fallback_us
+            if self._behind_since_us is None:
+                self._behind_since_us = time_us
             if kind == "balance":
                 rows.append(_balance_row(seq, time_us, message["balance"]))
             elif kind == "removed":
