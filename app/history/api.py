@@ -330,13 +330,14 @@ async def get_series(
         if assets is None:
             raise _Problem(422, "invalid_request", "asset: required")
         step_us = parse_step_us(step)
-        to_us = _time(to, "to") or time.time_ns() // 1000
+        now_us = time.time_ns() // 1000
+        to_us = min(_time(to, "to") or now_us, now_us)  # the future is not history
         from_us = _time(from_, "from")
         if from_us is None:
             from_us = to_us - 24 * 3600 * 1_000_000
         if from_us > to_us:
             raise _Problem(422, "invalid_request", "from: must not be after to")
-        if (to_us - from_us) // step_us + 1 > queries.MAX_POINTS:
+        if (to_us - from_us) // step_us + 2 > queries.MAX_POINTS:
             raise _Problem(
                 422, "invalid_request", f"at most {queries.MAX_POINTS} points: use a larger step"
             )

@@ -228,14 +228,18 @@ async def series(
     to_us: int,
     step_us: int,
 ) -> AsyncIterator[dict[str, Any]]:
-    """The summed amounts (over the selected accounts and wallets) at the end of each step.
+    """The summed amounts (over the selected accounts and wallets) at each step boundary.
+
+    Points are at ``from_us``, ``from_us + step_us``, … and a last one at ``to_us``.
 
     Each point is the exact state at its time (one indexed query per point, bounded by
     :data:`MAX_POINTS`); a point history cannot know (before it starts, or inside a gap)
     has null amounts and a ``reason``.
     """
-    t = from_us
-    while t <= to_us:
+    times = list(range(from_us, to_us + 1, step_us))
+    if times[-1] != to_us:
+        times.append(to_us)  # the last, partial step ends at `to`
+    for t in times:
         try:
             state = await state_at(conn, t, accounts, assets)
         except NotCovered as exc:
@@ -250,7 +254,6 @@ async def series(
             yield {"time": iso_us(t), "total": decimal_str(sums[0]),
                    "available": decimal_str(sums[1]), "locked": decimal_str(sums[2]),
                    "seq": state.seq}  # fmt: skip
-        t += step_us
 
 
 async def apply_retention(engine: AsyncEngine, cutoff_us: int) -> bool:

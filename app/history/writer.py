@@ -110,6 +110,7 @@ class HistoryWriter:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name=f"history-writer-{self.consumer}")
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -165,10 +166,12 @@ class HistoryWriter:
             first = await self._first_seq()
             current = await self._reader.current_seq()
             if current == 0 or first == 1:
+                # The stream holds the deployment's whole life: history starts empty when
+                # its first change was written (or now), and knows nothing before that.
+                since = await self._first_time() if first == 1 else None
+                genesis = {"seq": 0, "time_us": since or _now_us(), "reason": "genesis"}
                 async with self._engine.begin() as conn:
-                    await insert_ignore(
-                        conn, schema.snapshots, [{"seq": 0, "time_us": 0, "reason": "genesis"}]
-                    )
+                    await insert_ignore(conn, schema.snapshots, [genesis])
                 if not group_exists:
                     await self._create_group("0")
             else:
@@ -197,6 +200,11 @@ class HistoryWriter:
             if (name.decode() if isinstance(name, bytes) else name) == self.group:
                 return dict(info)
         return None
+
+    async def _first_time(self) -> int | None:
+        entries: Any = await self._redis.xrange(self._keys.changes, count=1)
+        t = _text(entries[0][1], "t") if entries else ""
+        return int(t) if t.isdigit() else None
 
     async def _first_seq(self) -> int | None:
         entries: Any = await self._redis.xrange(self._keys.changes, count=1)
