@@ -65,6 +65,10 @@ def _seq(entry_id: bytes | str) -> int:
     return int(eid.partition("-")[0])
 
 
+class ForeignHistory(Exception):
+    """The history database was written by another deployment (its seqs are ahead)."""
+
+
 class HistoryWriter:
     """Consumes the change stream into the history tables (see the module docstring)."""
 
@@ -159,6 +163,13 @@ class HistoryWriter:
             has_base = (await conn.execute(select(schema.snapshots.c.seq).limit(1))).first()
             stored = (await conn.execute(select(func.max(schema.changes.c.seq)))).scalar() or 0
         group_exists = await self._group_info() is not None
+        if has_base and await self._reader.current_seq() < stored:
+            # seq never goes back in one deployment: this database recorded another one
+            # (another key prefix, or a Redis that was reset); writing would mix the two
+            raise ForeignHistory(
+                f"the history database holds changes up to seq {stored}, beyond this "
+                "deployment's change counter: it belongs to another deployment"
+            )
         if has_base:
             if not group_exists:
                 await self._create_group(f"{stored}-0")

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.history import queries, schema
 from app.history.prices import PriceRecorder
 from app.history.runtime import group_name
+from app.history.writer import ForeignHistory
 from app.settings import Settings
 from app.store import BalanceReader, BalanceWriter, Keys
 from tests.history.test_writer import ACCOUNTS, _rows, make_writer, random_changes
@@ -139,3 +140,21 @@ def test_history_settings() -> None:
     a = group_name("sqlite+aiosqlite:///data/history.sqlite3", "host-a")
     b = group_name("sqlite+aiosqlite:///data/history.sqlite3", "host-b")
     assert a != b and a.startswith("history:sqlite:")
+
+
+async def test_a_database_of_another_deployment_is_refused(
+    redis_client: aioredis.Redis, key_prefix: str, engine: AsyncEngine
+) -> None:
+    owner = BalanceWriter(redis_client, Keys(key_prefix))
+    owner.start()
+    try:
+        await random_changes(owner, random.Random(6), 50, each=True)
+        first = make_writer(redis_client, key_prefix, engine, "w")
+        await first.bootstrap()
+        await first.catch_up()
+    finally:
+        await owner.close()
+    other = make_writer(redis_client, key_prefix + "x", engine, "w")  # a fresh deployment
+    with pytest.raises(ForeignHistory):
+        await other.bootstrap()
+    assert not other.ready
