@@ -145,6 +145,8 @@ class HistoryWriter:
                 self.healthy = False
                 self._retry_pending = True
                 self.last_error = type(exc).__name__
+                if self._behind_since_us is None:  # e.g. the database is down at start-up
+                    self._behind_since_us = _now_us()
                 # the type only: driver messages can quote connection details
                 log.warning(
                     "history write failed (%s); retrying in %.1fs", self.last_error, backoff

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from app.history import queries, schema
 from app.history.prices import PriceRecorder
 from app.history.runtime import group_name
 from app.history.writer import ForeignHistory
+from app.metrics import Metrics
 from app.settings import Settings
 from app.store import BalanceReader, BalanceWriter, Keys
 from tests.history.test_writer import ACCOUNTS, _rows, make_writer, random_changes
@@ -158,3 +160,23 @@ async def test_a_database_of_another_deployment_is_refused(
     with pytest.raises(ForeignHistory):
         await other.bootstrap()
     assert not other.ready
+
+
+async def test_lag_grows_while_the_database_is_unreachable_from_the_start(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    metrics = Metrics()
+    dead = schema.make_engine("postgresql+asyncpg://balagg:x@127.0.0.1:9/history")
+    writer = make_writer(redis_client, key_prefix, dead, "w", metrics=metrics)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if metrics.history_lag_seconds._value.get() > 0:
+                break
+            await asyncio.sleep(0.05)
+        assert metrics.history_lag_seconds._value.get() > 0
+        assert not writer.ready and not writer.healthy
+    finally:
+        await writer.stop()
+        await dead.dispose()

@@ -257,6 +257,11 @@ async def test_database_outage_loses_nothing_the_stream_still_holds(
             return not writer.healthy
 
         await wait_for(failing)
+
+        async def lagging() -> bool:
+            return bool(metrics.history_lag_seconds._value.get() > 0)
+
+        await wait_for(lagging)
         server.start()
         await random_changes(owner, random.Random(10), 300)
         expected = await stream_change_seqs(redis_client, key_prefix)
@@ -266,6 +271,11 @@ async def test_database_outage_loses_nothing_the_stream_still_holds(
 
         await wait_for(caught_up, 60)
         assert metrics.history_gaps._value.get() == 0
+
+        async def lag_back_to_zero() -> bool:
+            return bool(metrics.history_lag_seconds._value.get() == 0)
+
+        await wait_for(lag_back_to_zero)
     finally:
         await writer.stop()
         await eng.dispose()
