@@ -32,6 +32,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from app.auth import RequestGuard, error_body, is_open_path
 from app.domain import BalanceRecord
+from app.history.api import balances_at
+from app.history.api import router as history_router
 from app.hub import StreamHub, Subscriber
 from app.logs import SCRUBBER
 from app.ratelimit import ResyncThrottle
@@ -148,6 +150,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad request",
         401: "Missing or wrong bearer token",
         404: "Not found",
+        409: "History does not cover that time",
         422: "Invalid parameters",
         429: "Too many requests (see Retry-After)",
         503: "Unavailable",
@@ -336,6 +339,14 @@ AssetFilter = Annotated[
     Query(description="asset codes or mints, comma-separated or repeated", max_length=1000),
 ]
 NonzeroFlag = Annotated[bool, Query(description="only records with a non-zero amount")]
+HistoryAt = Annotated[
+    str | None,
+    Query(
+        description="ISO 8601 time: the exact state at that instant, from history (adds as_of; "
+        "format=csv streams CSV; 409 if history does not cover it)",
+        max_length=64,
+    ),
+]
 AccountPath = Annotated[str, Path(description="account id", max_length=256)]
 Quote = Annotated[Literal["USD"], Query(description="quote currency")]
 
@@ -357,20 +368,24 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
     resyncs = ResyncThrottle(settings.resync_min_interval, time.monotonic)
     if settings.api_tokens:
         _declare_bearer_auth(app, settings.metrics_public)
+    app.include_router(history_router)
 
     @app.get(
         "/v1/balances",
         response_model=BalancesResponse,
-        responses=_errors(401, 422, 503),
+        responses=_errors(401, 409, 422, 503),
         tags=["balances"],
-        summary="Current balances of every account",
+        summary="Current balances of every account (or, with at=, at a past instant)",
     )
     async def get_balances(
         request: Request,
         account: AccountFilter = None,
         asset: AssetFilter = None,
         nonzero: NonzeroFlag = False,
+        at: HistoryAt = None,
     ) -> Response:
+        if at is not None:  # a past state comes from history, not from the live mirror
+            return await balances_at(request, at, account, asset, nonzero)
         rt = _runtime(request)
         if rt is None:
             return _not_started()

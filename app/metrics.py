@@ -113,3 +113,16 @@ class Metrics:
         self.pending_writes = Gauge(
             "balagg_pending_writes", "Keys waiting to be written to Redis", registry=r
         )
+        self.history_lag_seconds = Gauge(
+            "balagg_history_lag_seconds",
+            "Age of the oldest change the history writer has not committed yet (0 = caught up)",
+            registry=r,
+        )
+        self.history_writes = Counter(
+            "balagg_history_writes", "Changes committed to the history database", registry=r
+        )
+        self.history_gaps = Counter(
+            "balagg_history_gaps",
+            "Gaps recorded because the change stream no longer held unwritten changes",
+            registry=r,
+        )

@@ -27,6 +27,7 @@ from fastapi import FastAPI
 
 from app.api import install_routes
 from app.dashboard import install_dashboard
+from app.history.runtime import History, start_history
 from app.httpproto import BoundedHttpToolsProtocol
 from app.hub import StreamHub
 from app.logs import SCRUBBER, setup_logging
@@ -47,6 +48,8 @@ def _secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[s
     values = [t.get_secret_value() for t in settings.api_tokens]
     if settings.redis_url is not None:
         values.append(settings.redis_url.get_secret_value())
+    if settings.history_url is not None:
+        values.append(settings.history_url.get_secret_value())
     for account in accounts:
         for name in ("api_key", "api_secret", "email", "data_api_key"):
             secret = getattr(account, name)
@@ -130,6 +133,12 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
                 settings.host,
             )
         writer.start()
+        # -- history (app/history): after Redis, stopped before it --------------------
+        history: History | None = await start_history(
+            settings, url, keys, runtime.account_ids, metrics
+        )
+        app.state.history = history
+        # -- end history ----------------------------------------------------------------
         try:
             await runtime.hub.start()
             await runtime.supervisor.start()
@@ -149,6 +158,9 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             if not await writer.drain(10):
                 log.warning("shutdown: %d pending write(s) not flushed", writer.pending_keys())
             await writer.close(1)
+            if history is not None:  # history: stopped before Redis goes away
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(history.stop(), 10)
             await client.aclose()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)

@@ -212,6 +212,14 @@ class Settings(AccountSourceSettings):
     client_ops_burst: int = Field(default=50, ge=1)
     # POST /v1/accounts/{id}/resync: at most one per account per interval (else 429)
     resync_min_interval: float = Field(default=10.0, ge=0)
+    # History (SPEC §17, app/history): on by default, into SQLite under data_dir.
+    history: bool = True
+    history_url: SecretStr | None = None  # may carry a password: SecretStr, never logged
+    history_retention_days: int = Field(default=0, ge=0)  # 0 keeps everything
+    history_batch: int = Field(default=2_000, ge=1, le=100_000)
+    history_claim_idle_ms: int = Field(default=30_000, ge=1_000)
+    history_price_interval: float = Field(default=60.0, gt=0)
+    history_price_threshold: Decimal = Field(default=Decimal("0.005"), gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -233,6 +241,23 @@ class Settings(AccountSourceSettings):
                 return None
             if not re.match(r"^(redis|rediss|unix)://", value):
                 raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _history_switch(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("on", "off"):
+            return value.strip().lower() == "on"
+        return value
+
+    @field_validator("history_url", mode="before")
+    @classmethod
+    def _check_history_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if not re.match(r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://", value):
+                raise ValueError("must be a postgresql+asyncpg:// or sqlite+aiosqlite:// URL")
         return value
 
     @field_validator("static_prices", mode="before")

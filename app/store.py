@@ -9,7 +9,8 @@ account's keys share a slot)::
     P:{acct}:lease   string owner token (see app.leases); checked by every write
     P:{acct}:holder  string token of the last acquisition (no expiry; see app.leases)
     P:seq            string the deployment-wide change counter
-    P:changes        stream entry id "<seq>-0"; fields a (account), s (asset), m (message)
+    P:changes        stream entry id "<seq>-0"; fields a (account), s (asset), m (message),
+                     t (write time, epoch µs), r (upstream receive time, epoch µs)
     P:prices         hash  Solana mint -> {"price_usd", "symbol", "name", "decimals"};
                            "source|pair" -> market price doc (app.prices.persistence)
     P:instances      zset  instance id -> last heartbeat (ms), for fair lease sharing
@@ -64,20 +65,21 @@ _APPLY_LUA = (
     _FENCE_LUA
     + """
 -- KEYS: bal, ts, status, lease, seq, changes, holder
--- ARGV: fence, now, maxlen, account, last_message_at, received, nscopes, scope...,
+-- ARGV: fence, now, maxlen, account, last_message_at, received, now_us, nscopes, scope...,
 --       (field, content, vts)...   received: upstream receive time (epoch µs) or ''.
+--       now_us: the same instant as now (ISO, ms) in epoch µs, kept in each entry as t.
 if fenced(KEYS[4], KEYS[7], ARGV[1]) then
   return {-1, 0}
 end
 local now, maxlen, account = ARGV[2], ARGV[3], ARGV[4]
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'last_message_at', ARGV[5]) end
-local recv = ARGV[6]
-local nscopes = tonumber(ARGV[7])
+local recv, now_us = ARGV[6], ARGV[7]
+local nscopes = tonumber(ARGV[8])
 local scopes = {}
-for i = 1, nscopes do scopes[ARGV[7 + i]] = true end
+for i = 1, nscopes do scopes[ARGV[8 + i]] = true end
 local count, last = 0, 0
 local keep = {}
-local i = 8 + nscopes
+local i = 9 + nscopes
 while i <= #ARGV do
   local f, content, vts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   keep[f] = true
@@ -91,7 +93,7 @@ while i <= #ARGV do
       string.sub(content, 1, -2) .. ',"updated_at":"' .. now .. '","venue_ts":' .. vts ..
       ',"stale":false}}'
     redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, last .. '-0',
-      'a', account, 's', string.sub(f, sep + 1), 'm', msg, 'r', recv)
+      'a', account, 's', string.sub(f, sep + 1), 'm', msg, 'r', recv, 't', now_us)
   end
   i = i + 3
 end
@@ -108,7 +110,7 @@ if nscopes > 0 then
       local msg = '{"type":"removed","seq":' .. last .. ',"account":' .. cjson.encode(account) ..
         ',"wallet":' .. cjson.encode(wallet) .. ',"asset":' .. cjson.encode(asset) .. '}'
       redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, last .. '-0',
-        'a', account, 's', asset, 'm', msg, 'r', recv)
+        'a', account, 's', asset, 'm', msg, 'r', recv, 't', now_us)
     end
   end
 end
@@ -120,7 +122,7 @@ _NOTE_LUA = (
     _FENCE_LUA
     + """
 -- A status change or a venue event. KEYS: status, lease, seq, changes, holder
--- ARGV: fence, maxlen, account, kind ('status' | 'event'), body JSON, message prefix
+-- ARGV: fence, maxlen, account, kind ('status' | 'event'), body JSON, message prefix, now_us
 if fenced(KEYS[2], KEYS[5], ARGV[1]) then
   return {-1, 0}
 end
@@ -130,7 +132,8 @@ if ARGV[4] == 'status' then
 end
 local seq = redis.call('INCR', KEYS[3])
 local msg = '{"seq":' .. seq .. ',' .. ARGV[6] .. ARGV[5] .. '}'
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'a', ARGV[3], 's', '', 'm', msg)
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'a', ARGV[3], 's', '', 'm', msg,
+  't', ARGV[7])
 return {1, seq}
 """
 )
@@ -161,6 +164,13 @@ def iso_time(epoch: float) -> str:
     """``2026-11-21T10:00:00.123Z`` for an epoch time in seconds."""
     dt = datetime.fromtimestamp(epoch, UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def iso_time_us(epoch_us: int) -> str:
+    """``2026-11-21T10:00:00.123Z`` for an epoch time in µs (truncated to the ms, exactly)."""
+    seconds, micros = divmod(epoch_us, 1_000_000)
+    dt = datetime.fromtimestamp(seconds, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros // 1000:03d}Z"
 
 
 def field_name(wallet: str, asset: str) -> str:
@@ -486,7 +496,8 @@ class BalanceWriter:
         prices, self._prices = self._prices, {}
         if not pending and not notes and not prices:
             return []
-        now = utc_now_iso()
+        now_us = time.time_ns() // 1000
+        now = iso_time_us(now_us)
         calls: list[tuple[str, bool]] = []  # (account, is_apply)
         pipe = self._client.pipeline(transaction=False)
         try:
@@ -496,7 +507,7 @@ class BalanceWriter:
                     self._fence(account), now, self._maxlen, account,
                     iso_time(acc.last_message_ts) if acc.last_message_ts else "",
                     str(int(acc.first_received * 1_000_000)) if acc.first_received else "",
-                    len(acc.replaces), *acc.replaces.keys(),
+                    now_us, len(acc.replaces), *acc.replaces.keys(),
                 ]  # fmt: skip
                 venue = acc.venue
                 for contents in acc.replaces.values():
@@ -521,7 +532,7 @@ class BalanceWriter:
                 ]
                 args = [
                     self._fence(note.account), self._maxlen, note.account, note.kind,
-                    note.body, note.prefix,
+                    note.body, note.prefix, now_us,
                 ]  # fmt: skip
                 await self._note(keys=keys, args=args, client=pipe)
                 calls.append((note.account, False))

@@ -62,6 +62,10 @@ EXTRA_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "balagg_leases_held": ("gauge", frozenset()),
     "balagg_lease_takeovers_total": ("counter", frozenset()),
     "balagg_fenced_writes_total": ("counter", frozenset({"account"})),
+    # history (SPEC §17; the names are fixed by the history issue)
+    "balagg_history_lag_seconds": ("gauge", frozenset()),
+    "balagg_history_writes_total": ("counter", frozenset()),
+    "balagg_history_gaps_total": ("counter", frozenset()),
 }
 
 # Prometheus' own per-target series, used for "target down" alerts.

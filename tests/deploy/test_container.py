@@ -212,7 +212,18 @@ def _compose_config(compose: list[str], tmp_path: Path, *profiles: str) -> dict[
 
 def test_compose_config_is_valid(compose: list[str], tmp_path: Path) -> None:
     config = _compose_config(compose, tmp_path)
-    assert set(config["services"]) == {"redis", "balance-aggregator", "prometheus"}
+    assert set(config["services"]) == {"redis", "postgres", "balance-aggregator", "prometheus"}
+
+
+def test_compose_service_keeps_history_in_postgresql() -> None:
+    compose = _compose()
+    service = compose["services"]["balance-aggregator"]
+    url = service["environment"]["BALAGG_HISTORY_URL"]
+    assert url.startswith("postgresql+asyncpg://balagg:") and url.endswith("@postgres:5432/balagg")
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    postgres = compose["services"]["postgres"]
+    assert postgres["volumes"][0].split(":")[0] in compose["volumes"]
+    assert "ports" not in postgres, "the history database stays inside the compose network"
 
 
 def test_compose_config_is_valid_with_every_profile(compose: list[str], tmp_path: Path) -> None:

@@ -92,6 +92,7 @@ def test_deployment_identity_redis_and_credentials() -> None:
         if ref is not None:
             assert ref["key"] in secrets[ref["name"]], f"{name}: key missing from the template"
     assert "secretKeyRef" in env["BALAGG_REDIS_URL"]["valueFrom"]
+    assert env["BALAGG_HISTORY_URL"]["valueFrom"]["secretKeyRef"]["key"] == "history-url"
     for source in _container()["envFrom"]:
         assert source["secretRef"]["name"] in secrets
 

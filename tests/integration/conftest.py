@@ -69,6 +69,7 @@ def fast_settings(redis_url: str, key_prefix: str, **extra: Any) -> Settings:
         "auth_retry_min": 1.0,
         "lease_ms": 2000,
         "instance_id": f"test-{key_prefix}",
+        "history": False,  # history tests choose their own database (tests/history)
         **extra,
     }
     return Settings(_env_file=None, **values)

@@ -82,6 +82,7 @@ class Fleet:
             BALAGG_READ_TIMEOUT="3",
             BALAGG_BACKOFF_INITIAL="0.05",
             BALAGG_BACKOFF_MAX="0.5",
+            BALAGG_HISTORY="off",  # history's own multi-writer tests: tests/history
         )
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(

@@ -1,0 +1,393 @@
+"""History over HTTP (SPEC §8, §17): ``/v1/history``, ``/v1/history/series``,
+``/v1/history/gaps`` and the ``at=`` branch of ``GET /v1/balances``.
+
+An :class:`~fastapi.APIRouter` mounted by :func:`app.api.install_routes`. Every route
+answers JSON or, with ``format=csv`` or ``Accept: text/csv``, a streamed CSV
+(:mod:`app.history.export`). Errors use the project's ``{"error": {"code", "message"}}``:
+422 for bad parameters, 409 when history cannot know the answer (an instant before it
+starts or inside a gap), 503 when history is off or its database is unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.auth import error_body
+from app.history import export, queries
+from app.history.runtime import History
+from app.history.times import BadTime, iso_us, parse_iso_us, parse_step_us
+from app.settings import ACCOUNT_ID_RE
+
+log = logging.getLogger(__name__)
+
+_ASSET_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
+_MAX_FILTER_ITEMS = 1_000
+_CSV_PAGE = 5_000
+
+router = APIRouter(tags=["history"])
+
+
+# ---------------------------------------------------------------------------------------
+# Response models (OpenAPI)
+
+
+class _ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class _Error(BaseModel):
+    error: _ErrorDetail
+
+
+class HistoryBalance(BaseModel):
+    account: str
+    venue: str | None
+    wallet: str
+    asset: str
+    symbol: str | None
+    total: str
+    available: str
+    locked: str
+    updated_at: str | None
+    venue_ts: str | None
+    stale: bool = Field(description="true unless the account was live at that instant")
+    extra: dict[str, Any]
+
+
+class BalancesAtResponse(BaseModel):
+    seq: int = Field(description="newest change included in this state")
+    as_of: str = Field(description="the instant asked for (ISO 8601 UTC)")
+    balances: list[HistoryBalance]
+
+
+class Gap(BaseModel):
+    from_seq: int
+    to_seq: int
+    from_: str = Field(alias="from", description="state unknown from this time …")
+    to: str = Field(description="… to this time (a snapshot restarted history)")
+
+
+class HistoryChange(BaseModel):
+    seq: int
+    time: str
+    type: Literal["balance", "removed"]
+    account: str
+    venue: str | None
+    wallet: str
+    asset: str
+    symbol: str | None
+    total: str | None
+    available: str | None
+    locked: str | None
+    updated_at: str | None
+    venue_ts: str | None
+    extra: dict[str, Any] | None
+
+
+class HistoryResponse(BaseModel):
+    changes: list[HistoryChange]
+    next_cursor: int | None = Field(description="pass as cursor for the next page")
+    gaps: list[Gap]
+
+
+class SeriesPoint(BaseModel):
+    time: str
+    total: str | None
+    available: str | None
+    locked: str | None
+    seq: int | None = None
+    reason: str | None = Field(default=None, description="why amounts are null")
+
+
+class SeriesResponse(BaseModel):
+    asset: list[str]
+    account: list[str] | None
+    step: str
+    points: list[SeriesPoint]
+    gaps: list[Gap]
+
+
+class GapsResponse(BaseModel):
+    gaps: list[Gap]
+
+
+def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    text = {401: "Missing or wrong bearer token", 409: "History does not cover that time",
+            422: "Invalid parameters", 503: "History is off or unavailable"}  # fmt: skip
+    out: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+    }
+    out.update({s: {"model": _Error, "description": text[s]} for s in statuses})
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Parameters and errors
+
+
+AccountFilter = Annotated[
+    list[str] | None, Query(description="account ids (comma-separated or repeated)")
+]
+AssetFilter = Annotated[list[str] | None, Query(description="asset codes or mints")]
+Format = Annotated[
+    Literal["json", "csv"] | None, Query(description="csv streams a CSV (also Accept: text/csv)")
+]
+From = Annotated[str | None, Query(alias="from", description="ISO 8601 time (inclusive)")]
+To = Annotated[str | None, Query(description="ISO 8601 time (exclusive; default now)")]
+
+
+class _Problem(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response(error_body(code, message), status_code=status, media_type="application/json")
+
+
+def _split(values: Sequence[str] | None, name: str, pattern: re.Pattern[str]) -> list[str] | None:
+    if values is None:
+        return None
+    items = [i.strip() for v in values for i in v.split(",") if i.strip()]
+    if not items:
+        return None
+    if len(items) > _MAX_FILTER_ITEMS:
+        raise _Problem(422, "invalid_request", f"{name}: at most {_MAX_FILTER_ITEMS} values")
+    for item in items:
+        if not pattern.match(item):
+            raise _Problem(422, "invalid_request", f"{name}: {item[:64]!r} is not a valid value")
+    return items
+
+
+def _assets(values: Sequence[str] | None) -> list[str] | None:
+    items = _split(values, "asset", _ASSET_RE)
+    if items is None:
+        return None
+    return sorted({*items, *(i.upper() for i in items)})  # btc finds BTC, as in REST
+
+
+def _time(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_iso_us(value)
+    except BadTime as exc:
+        raise _Problem(422, "invalid_request", f"{name}: {exc}") from None
+
+
+def _history(request: Request) -> History:
+    history: History | None = getattr(request.app.state, "history", None)
+    if history is None:
+        raise _Problem(503, "history_off", "history is disabled (BALAGG_HISTORY=off)")
+    if not history.ready:
+        raise _Problem(503, "history_unavailable", "the history database is not reachable yet")
+    return history
+
+
+def _db_down(exc: BaseException) -> Response:
+    log.warning("history query failed (%s)", type(exc).__name__)
+    return _error(503, "history_unavailable", "the history database is not reachable")
+
+
+def _json(doc: Any) -> Response:
+    return Response(orjson.dumps(doc), media_type="application/json")
+
+
+# ---------------------------------------------------------------------------------------
+# GET /v1/balances?at=
+
+
+async def balances_at(
+    request: Request,
+    at: str,
+    account: Sequence[str] | None,
+    asset: Sequence[str] | None,
+    nonzero: bool,
+    fmt: str | None = None,
+) -> Response:
+    """The exact state at ``at`` from history; called by ``GET /v1/balances`` when ``at`` is set."""
+    if fmt is None:
+        fmt = request.query_params.get("format")
+    if fmt not in (None, "json", "csv"):
+        return _error(422, "invalid_request", "format: use json or csv")
+    try:
+        history = _history(request)
+        at_us = _time(at, "at")
+        assert at_us is not None
+        accounts = _split(account, "account", ACCOUNT_ID_RE)
+        assets = _assets(asset)
+        async with history.engine.connect() as conn:
+            state = await queries.state_at(conn, at_us, accounts, assets)
+    except _Problem as exc:
+        return _error(exc.status, exc.code, exc.message)
+    except queries.NotCovered as exc:
+        return _error(409, exc.code, exc.message)
+    except (SQLAlchemyError, OSError) as exc:
+        return _db_down(exc)
+    records = queries.balance_records(state, nonzero)
+    as_of = iso_us(at_us)
+    if export.wants_csv(request, fmt):
+
+        async def rows() -> AsyncIterator[list[dict[str, Any]]]:
+            yield [{"as_of": as_of, **r} for r in records]
+
+        return export.csv_response(export.BALANCE_COLUMNS, rows(), "balances.csv")
+    return _json({"seq": state.seq, "as_of": as_of, "balances": records})
+
+
+# ---------------------------------------------------------------------------------------
+# /v1/history
+
+
+@router.get(
+    "/v1/history",
+    response_model=HistoryResponse,
+    responses=_responses(401, 422, 503),
+    summary="Balance changes over time, oldest first, paginated by seq",
+)
+async def get_history(
+    request: Request,
+    account: AccountFilter = None,
+    asset: AssetFilter = None,
+    from_: From = None,
+    to: To = None,
+    cursor: Annotated[int, Query(ge=0, le=2**62, description="seq of the last change seen")] = 0,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE)] = 1_000,
+    format: Format = None,
+) -> Response:
+    try:
+        history = _history(request)
+        accounts = _split(account, "account", ACCOUNT_ID_RE)
+        assets = _assets(asset)
+        from_us, to_us = _time(from_, "from"), _time(to, "to")
+    except _Problem as exc:
+        return _error(exc.status, exc.code, exc.message)
+    engine = history.engine
+    if export.wants_csv(request, format):
+        # the whole range, streamed page by page (cursor and limit pick the first page)
+        async def pages() -> AsyncIterator[list[dict[str, Any]]]:
+            after = cursor
+            while True:
+                async with engine.connect() as conn:
+                    page = await queries.changes_page(
+                        conn, accounts=accounts, assets=assets, from_us=from_us, to_us=to_us,
+                        after_seq=after, limit=_CSV_PAGE,
+                    )  # fmt: skip
+                if not page:
+                    return
+                yield page
+                after = page[-1]["seq"]
+                if len(page) < _CSV_PAGE:
+                    return
+
+        return export.csv_response(export.CHANGE_COLUMNS, pages(), "history.csv")
+    try:
+        async with engine.connect() as conn:
+            page = await queries.changes_page(
+                conn, accounts=accounts, assets=assets, from_us=from_us, to_us=to_us,
+                after_seq=cursor, limit=limit,
+            )  # fmt: skip
+            gaps = await queries.gaps_between(conn, from_us, to_us)
+    except (SQLAlchemyError, OSError) as exc:
+        return _db_down(exc)
+    next_cursor = page[-1]["seq"] if len(page) == limit else None
+    return _json({"changes": page, "next_cursor": next_cursor, "gaps": gaps})
+
+
+@router.get(
+    "/v1/history/series",
+    response_model=SeriesResponse,
+    responses=_responses(401, 422, 503),
+    summary="Summed amounts of an asset at the end of each step",
+)
+async def get_series(
+    request: Request,
+    asset: Annotated[list[str], Query(description="asset code or mint (required)")],
+    account: AccountFilter = None,
+    from_: From = None,
+    to: To = None,
+    step: Annotated[str, Query(description="e.g. 90s, 5m, 1h, 1d, 1w")] = "1h",
+    format: Format = None,
+) -> Response:
+    try:
+        history = _history(request)
+        accounts = _split(account, "account", ACCOUNT_ID_RE)
+        assets = _assets(asset)
+        if assets is None:
+            raise _Problem(422, "invalid_request", "asset: required")
+        step_us = parse_step_us(step)
+        now_us = time.time_ns() // 1000
+        to_us = min(_time(to, "to") or now_us, now_us)  # the future is not history
+        from_us = _time(from_, "from")
+        if from_us is None:
+            from_us = to_us - 24 * 3600 * 1_000_000
+        if from_us > to_us:
+            raise _Problem(422, "invalid_request", "from: must not be after to")
+        if (to_us - from_us) // step_us + 2 > queries.MAX_POINTS:
+            raise _Problem(
+                422, "invalid_request", f"at most {queries.MAX_POINTS} points: use a larger step"
+            )
+    except BadTime as exc:
+        return _error(422, "invalid_request", str(exc))
+    except _Problem as exc:
+        return _error(exc.status, exc.code, exc.message)
+    engine = history.engine
+
+    async def points() -> AsyncIterator[list[dict[str, Any]]]:
+        async with engine.connect() as conn:
+            async for point in queries.series(
+                conn, accounts=accounts, assets=assets, from_us=from_us, to_us=to_us,
+                step_us=step_us,
+            ):  # fmt: skip
+                yield [point]
+
+    if export.wants_csv(request, format):
+        return export.csv_response(export.SERIES_COLUMNS, points(), "series.csv")
+    try:
+        collected = [p async for batch in points() for p in batch]
+        async with engine.connect() as conn:
+            gaps = await queries.gaps_between(conn, from_us, to_us)
+    except (SQLAlchemyError, OSError) as exc:
+        return _db_down(exc)
+    return _json(
+        {"asset": assets, "account": accounts, "step": step, "points": collected, "gaps": gaps}
+    )
+
+
+@router.get(
+    "/v1/history/gaps",
+    response_model=GapsResponse,
+    responses=_responses(401, 503),
+    summary="Spans whose changes the stream no longer held when history came to write them",
+)
+async def get_gaps(request: Request, format: Format = None) -> Response:
+    try:
+        history = _history(request)
+    except _Problem as exc:
+        return _error(exc.status, exc.code, exc.message)
+    try:
+        async with history.engine.connect() as conn:
+            gaps = await queries.gaps_between(conn)
+    except (SQLAlchemyError, OSError) as exc:
+        return _db_down(exc)
+    if export.wants_csv(request, format):
+
+        async def rows() -> AsyncIterator[list[dict[str, Any]]]:
+            yield gaps
+
+        return export.csv_response(("from_seq", "to_seq", "from", "to"), rows(), "gaps.csv")
+    return _json({"gaps": gaps})

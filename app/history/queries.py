@@ -1,0 +1,300 @@
+"""Reads of the history tables: the state at an instant, changes by seq, per-step series.
+
+Also the two writes every part shares: the idempotent insert and retention. Everything
+here is dialect-neutral SQLAlchemy Core, so SQLite and PostgreSQL answer alike. Amounts
+leave the database as the canonical strings they were stored as and become ``Decimal``
+only where they are summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import Table, and_, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.history import schema
+from app.history.times import iso_us
+from app.store import decimal_str
+
+MAX_PAGE = 10_000
+MAX_POINTS = 1_000
+
+
+class NotCovered(Exception):
+    """History holds no state for that instant (before it started, or inside a gap)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def insert_ignore(
+    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert ``rows``, skipping any whose primary key is already stored (idempotent)."""
+    if conn.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    await conn.execute(stmt, list(rows))
+
+
+Key = tuple[str, str, str]  # account, wallet, asset
+
+
+@dataclass(slots=True)
+class StateAt:
+    """The records at ``time_us``; ``seq`` is the newest change they include."""
+
+    seq: int
+    time_us: int
+    records: dict[Key, dict[str, Any]]
+    live: dict[str, bool]
+
+
+def _record(row: Any) -> dict[str, Any]:
+    return {
+        "account": row.account, "venue": row.venue, "wallet": row.wallet,
+        "asset": row.asset, "symbol": row.symbol, "total": row.total,
+        "available": row.available, "locked": row.locked, "updated_at": row.updated_at,
+        "venue_ts": row.venue_ts, "extra": orjson.loads(row.extra) if row.extra else {},
+    }  # fmt: skip
+
+
+def _filters(
+    table: Table, accounts: Sequence[str] | None, assets: Sequence[str] | None
+) -> list[Any]:
+    out: list[Any] = []
+    if accounts is not None:
+        out.append(table.c.account.in_(list(accounts)))
+    if assets is not None:
+        out.append(table.c.asset.in_(list(assets)))
+    return out
+
+
+async def _base(conn: AsyncConnection, time_us: int) -> tuple[int, int]:
+    """The newest snapshot at or before ``time_us``, unless a gap covers the instant."""
+    gap = (
+        await conn.execute(
+            select(schema.gaps)
+            .where(and_(schema.gaps.c.from_time_us <= time_us, schema.gaps.c.to_time_us > time_us))
+            .limit(1)
+        )
+    ).first()
+    if gap is not None:
+        raise NotCovered(
+            "history_gap",
+            f"history has a gap from {iso_us(gap.from_time_us)} to {iso_us(gap.to_time_us)} "
+            f"(changes {gap.from_seq}..{gap.to_seq} were never written): the state at that "
+            "instant is unknown",
+        )
+    base = (
+        await conn.execute(
+            select(schema.snapshots.c.seq, schema.snapshots.c.time_us)
+            .where(schema.snapshots.c.time_us <= time_us)
+            .order_by(schema.snapshots.c.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    if base is None:
+        first = (await conn.execute(select(func.min(schema.snapshots.c.time_us)))).scalar()
+        since = f"starts at {iso_us(int(first))}" if first is not None else "is empty"
+        raise NotCovered("not_covered", f"history {since}; nothing is known before that")
+    return int(base.seq), int(base.time_us)
+
+
+async def state_at(
+    conn: AsyncConnection,
+    time_us: int,
+    accounts: Sequence[str] | None = None,
+    assets: Sequence[str] | None = None,
+) -> StateAt:
+    """The exact records at ``time_us``: the base snapshot plus every later change up to it."""
+    base_seq, _base_time = await _base(conn, time_us)
+    rows = schema.snapshot_rows
+    records: dict[Key, dict[str, Any]] = {}
+    result = await conn.execute(
+        select(rows).where(rows.c.snapshot_seq == base_seq, *_filters(rows, accounts, assets))
+    )
+    for row in result:
+        records[(row.account, row.wallet, row.asset)] = _record(row)
+    c = schema.changes
+    window = [c.c.seq > base_seq, c.c.time_us <= time_us, *_filters(c, accounts, assets)]
+    latest = (
+        select(func.max(c.c.seq).label("seq"))
+        .where(*window)
+        .group_by(c.c.account, c.c.wallet, c.c.asset)
+        .subquery()
+    )
+    seq = base_seq
+    result = await conn.execute(select(c).join(latest, c.c.seq == latest.c.seq))
+    for row in result:
+        key = (row.account, row.wallet, row.asset)
+        if row.kind == "removed":
+            records.pop(key, None)
+        else:
+            records[key] = _record(row)
+    newest = (await conn.execute(select(func.max(c.c.seq)).where(*window[:2]))).scalar()
+    seq = max(seq, int(newest or 0))
+    s = schema.statuses
+    newest_status = (
+        select(s.c.account, func.max(s.c.seq).label("seq"))
+        .where(s.c.time_us <= time_us)
+        .group_by(s.c.account)
+        .subquery()
+    )
+    live: dict[str, bool] = {}
+    result = await conn.execute(
+        select(s.c.account, s.c.state).join(
+            newest_status,
+            and_(s.c.account == newest_status.c.account, s.c.seq == newest_status.c.seq),
+        )
+    )
+    for row in result:
+        live[row.account] = row.state == "live"
+    return StateAt(seq, time_us, records, live)
+
+
+def balance_records(state: StateAt, nonzero: bool = False) -> list[dict[str, Any]]:
+    """The records in the REST shape, ordered by account, wallet, asset."""
+    out = []
+    for key in sorted(state.records):
+        record = dict(state.records[key])
+        if nonzero and Decimal(record["total"]) == 0:
+            continue
+        record["stale"] = not state.live.get(record["account"], False)
+        out.append(record)
+    return out
+
+
+async def changes_page(
+    conn: AsyncConnection,
+    *,
+    accounts: Sequence[str] | None,
+    assets: Sequence[str] | None,
+    from_us: int | None,
+    to_us: int | None,
+    after_seq: int,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` changes with seq > ``after_seq``, oldest first."""
+    c = schema.changes
+    where = [c.c.seq > after_seq, *_filters(c, accounts, assets)]
+    if from_us is not None:
+        where.append(c.c.time_us >= from_us)
+    if to_us is not None:
+        where.append(c.c.time_us < to_us)
+    result = await conn.execute(select(c).where(*where).order_by(c.c.seq).limit(limit))
+    out = []
+    for row in result:
+        doc = {"seq": row.seq, "time": iso_us(row.time_us), "type": row.kind}
+        doc.update(_record(row))
+        if row.kind == "removed":
+            doc["extra"] = None
+        out.append(doc)
+    return out
+
+
+async def gaps_between(
+    conn: AsyncConnection, from_us: int | None = None, to_us: int | None = None
+) -> list[dict[str, Any]]:
+    g = schema.gaps
+    where: list[Any] = []
+    if from_us is not None:
+        where.append(g.c.to_time_us > from_us)
+    if to_us is not None:
+        where.append(g.c.from_time_us < to_us)
+    result = await conn.execute(select(g).where(*where).order_by(g.c.from_seq))
+    return [
+        {"from_seq": r.from_seq, "to_seq": r.to_seq, "from": iso_us(r.from_time_us),
+         "to": iso_us(r.to_time_us)}
+        for r in result
+    ]  # fmt: skip
+
+
+async def series(
+    conn: AsyncConnection,
+    *,
+    accounts: Sequence[str] | None,
+    assets: Sequence[str],
+    from_us: int,
+    to_us: int,
+    step_us: int,
+) -> AsyncIterator[dict[str, Any]]:
+    """The summed amounts (over the selected accounts and wallets) at each step boundary.
+
+    Points are at ``from_us``, ``from_us + step_us``, … and a last one at ``to_us``.
+
+    Each point is the exact state at its time (one indexed query per point, bounded by
+    :data:`MAX_POINTS`); a point history cannot know (before it starts, or inside a gap)
+    has null amounts and a ``reason``.
+    """
+    times = list(range(from_us, to_us + 1, step_us))
+    if times[-1] != to_us:
+        times.append(to_us)  # the last, partial step ends at `to`
+    for t in times:
+        try:
+            state = await state_at(conn, t, accounts, assets)
+        except NotCovered as exc:
+            yield {"time": iso_us(t), "total": None, "available": None, "locked": None,
+                   "reason": exc.code}  # fmt: skip
+        else:
+            sums = [Decimal(0), Decimal(0), Decimal(0)]
+            for record in state.records.values():
+                sums[0] += Decimal(record["total"])
+                sums[1] += Decimal(record["available"])
+                sums[2] += Decimal(record["locked"])
+            yield {"time": iso_us(t), "total": decimal_str(sums[0]),
+                   "available": decimal_str(sums[1]), "locked": decimal_str(sums[2]),
+                   "seq": state.seq}  # fmt: skip
+
+
+async def apply_retention(engine: AsyncEngine, cutoff_us: int) -> bool:
+    """Keep history from ``cutoff_us`` on: fold everything older into one base snapshot.
+
+    The state at the cutoff becomes a snapshot (reason ``retention``); older changes,
+    statuses, snapshots, gaps and prices are deleted. Returns False when the state at the
+    cutoff is unknown (a gap or before history started) and nothing was changed.
+    """
+    async with schema.writes(engine).begin() as conn:
+        try:
+            state = await state_at(conn, cutoff_us)
+        except NotCovered:
+            return False
+        seq = state.seq
+        exists = (
+            await conn.execute(select(schema.snapshots.c.seq).where(schema.snapshots.c.seq == seq))
+        ).first()
+        if exists is None:
+            await insert_ignore(
+                conn, schema.snapshots, [{"seq": seq, "time_us": cutoff_us, "reason": "retention"}]
+            )
+            rows = [
+                {"snapshot_seq": seq, **{k: v for k, v in r.items() if k != "extra"},
+                 "extra": orjson.dumps(r["extra"]).decode()}
+                for r in state.records.values()
+            ]  # fmt: skip
+            if rows:
+                await insert_ignore(conn, schema.snapshot_rows, rows)
+            states = [
+                {"seq": seq, "account": a, "state": "live" if ok else "stale", "time_us": cutoff_us}
+                for a, ok in state.live.items()
+            ]  # fmt: skip
+            if states:
+                await insert_ignore(conn, schema.statuses, states)
+        await conn.execute(delete(schema.changes).where(schema.changes.c.seq <= seq))
+        await conn.execute(delete(schema.statuses).where(schema.statuses.c.seq < seq))
+        await conn.execute(
+            delete(schema.snapshot_rows).where(schema.snapshot_rows.c.snapshot_seq < seq)
+        )
+        await conn.execute(delete(schema.snapshots).where(schema.snapshots.c.seq < seq))
+        await conn.execute(delete(schema.gaps).where(schema.gaps.c.to_time_us <= cutoff_us))
+        await conn.execute(delete(schema.prices).where(schema.prices.c.time_us < cutoff_us))
+    return True

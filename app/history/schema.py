@@ -1,0 +1,235 @@
+"""The history database: tables, engine, and the versioned migrations the service runs.
+
+Owns the storage layout of :mod:`app.history`. Amounts are stored as **canonical decimal
+strings** (``TEXT``, as in Redis and every response), not ``NUMERIC``: SQLite gives
+``NUMERIC`` columns float affinity (``0.1`` would come back as a binary float), and one
+exact representation on both databases keeps the code and the tests identical. Times are
+integer epoch **microseconds** (``time_us``): exact, indexable, and free of time-zone
+handling differences between SQLite and PostgreSQL.
+
+Migrations: ``history_schema`` holds one row with the applied version; :data:`MIGRATIONS`
+is an append-only list of steps, each run in its own transaction at start-up. An upgraded
+service applies the steps it finds missing; a database newer than the code is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+WRITE_OPTION = "history_write"
+"""Execution option marking a write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+
+metadata = MetaData()
+
+schema_version = Table(
+    "history_schema",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+)
+
+# One row per change on the stream that history needs: a balance record written
+# (kind "balance") or removed (kind "removed"). Amount columns are null for removals.
+changes = Table(
+    "history_changes",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("account", String(64), nullable=False),
+    Column("venue", String(32)),
+    Column("wallet", String(160), nullable=False),
+    Column("asset", String(160), nullable=False),
+    Column("symbol", String(64)),
+    Column("total", Text),
+    Column("available", Text),
+    Column("locked", Text),
+    Column("updated_at", String(40)),
+    Column("venue_ts", String(40)),
+    Column("extra", Text),  # JSON object as stored in Redis
+    Index("ix_history_changes_account_asset_time", "account", "asset", "time_us"),
+    Index("ix_history_changes_key_seq", "account", "wallet", "asset", "seq"),
+    Index("ix_history_changes_time", "time_us"),
+)
+
+# Account lifecycle states over time (from status messages and snapshots): a record at a
+# past instant is `stale` unless its account was `live` then.
+statuses = Table(
+    "history_status",
+    metadata,
+    Column("seq", BigInteger, nullable=False),
+    Column("account", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("time_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("seq", "account"),
+    Index("ix_history_status_account_time", "account", "time_us"),
+)
+
+# A full state at `seq`: the genesis (seq 0, empty), the start of history on a deployment
+# whose stream was already trimmed, the new starting point after a gap, or the base kept
+# when retention deletes older changes.
+snapshots = Table(
+    "history_snapshots",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("reason", String(16), nullable=False),
+    Index("ix_history_snapshots_time", "time_us"),
+)
+
+snapshot_rows = Table(
+    "history_snapshot_rows",
+    metadata,
+    Column("snapshot_seq", BigInteger, nullable=False),
+    Column("account", String(64), nullable=False),
+    Column("venue", String(32)),
+    Column("wallet", String(160), nullable=False),
+    Column("asset", String(160), nullable=False),
+    Column("symbol", String(64)),
+    Column("total", Text, nullable=False),
+    Column("available", Text, nullable=False),
+    Column("locked", Text, nullable=False),
+    Column("updated_at", String(40)),
+    Column("venue_ts", String(40)),
+    Column("extra", Text),
+    PrimaryKeyConstraint("snapshot_seq", "account", "wallet", "asset"),
+)
+
+# Changes the stream no longer held when the writer came to them: seqs from_seq..to_seq
+# are not stored, and the state between from_time_us and to_time_us is unknown.
+gaps = Table(
+    "history_gaps",
+    metadata,
+    Column("from_seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("to_seq", BigInteger, nullable=False),
+    Column("from_time_us", BigInteger, nullable=False),
+    Column("to_time_us", BigInteger, nullable=False),
+)
+
+# Prices over time (see app.history.prices): pair "BASE/QUOTE", where it came from.
+prices = Table(
+    "history_prices",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("pair", String(64), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("price", Text, nullable=False),
+    Column("time_us", BigInteger, nullable=False),
+    Index("ix_history_prices_pair_time", "pair", "time_us"),
+)
+
+
+def _v1(conn: Connection) -> None:
+    for table in (changes, statuses, snapshots, snapshot_rows, gaps, prices):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: Sequence[Callable[[Connection], None]] = (_v1,)
+"""Append-only: step ``i`` upgrades version ``i`` to ``i + 1``. Never edit a shipped step."""
+
+LATEST = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer version of the service."""
+
+
+def _current_version(conn: Connection) -> int:
+    if not inspect(conn).has_table(schema_version.name):
+        schema_version.create(conn)
+        return 0
+    value = conn.execute(select(schema_version.c.version)).scalar()
+    return int(value or 0)
+
+
+def _set_version(conn: Connection, version: int) -> None:
+    conn.execute(schema_version.delete())
+    conn.execute(schema_version.insert().values(version=version))
+
+
+async def migrate(engine: AsyncEngine) -> int:
+    """Apply every missing migration step; return the version now in force.
+
+    Each step runs in its own transaction together with the version bump, so a crash
+    leaves the database at a consistent version. On PostgreSQL a transaction-level
+    advisory lock keeps replicas that start together from migrating at once.
+    """
+    while True:
+        async with writes(engine).begin() as conn:
+            if engine.dialect.name == "postgresql":
+                await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7271914)")
+            version = await conn.run_sync(_current_version)
+            if version > LATEST:
+                raise SchemaTooNew(
+                    f"history schema version {version} is newer than this service ({LATEST})"
+                )
+            if version == LATEST:
+                return version
+            await conn.run_sync(MIGRATIONS[version])
+            await conn.run_sync(_set_version, version + 1)
+
+
+def default_url(data_dir: Path) -> str:
+    """The embedded SQLite file under the data directory."""
+    return f"sqlite+aiosqlite:///{(data_dir / 'history.sqlite3').resolve()}"
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """An engine for ``url``; SQLite gets WAL mode so readers never wait for the writer."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 10})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: object) -> None:
+            # the driver's implicit BEGIN is replaced by ours (below)
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # Writers take the write lock up front (BEGIN IMMEDIATE): a deferred
+            # transaction that reads and then writes can fail with "database is locked"
+            # instead of waiting when another connection writes at the same moment.
+            if conn.get_execution_options().get(WRITE_OPTION):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def writes(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (same pool) with write transactions marked (see :data:`WRITE_OPTION`)."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password masked, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,473 @@
+"""The history writer: the change stream -> the history database, each change once.
+
+Sits beside the fold, never in it: it is its own task with its own Redis connection and
+reads ``P:changes`` through a Redis Streams **consumer group** (one group per deployment,
+the consumer name is the instance id), so with several replicas every change is handed
+to exactly one writer. A batch is inserted in one transaction, idempotently on ``seq``
+(``ON CONFLICT DO NOTHING``), and acknowledged (``XACK``) only after it committed: a
+crash or a database outage leaves the entries pending, and they are written on retry
+(the writer re-reads its own pending entries first) or claimed by another replica
+(``XAUTOCLAIM`` after ``claim_idle_ms``).
+
+If the writer falls further behind than the capped stream keeps, the changes it never
+read are gone. It then records a **gap** (the seqs and the time span whose state is
+unknown), writes a full snapshot of the current state as a new starting point, and moves
+the group past it. History never claims continuity it does not have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.history import schema
+from app.history.queries import apply_retention, insert_ignore
+from app.metrics import Metrics
+from app.store import BalanceReader, Keys, decimal_str
+
+log = logging.getLogger(__name__)
+
+GROUP = "history"
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _iso_to_us(text: str) -> int | None:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return int(dt.timestamp()) * 1_000_000 + dt.microsecond
+
+
+def _text(fields: dict[Any, Any], name: str) -> str:
+    value = fields.get(name.encode(), fields.get(name))
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _seq(entry_id: bytes | str) -> int:
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(eid.partition("-")[0])
+
+
+class ForeignHistory(Exception):
+    """The history database was written by another deployment (its seqs are ahead)."""
+
+
+class HistoryWriter:
+    """Consumes the change stream into the history tables (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        engine: AsyncEngine,
+        accounts: Callable[[], Sequence[str]],
+        *,
+        consumer: str,
+        group: str = GROUP,
+        batch: int = 2_000,
+        claim_idle_ms: int = 30_000,
+        block_ms: int = 500,
+        retention_days: int = 0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._engine = schema.writes(engine)
+        self._accounts = accounts
+        self._reader = BalanceReader(redis, keys)
+        self.consumer = consumer
+        self.group = group
+        self._batch = batch
+        self._claim_idle_ms = claim_idle_ms
+        self._block_ms = block_ms
+        self._retention_days = retention_days
+        self._metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._retry_pending = True  # re-read our own pending entries first
+        self._next_claim = 0.0
+        self._next_retention = 0.0
+        self._behind_since_us: int | None = None  # oldest entry read but not committed
+        self.ready = False  # schema migrated and a starting point recorded
+        self.healthy = False
+        self.last_error = ""
+        self.written = 0  # rows committed by this writer (redeliveries included)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._run(), name=f"history-writer-{self.consumer}")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Finish the round in progress (a transaction is never cut in half), then stop."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                if not self.ready:
+                    await self.bootstrap()
+                await self.step()
+                backoff = 0.1
+                self.healthy = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the writer must outlive any database or Redis fault
+                self.healthy = False
+                self._retry_pending = True
+                self.last_error = type(exc).__name__
+                if self._behind_since_us is None:  # e.g. the database is down at start-up
+                    self._behind_since_us = _now_us()
+                # the type only: driver messages can quote connection details
+                log.warning(
+                    "history write failed (%s); retrying in %.1fs", self.last_error, backoff
+                )
+                self._report_lag()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    # -- starting point ----------------------------------------------------------------
+
+    async def bootstrap(self) -> None:
+        """Migrate the schema and make sure history has a starting point and a group."""
+        await schema.migrate(self._engine)
+        async with self._engine.connect() as conn:
+            has_base = (await conn.execute(select(schema.snapshots.c.seq).limit(1))).first()
+            stored = (await conn.execute(select(func.max(schema.changes.c.seq)))).scalar() or 0
+        group_exists = await self._group_info() is not None
+        if has_base and await self._reader.current_seq() < stored:
+            # seq never goes back in one deployment: this database recorded another one
+            # (another key prefix, or a Redis that was reset); writing would mix the two
+            raise ForeignHistory(
+                f"the history database holds changes up to seq {stored}, beyond this "
+                "deployment's change counter: it belongs to another deployment"
+            )
+        if has_base:
+            if not group_exists:
+                await self._create_group(f"{stored}-0")
+        else:
+            first = await self._first_seq()
+            current = await self._reader.current_seq()
+            if current == 0 or first == 1:
+                # The stream holds the deployment's whole life: history starts empty when
+                # its first change was written (or now), and knows nothing before that.
+                since = await self._first_time() if first == 1 else None
+                genesis = {"seq": 0, "time_us": since or _now_us(), "reason": "genesis"}
+                async with self._engine.begin() as conn:
+                    await insert_ignore(conn, schema.snapshots, [genesis])
+                if not group_exists:
+                    await self._create_group("0")
+            else:
+                seq = await self._snapshot("start")
+                if group_exists:
+                    await self._redis.xgroup_setid(self._keys.changes, self.group, f"{seq}-0")
+                else:
+                    await self._create_group(f"{seq}-0")
+        self.ready = True
+        log.info("history writer %s ready (group %s)", self.consumer, self.group)
+
+    async def _create_group(self, at: str) -> None:
+        try:
+            await self._redis.xgroup_create(self._keys.changes, self.group, id=at, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _group_info(self) -> dict[str, Any] | None:
+        try:
+            groups: Any = await self._redis.xinfo_groups(self._keys.changes)
+        except ResponseError:  # no such key
+            return None
+        for info in groups:
+            name = info.get("name")
+            if (name.decode() if isinstance(name, bytes) else name) == self.group:
+                return dict(info)
+        return None
+
+    async def _first_time(self) -> int | None:
+        entries: Any = await self._redis.xrange(self._keys.changes, count=1)
+        t = _text(entries[0][1], "t") if entries else ""
+        return int(t) if t.isdigit() else None
+
+    async def _first_seq(self) -> int | None:
+        entries: Any = await self._redis.xrange(self._keys.changes, count=1)
+        return _seq(entries[0][0]) if entries else None
+
+    # -- one round ---------------------------------------------------------------------
+
+    async def step(self) -> int:
+        """Claim, retry or read one batch and commit it; return how many entries it took."""
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + self._claim_idle_ms / 2000
+            claimed = await self._claim()
+            if claimed:
+                return claimed
+        if self._retention_days and now >= self._next_retention:
+            self._next_retention = now + 3600
+            cutoff = _now_us() - self._retention_days * 86_400_000_000
+            await apply_retention(self._engine, cutoff)
+        if self._retry_pending:
+            reply: Any = await self._redis.xreadgroup(
+                self.group, self.consumer, {self._keys.changes: "0"}, count=self._batch
+            )
+            entries = reply[0][1] if reply else []
+            if not entries:
+                self._retry_pending = False
+                return 0
+            await self._commit(entries)
+            return len(entries)
+        await self._check_trimmed()
+        reply = await self._redis.xreadgroup(
+            self.group,
+            self.consumer,
+            {self._keys.changes: ">"},
+            count=self._batch,
+            block=self._block_ms,
+        )
+        entries = reply[0][1] if reply else []
+        if entries:
+            await self._commit(entries)
+        if len(entries) < self._batch:
+            self._behind_since_us = None
+        self._report_lag()
+        return len(entries)
+
+    async def catch_up(self, max_rounds: int = 100_000) -> int:
+        """Run rounds until one finds nothing new (used at shutdown and by tests)."""
+        total = 0
+        for _ in range(max_rounds):
+            retrying = self._retry_pending
+            taken = await self.step()
+            total += taken
+            if taken == 0 and not retrying:
+                break
+        return total
+
+    async def _claim(self) -> int:
+        """Take over entries another consumer read and never acknowledged (it died)."""
+        reply: Any = await self._redis.xautoclaim(
+            self._keys.changes,
+            self.group,
+            self.consumer,
+            self._claim_idle_ms,
+            start_id="0-0",
+            count=self._batch,
+        )
+        entries = list(reply[1]) if len(reply) > 1 else []
+        deleted = [_seq(d) for d in reply[2]] if len(reply) > 2 else []
+        if deleted:
+            # a dead consumer's entries the stream trimmed meanwhile: lost, say so
+            await self._gap(min(deleted), move_group=False)
+        if entries:
+            await self._commit(entries)
+        return len(entries) + len(deleted)
+
+    async def _check_trimmed(self) -> None:
+        """Record a gap if the stream trimmed entries the group never delivered."""
+        info = await self._group_info()
+        if info is None:
+            # the stream or the group vanished (Redis replaced): start again from here
+            self.ready = False
+            return
+        last = info.get("last-delivered-id")
+        delivered = _seq(last) if last else 0
+        first = await self._first_seq()
+        if first is not None and first > delivered + 1:
+            await self._gap(delivered + 1, move_group=True)
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def _commit(self, entries: Sequence[tuple[Any, Any]]) -> None:
+        rows: list[dict[str, Any]] = []
+        states: list[dict[str, Any]] = []
+        ids: list[Any] = []
+        trimmed: list[int] = []
+        fallback_us = _now_us()
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            seq = _seq(entry_id)
+            if not fields:
+                trimmed.append(seq)  # pending, but the stream no longer holds it
+                continue
+            message = orjson.loads(_text(fields, "m") or "{}")
+            kind = message.get("type")
+            t = _text(fields, "t")  # epoch µs
+            if t.isdigit():
+                time_us = int(t)
+            else:  # written before entries carried t: the record's time, else now
+                updated = (message.get("balance") or {}).get("updated_at")
+                time_us = (_iso_to_us(updated) if updated else None) or fallback_us
+            if self._behind_since_us is None:
+                self._behind_since_us = time_us
+            if kind == "balance":
+                rows.append(_balance_row(seq, time_us, message["balance"]))
+            elif kind == "removed":
+                rows.append(
+                    {
+                        "seq": seq, "time_us": time_us, "kind": "removed",
+                        "account": message["account"], "venue": None,
+                        "wallet": message["wallet"], "asset": message["asset"],
+                        "symbol": None, "total": None, "available": None, "locked": None,
+                        "updated_at": None, "venue_ts": None, "extra": None,
+                    }
+                )  # fmt: skip
+            elif kind == "status":
+                doc = message.get("account") or {}
+                if isinstance(doc, dict) and doc.get("account") and doc.get("state"):
+                    states.append(
+                        {"seq": seq, "account": doc["account"], "state": str(doc["state"])[:16],
+                         "time_us": time_us}
+                    )  # fmt: skip
+            # venue events never change balances; history does not keep them
+        async with self._engine.begin() as conn:
+            if rows:
+                await insert_ignore(conn, schema.changes, rows)
+            if states:
+                await insert_ignore(conn, schema.statuses, states)
+        if trimmed:
+            await self._gap(min(trimmed), move_group=False)
+        await self._redis.xack(self._keys.changes, self.group, *ids)
+        count = len(rows) + len(states)
+        self.written += count
+        if self._metrics is not None:
+            self._metrics.history_writes.inc(count)
+        self._behind_since_us = None if len(entries) < self._batch else fallback_us
+
+    async def _gap(self, from_seq: int, *, move_group: bool) -> None:
+        """Record the gap from ``from_seq`` and a full snapshot as the new starting point."""
+        seq = await self._snapshot("gap", gap_from=from_seq)
+        if move_group and seq >= from_seq:
+            await self._redis.xgroup_setid(self._keys.changes, self.group, f"{seq}-0")
+        if self._metrics is not None:
+            self._metrics.history_gaps.inc()
+        log.warning(
+            "history gap: changes %d..%d were trimmed from the stream before they were "
+            "written; recorded a gap and a snapshot at seq %d",
+            from_seq,
+            seq,
+            seq,
+        )
+
+    async def _snapshot(self, reason: str, gap_from: int | None = None) -> int:
+        """Write the current state from Redis as a snapshot; return its seq."""
+        snap = await self._reader.snapshot(list(self._accounts()))
+        now_us = _now_us()
+        async with self._engine.begin() as conn:
+            if gap_from is not None:
+                from_time = await _time_before(conn, gap_from)
+                await insert_ignore(
+                    conn,
+                    schema.gaps,
+                    [{"from_seq": gap_from, "to_seq": max(snap.seq, gap_from),
+                      "from_time_us": from_time, "to_time_us": now_us}],
+                )  # fmt: skip
+            await _write_snapshot(conn, snap.seq, now_us, reason, snap.records, snap.statuses)
+        return snap.seq
+
+    # -- lag ---------------------------------------------------------------------------
+
+    def lag_seconds(self) -> float:
+        if self._behind_since_us is None:
+            return 0.0
+        return max(0.0, (_now_us() - self._behind_since_us) / 1_000_000)
+
+    def _report_lag(self) -> None:
+        if self._metrics is not None:
+            self._metrics.history_lag_seconds.set(self.lag_seconds())
+
+
+def _balance_row(seq: int, time_us: int, b: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "time_us": time_us,
+        "kind": "balance",
+        "account": b["account"],
+        "venue": b.get("venue"),
+        "wallet": b["wallet"],
+        "asset": b["asset"],
+        "symbol": b.get("symbol"),
+        "total": b["total"],
+        "available": b["available"],
+        "locked": b["locked"],
+        "updated_at": b.get("updated_at"),
+        "venue_ts": b.get("venue_ts"),
+        "extra": orjson.dumps(b.get("extra") or {}).decode(),
+    }
+
+
+async def _time_before(conn: AsyncConnection, seq: int) -> int:
+    """Time of the newest stored change or snapshot before ``seq`` (0 if none)."""
+    change = (
+        await conn.execute(
+            select(func.max(schema.changes.c.time_us)).where(schema.changes.c.seq < seq)
+        )
+    ).scalar()
+    snap = (
+        await conn.execute(
+            select(func.max(schema.snapshots.c.time_us)).where(schema.snapshots.c.seq < seq)
+        )
+    ).scalar()
+    return int(max(change or 0, snap or 0))
+
+
+async def _write_snapshot(
+    conn: AsyncConnection,
+    seq: int,
+    time_us: int,
+    reason: str,
+    records: Sequence[Any],
+    statuses: dict[str, dict[str, Any]],
+) -> None:
+    await insert_ignore(
+        conn, schema.snapshots, [{"seq": seq, "time_us": time_us, "reason": reason}]
+    )
+    rows = [
+        {
+            "snapshot_seq": seq, "account": r.account, "venue": r.venue, "wallet": r.wallet,
+            "asset": r.asset, "symbol": r.symbol, "total": decimal_str(r.total),
+            "available": decimal_str(r.available), "locked": decimal_str(r.locked),
+            "updated_at": r.updated_at or None, "venue_ts": r.venue_ts,
+            "extra": orjson.dumps(dict(r.extra)).decode(),
+        }
+        for r in records
+    ]  # fmt: skip
+    if rows:
+        await insert_ignore(conn, schema.snapshot_rows, rows)
+    states = [
+        {"seq": seq, "account": account, "state": str(doc.get("state") or "unknown")[:16],
+         "time_us": time_us}
+        for account, doc in statuses.items()
+    ]  # fmt: skip
+    if states:
+        await insert_ignore(conn, schema.statuses, states)

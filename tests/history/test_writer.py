@@ -1,0 +1,286 @@
+"""The history writer against a real Redis and a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.domain import AssetBalance
+from app.history import queries, schema
+from app.history.writer import HistoryWriter
+from app.metrics import Metrics
+from app.store import BalanceReader, BalanceWriter, Keys, decimal_str
+from tests.pgserver import PrivatePostgres
+
+ACCOUNTS = ["acct-a", "acct-b"]
+
+
+def bal(asset: str, total: str, locked: str = "0", wallet: str = "") -> AssetBalance:
+    t, lk = Decimal(total), Decimal(locked)
+    return AssetBalance(wallet=wallet, asset=asset, symbol=asset, total=t, available=t - lk,
+                        locked=lk, extra={})  # fmt: skip
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if await check():
+                return
+        except Exception:  # e.g. the schema is not created yet, the database restarting
+            pass
+        await asyncio.sleep(0.05)
+    assert await check(), "condition not met before the deadline"
+
+
+@pytest.fixture
+async def engine(history_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = schema.make_engine(history_url)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+@pytest.fixture
+async def owner(redis_client: aioredis.Redis, key_prefix: str) -> AsyncIterator[BalanceWriter]:
+    writer = BalanceWriter(redis_client, Keys(key_prefix), stream_maxlen=100_000)
+    writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.close()
+
+
+def make_writer(
+    client: aioredis.Redis, prefix: str, engine: AsyncEngine, name: str, **kw: Any
+) -> HistoryWriter:
+    return HistoryWriter(client, Keys(prefix), engine, lambda: ACCOUNTS, consumer=name,
+                         block_ms=100, **kw)  # fmt: skip
+
+
+async def stored_seqs(engine: AsyncEngine) -> list[int]:
+    async with engine.connect() as conn:
+        return [r.seq for r in await conn.execute(select(schema.changes.c.seq))]
+
+
+async def stream_change_seqs(client: aioredis.Redis, prefix: str) -> list[int]:
+    """Seqs of the balance/removed entries on the stream (statuses and events excluded)."""
+    entries: Any = await client.xrange(Keys(prefix).changes)
+    out = []
+    for entry_id, fields in entries:
+        if fields[b"s"]:
+            out.append(int(entry_id.decode().partition("-")[0]))
+    return out
+
+
+async def random_changes(
+    owner: BalanceWriter, rng: random.Random, n: int, *, each: bool = False
+) -> None:
+    """``n`` random updates; ``each`` writes every one before the next (no conflation)."""
+    for i in range(n):
+        account = rng.choice(ACCOUNTS)
+        asset = rng.choice(["BTC", "ETH", "USDT", "SOL"])
+        if rng.random() < 0.1:
+            owner.submit_snapshot(account, "sfox", "", [bal("BTC", str(rng.randint(1, 9)))])
+        else:
+            total = Decimal(rng.randint(0, 10**12)) / Decimal(10**8)
+            owner.submit_update(account, "sfox", [bal(asset, decimal_str(total))])
+        if each:
+            assert await owner.drain(10)
+        elif i % 7 == 0:
+            await asyncio.sleep(0)
+    assert await owner.drain(10)
+
+
+async def test_every_change_is_stored_and_state_at_matches(
+    redis_client: aioredis.Redis, key_prefix: str, owner: BalanceWriter, engine: AsyncEngine
+) -> None:
+    metrics = Metrics()
+    writer = make_writer(redis_client, key_prefix, engine, "one", metrics=metrics)
+    writer.start()
+    rng = random.Random(7)
+    checkpoints: list[tuple[int, list[tuple[str, str, str, str, str, str]]]] = []
+    reader = BalanceReader(redis_client, Keys(key_prefix))
+    try:
+        for _ in range(8):
+            await random_changes(owner, rng, 60)
+            snap = await reader.snapshot(ACCOUNTS)
+            checkpoints.append((time.time_ns() // 1000, _rows(snap.records)))
+            await asyncio.sleep(0.003)
+        expected = await stream_change_seqs(redis_client, key_prefix)
+
+        async def caught_up() -> bool:
+            return sorted(await stored_seqs(engine)) == expected
+
+        await wait_for(caught_up)
+    finally:
+        await writer.stop()
+    assert metrics.history_writes._value.get() >= len(expected)
+    async with engine.connect() as conn:
+        for at_us, rows in checkpoints:
+            state = await queries.state_at(conn, at_us)
+            got = sorted(
+                (r["account"], r["wallet"], r["asset"], r["total"], r["available"], r["locked"])
+                for r in state.records.values()
+            )
+            assert got == rows
+
+
+def _rows(records: Any) -> list[tuple[str, str, str, str, str, str]]:
+    return sorted(
+        (r.account, r.wallet, r.asset, decimal_str(r.total), decimal_str(r.available),
+         decimal_str(r.locked))
+        for r in records
+    )  # fmt: skip
+
+
+async def test_three_writers_store_every_change_exactly_once(
+    redis_client: aioredis.Redis, key_prefix: str, owner: BalanceWriter, engine: AsyncEngine
+) -> None:
+    writers = [make_writer(redis_client, key_prefix, engine, f"replica-{i}", batch=50)
+               for i in range(3)]  # fmt: skip
+    for w in writers:
+        w.start()
+    try:
+        await random_changes(owner, random.Random(3), 3_000)
+        expected = await stream_change_seqs(redis_client, key_prefix)
+
+        async def caught_up() -> bool:
+            return len(await stored_seqs(engine)) >= len(expected)
+
+        await wait_for(caught_up, 60)
+    finally:
+        for w in writers:
+            await w.stop()
+    assert sorted(await stored_seqs(engine)) == expected
+    # each entry went to exactly one writer: their counts add up to the stored rows
+    assert sum(w.written for w in writers) == len(expected)
+    pending: Any = await redis_client.xpending(Keys(key_prefix).changes, "history")
+    assert pending["pending"] == 0
+
+
+async def test_a_dead_consumers_entries_are_claimed(
+    redis_client: aioredis.Redis, key_prefix: str, owner: BalanceWriter, engine: AsyncEngine
+) -> None:
+    first = make_writer(redis_client, key_prefix, engine, "first")
+    await first.bootstrap()
+    await random_changes(owner, random.Random(5), 200)
+    keys = Keys(key_prefix)
+    # a consumer that reads and dies before acknowledging
+    taken: Any = await redis_client.xreadgroup("history", "dead", {keys.changes: ">"}, count=10_000)
+    assert taken and taken[0][1]
+    survivor = make_writer(redis_client, key_prefix, engine, "survivor", claim_idle_ms=1_000)
+    survivor.start()
+    try:
+        expected = await stream_change_seqs(redis_client, key_prefix)
+
+        async def caught_up() -> bool:
+            return sorted(await stored_seqs(engine)) == expected
+
+        await wait_for(caught_up)
+    finally:
+        await survivor.stop()
+    pending: Any = await redis_client.xpending(keys.changes, "history")
+    assert pending["pending"] == 0
+
+
+async def test_falling_behind_the_stream_records_a_gap_and_a_snapshot(
+    redis_client: aioredis.Redis, key_prefix: str, engine: AsyncEngine
+) -> None:
+    keys = Keys(key_prefix)
+    small = BalanceWriter(redis_client, keys, stream_maxlen=100)
+    small.start()
+    metrics = Metrics()
+    writer = make_writer(redis_client, key_prefix, engine, "w", metrics=metrics)
+    try:
+        await random_changes(small, random.Random(1), 20)
+        await writer.bootstrap()
+        await writer.catch_up()
+        # the writer is away while far more changes than the stream keeps go by
+        await random_changes(small, random.Random(2), 600, each=True)
+        first: Any = await redis_client.xrange(keys.changes, count=1)
+        assert int(first[0][0].decode().partition("-")[0]) > 100, "the stream was not trimmed"
+        await writer.catch_up()
+        await random_changes(small, random.Random(4), 30)
+        await writer.catch_up()
+    finally:
+        await small.close()
+    assert metrics.history_gaps._value.get() == 1
+    now_us = time.time_ns() // 1000
+    async with engine.connect() as conn:
+        gaps = await queries.gaps_between(conn)
+        assert len(gaps) == 1
+        # before the gap: known; inside it: refused; after the snapshot: exact
+        gap_row = (await conn.execute(select(schema.gaps))).one()
+        await queries.state_at(conn, gap_row.from_time_us - 1)
+        with pytest.raises(queries.NotCovered) as info:
+            await queries.state_at(conn, (gap_row.from_time_us + gap_row.to_time_us) // 2)
+        assert info.value.code == "history_gap"
+        state = await queries.state_at(conn, now_us)
+        n_snap = (await conn.execute(select(func.count()).select_from(schema.snapshots))).scalar()
+        assert n_snap == 2  # genesis and the one after the gap
+    snap = await BalanceReader(redis_client, keys).snapshot(ACCOUNTS)
+    got = sorted(
+        (r["account"], r["wallet"], r["asset"], r["total"], r["available"], r["locked"])
+        for r in state.records.values()
+    )
+    assert got == _rows(snap.records)
+
+
+async def test_database_outage_loses_nothing_the_stream_still_holds(
+    redis_client: aioredis.Redis, key_prefix: str, owner: BalanceWriter
+) -> None:
+    server = PrivatePostgres()
+    server.start()
+    url = server.create_database()
+    eng = schema.make_engine(url)
+    metrics = Metrics()
+    writer = make_writer(redis_client, key_prefix, eng, "w", metrics=metrics)
+    writer.start()
+    try:
+        await random_changes(owner, random.Random(8), 300)
+        await wait_for(lambda: _has(eng, 1))
+        server.stop()
+        await random_changes(owner, random.Random(9), 500)
+
+        async def failing() -> bool:
+            return not writer.healthy
+
+        await wait_for(failing)
+
+        async def lagging() -> bool:
+            return bool(metrics.history_lag_seconds._value.get() > 0)
+
+        await wait_for(lagging)
+        server.start()
+        await random_changes(owner, random.Random(10), 300)
+        expected = await stream_change_seqs(redis_client, key_prefix)
+
+        async def caught_up() -> bool:
+            return sorted(await stored_seqs(eng)) == expected
+
+        await wait_for(caught_up, 60)
+        assert metrics.history_gaps._value.get() == 0
+
+        async def lag_back_to_zero() -> bool:
+            return bool(metrics.history_lag_seconds._value.get() == 0)
+
+        await wait_for(lag_back_to_zero)
+    finally:
+        await writer.stop()
+        await eng.dispose()
+        server.destroy()
+
+
+async def _has(engine: AsyncEngine, n: int) -> bool:
+    return len(await stored_seqs(engine)) >= n
