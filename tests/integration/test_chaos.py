@@ -20,7 +20,7 @@ send (no connection subscribed), or sent to an instance that was then SIGKILLed,
 unknowable by any service. Such keys are left out of the live check until their next
 delivered change, and announced again (same value) before the final comparison.
 
-Replay a failure with ``BALAGG_CHAOS_SEED=<seed>``; ``BALAGG_CHAOS_SECONDS`` sets the
+Replay a failure with ``CHAOS_SEED=<seed>``; ``CHAOS_SECONDS`` sets the
 walk's length.
 """
 
@@ -56,8 +56,8 @@ from tests.integration.conftest import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = int(os.environ.get("BALAGG_CHAOS_SEED", "1121"))
-SECONDS = float(os.environ.get("BALAGG_CHAOS_SECONDS", "80"))
+SEED = int(os.environ.get("CHAOS_SEED", "1121"))
+SECONDS = float(os.environ.get("CHAOS_SECONDS", "80"))
 LEASE_MS = 2000
 WINDOW = 4.0  # how old a value a live record may show (flush, stream and poll latency)
 
@@ -587,7 +587,7 @@ async def test_chaos_walk_never_shows_a_wrong_balance(fleet: tuple[Fleet, Chaos]
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     report = (
-        f"seed {SEED} (replay: BALAGG_CHAOS_SEED={SEED}); {chaos.checks} checks\n"
+        f"seed {SEED} (replay: CHAOS_SEED={SEED}); {chaos.checks} checks\n"
         + "\n".join(chaos.violations[:40] + diverged[:40])
         + "\nevents:\n"
         + "\n".join(chaos.events)
