@@ -305,8 +305,9 @@ def _vts(content: _Content) -> bytes:
     return b"null" if content.venue_ts is None else orjson.dumps(content.venue_ts)
 
 
-FenceLookup = Callable[[str], str]
-"""account -> lease token that must still be current ('' = no fencing)."""
+FenceLookup = Callable[[str], str | None]
+"""account -> lease token that must still be current ('' = no fencing, ``None`` = this
+process holds no lease for it: its pending writes are refused, never written unfenced)."""
 
 
 class BalanceWriter:
@@ -498,6 +499,13 @@ class BalanceWriter:
             return []
         now_us = time.time_ns() // 1000
         now = iso_time_us(now_us)
+        # a write whose lease was released or lost meanwhile is refused here: sent with no
+        # fence it could overwrite what the account's new owner already wrote
+        unowned = {a for a in {*pending, *(n.account for n in notes)} if self._fence(a) is None}
+        for account in unowned:
+            pending.pop(account, None)
+        if unowned:
+            notes = deque(n for n in notes if n.account not in unowned)
         calls: list[tuple[str, bool]] = []  # (account, is_apply)
         pipe = self._client.pipeline(transaction=False)
         try:
@@ -542,7 +550,7 @@ class BalanceWriter:
         except BaseException:
             self._restore(pending, notes, prices)
             raise
-        results: list[FlushResult] = []
+        results = [FlushResult(account, 0, 0, True) for account in sorted(unowned)]
         failed: BaseException | None = None
         if prices:
             price_reply = replies.pop()

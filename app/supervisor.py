@@ -123,8 +123,18 @@ class Supervisor:
             return
         await self.rt.redis.xadd(self.rt.keys.resync, {"a": account_id}, maxlen=1000)
 
-    def fence_token(self, account_id: str) -> str:
-        return self.leases.token(account_id)
+    def fence_token(self, account_id: str) -> str | None:
+        """The lease token every write for the account must still match.
+
+        ``None`` for an enabled account this instance does not hold (released, lost or
+        never acquired): the writer refuses such writes rather than send them unfenced.
+        A disabled account's status is written by every instance without a lease ('').
+        """
+        token = self.leases.token(account_id)
+        if token:
+            return token
+        account = self.rt.account(account_id)
+        return "" if account is not None and not account.enabled else None
 
     def on_fenced(self, account_id: str) -> None:
         """A write was refused: another instance owns the account now. Step down."""
