@@ -251,8 +251,11 @@ async def test_dashboard_follows_the_stream_live(
             assert await page.evaluate(total_cell("BTC", "available")) == "0.25"
             assert await page.evaluate(total_cell("BTC", "locked")) == "0.05"
             assert await page.evaluate(total_cell("BTC", "accounts")) == "2"
-            assert await page.evaluate(total_cell("USDC", "total")) == "1005.5"
-            assert await page.evaluate(total_cell("USDC", "usd")) == "1,005.50"
+            # grouped by thousands for reading, exact in the cell's data-value
+            assert await page.evaluate(total_cell("USDC", "total")) == "1,005.5"
+            usdc_total = query("data-total-cell", "USDC|total")
+            assert await page.evaluate(f"{usdc_total}.dataset.value") == "1005.5"
+            await expect(page, total_cell("USDC", "value"), "1,005.50")
             assert await page.evaluate(account_attr("dash-a", "data-state")) == "live"
             assert await page.evaluate(account_text("dash-a", "[data-badge]")) == "live"
             assert await page.evaluate(account_text("dash-b", "[data-reconnects]")) == "2"
