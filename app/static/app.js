@@ -168,9 +168,9 @@
     return (rescale(part, s) * 10n ** BigInt(places)) / den;
   }
 
-  /** A share in millionths as a percentage text: 12.3% / <0.1% */
-  function percentText(millionths) {
-    if (millionths > 0n && millionths < 1000n) return "<0.1%";
+  /** A share in millionths as a percentage text: 12.3% / <0.1% (for a part that is not 0) */
+  function percentText(millionths, nonZero = millionths > 0n) {
+    if (nonZero && millionths < 1000n) return "<0.1%";
     const tenths = (millionths + 500n) / 1000n;
     return `${tenths / 10n}.${tenths % 10n}%`;
   }
@@ -913,7 +913,7 @@
       class: "alloc-bar",
       role: "img",
       "aria-label": `${kind === "symbol" ? "Value by asset" : "Value by account"}: ${shown
-        .map((s) => `${s.label} ${percentText(share(s.value, total))}`)
+        .map((s) => `${s.label} ${percentText(share(s.value, total), s.value.n !== 0n)}`)
         .join(", ")}`,
     });
     const legend = el("ul", "legend");
@@ -924,7 +924,7 @@
       const end = share(cum, total);
       const x = Number(start) / 1000; // geometry only: millionths of the bar -> viewBox units
       const w = Math.max(0, Number(end - start) / 1000);
-      const exact = `${s.label}: ${formatExact(s.value)} ${state.quote} (${percentText(share(s.value, total))})`;
+      const exact = `${s.label}: ${formatExact(s.value)} ${state.quote} (${percentText(share(s.value, total), s.value.n !== 0n)})`;
       const rect = svg("rect", {
         x, y: 0, width: w, height: 40,
         class: `slice c${s.other ? "x" : i}`,
@@ -958,7 +958,7 @@
       item.append(
         swatch,
         name,
-        el("span", "legend-pct", percentText(share(s.value, total))),
+        el("span", "legend-pct", percentText(share(s.value, total), s.value.n !== 0n)),
         el("span", "legend-value", formatValue(s.value)),
       );
       li.appendChild(item);
