@@ -119,13 +119,20 @@ def chromium() -> str:
 
 
 def screenshot_path(tmp_path: Path, name: str) -> Path:
-    folder = os.environ.get("BALAGG_SCREENSHOT_DIR")
+    """Where a screenshot goes: ``$BALAGG_ARTIFACTS`` (or the older name) or pytest's tmp dir."""
+    folder = os.environ.get("BALAGG_ARTIFACTS") or os.environ.get("BALAGG_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
     return (Path(folder) if folder else tmp_path) / name
 
 
 @contextlib.asynccontextmanager
 async def running_service(
-    redis_url: str, key_prefix: str, data_dir: Path, tokens: tuple[str, ...] = ()
+    redis_url: str,
+    key_prefix: str,
+    data_dir: Path,
+    tokens: tuple[str, ...] = (),
+    static_prices: dict[str, Decimal] | None = None,
 ) -> AsyncIterator[Service]:
     from app.service import create_app
 
@@ -137,6 +144,7 @@ async def running_service(
         data_dir=data_dir,
         api_tokens=tuple(SecretStr(t) for t in tokens),
         instance_id="test-instance",
+        static_prices=static_prices or {},
     )
     app = create_app(settings, accounts=ACCOUNTS)
     if not any(getattr(route, "path", None) == "/" for route in app.router.routes):
@@ -181,9 +189,11 @@ async def _stop_server(server: uvicorn.Server, serving: asyncio.Task[None]) -> N
 
 
 @contextlib.asynccontextmanager
-async def browser_page(chromium: str, tmp_path: Path) -> AsyncIterator[Page]:
+async def browser_page(
+    chromium: str, tmp_path: Path, width: int = 1280, height: int = 900
+) -> AsyncIterator[Page]:
     async with await Browser.launch(chromium, tmp_path / "profile") as browser:
-        page = await browser.new_page(1280, 900)
+        page = await browser.new_page(width, height)
         yield page
         assert page.exceptions == [], page.exceptions
 
