@@ -1227,9 +1227,13 @@
       return params.toString();
     },
 
+    asked: 0, // answers to older questions (another range or quote) are dropped
+
     async load() {
       if (this.available === false) return;
+      const asked = ++this.asked;
       const doc = await getJSON(`v1/history/value?${this.query({ quote: state.quote })}`);
+      if (asked !== this.asked) return;
       if (!doc || !Array.isArray(doc.points)) {
         if (this.available === null) this.available = false;
         els.history.hidden = true;
@@ -1242,8 +1246,10 @@
     },
 
     async loadSeries() {
-      const { kind, key } = this.series;
+      const series = this.series;
+      const { kind, key } = series;
       const doc = await getJSON(`v1/history/series?${this.query({ [kind === "symbol" ? "asset" : "account"]: key })}`);
+      if (series !== this.series) return;
       els.seriesBox.hidden = !doc || !Array.isArray(doc.points);
       if (doc && Array.isArray(doc.points)) {
         els.seriesTitle.textContent = key;
@@ -1405,6 +1411,7 @@
 
   /** GET a JSON route; null on any failure (a 401 asks for a token). */
   async function getJSON(path) {
+    const sentWith = token;
     let resp;
     try {
       resp = await fetch(new URL(path, document.baseURI), {
@@ -1415,7 +1422,9 @@
       return null;
     }
     if (resp.status === 401) {
-      if (!needToken) {
+      // A refusal of the token this request carried, if it is still the one in use: an
+      // answer to a request sent before a token was entered says nothing about it.
+      if (!needToken && sentWith === token) {
         const rejected = Boolean(token);
         token = "";
         store.set("");

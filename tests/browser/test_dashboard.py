@@ -365,3 +365,47 @@ async def test_dashboard_asks_for_a_token_when_the_service_requires_one(
             await page.goto(f"{svc.base}/?token={TOKEN}")
             await expect(page, cell("dash-a", "", "BTC", "total"), "1.5")
             assert await page.evaluate("location.search") == ""
+
+
+async def test_a_late_refusal_without_a_token_keeps_the_token_given_since(
+    chromium: str, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """A 401 to a request sent before the token was entered must not throw the token away."""
+    async with running_service(redis_url, key_prefix, tmp_path / "data", (TOKEN,)) as svc:
+        svc.writer.submit_status("dash-a", status("dash-a", "bitopro", "live"))
+        svc.writer.submit_update("dash-a", "bitopro", [bal("BTC", "1.5", "1")])
+        await svc.flush()
+        async with browser_page(chromium, tmp_path) as page:
+            # hold the answer to the page's first history request (sent without a token)
+            await page.send("Network.enable")
+            await page.send(
+                "Fetch.enable",
+                {"patterns": [{"urlPattern": "*/v1/history/*", "requestStage": "Response"}]},
+            )
+            await page.goto(svc.base + "/")
+            await expect(page, "document.querySelector('#token-form').hidden", False)
+            deadline = time.monotonic() + 10
+            while not page.paused:
+                assert time.monotonic() < deadline, "the page asked for no history"
+                await asyncio.sleep(0.02)
+            held = page.paused[0]
+            assert held["responseStatusCode"] == 401
+            await page.evaluate(
+                f"document.querySelector('#token-input').value = {json.dumps(TOKEN)};"
+                "document.querySelector('#token-form').requestSubmit()"
+            )
+            await expect(page, cell("dash-a", "", "BTC", "total"), "1.5")
+            await expect(page, "document.querySelector('#conn').dataset.conn", "connected")
+            # now the old refusal arrives
+            await page.send("Fetch.continueResponse", {"requestId": held["requestId"]})
+            deadline = time.monotonic() + 10
+            while held["networkId"] not in page.finished:
+                assert time.monotonic() < deadline, "the held response was not delivered"
+                await asyncio.sleep(0.02)
+            for _ in range(2):  # let the page's tasks queued behind the response run
+                await page.evaluate("new Promise((resolve) => setTimeout(resolve, 0))")
+            assert await page.evaluate("document.querySelector('#token-form').hidden") is True
+            assert await page.evaluate("document.querySelector('#conn').dataset.conn") == (
+                "connected"
+            )
+            assert await page.evaluate("sessionStorage.getItem('balagg.token')") == TOKEN
