@@ -287,3 +287,39 @@ async def test_overview_tables_and_events(
             assert background == "rgb(15, 18, 22)", background
             shot = await page.screenshot(screenshot_path(tmp_path, "overview-400.png"))
             print(f"screenshot: {shot}")
+
+
+async def test_value_over_time_only_with_a_history_api_and_with_its_gaps(
+    chromium: str, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    async with running_service(redis_url, key_prefix, tmp_path / "data") as svc:
+        svc.writer.submit_status("dash-b", status("dash-b", "sfox", "live"))
+        svc.writer.submit_update("dash-b", "sfox", [bal("USDC", "10")])
+        await svc.flush()
+        async with browser_page(chromium, tmp_path, 1400, 1000) as page:
+            # this service has no history routes: the section stays hidden
+            await page.goto(svc.base + "/")
+            await expect(page, "document.querySelector('#value').dataset.value", "10")
+            assert await page.evaluate("document.querySelector('#history').hidden") is True
+
+            # the history contract, served by a stand-in route: a null and a listed gap
+            # both break the line
+            points = [
+                {"t": 1000, "value": "1", "coverage": "1"},
+                {"t": 1060, "value": "2", "coverage": "1"},
+                {"t": 1120, "value": None, "coverage": "0"},
+                {"t": 1180, "value": "3", "coverage": "1"},
+                {"t": 1240, "value": "4", "coverage": "1"},
+                {"t": 1300, "value": "5", "coverage": "1"},
+            ]
+
+            @svc.app.get("/v1/history/value")
+            async def history_value() -> dict[str, Any]:
+                return {"points": points, "gaps": [{"from": 1250, "to": 1290}]}
+
+            await page.goto(svc.base + "/")
+            await expect(page, "document.querySelector('#history').hidden", False)
+            path = await page.evaluate(
+                "document.querySelector('#history-chart path.line').getAttribute('d')"
+            )
+            assert re.findall(r"[ML]", path) == ["M", "L", "M", "L", "M"], path
