@@ -1586,7 +1586,7 @@
       if (!gotMessage) {
         // Refused before anything arrived: find out whether a token is the reason.
         getJSON("v1/accounts").then(() => {
-          if (!needToken) scheduleReconnect();
+          if (!needToken && ws === null) scheduleReconnect(); // unless a new socket is up
         });
       } else {
         scheduleReconnect();
