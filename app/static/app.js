@@ -4,9 +4,18 @@
  * Speaks the /v1/stream protocol: a snapshot first, then balance / removed / status /
  * event messages, each with a deployment-wide seq. The last seq is kept; after a
  * disconnect the page reconnects with backoff and ?since=<seq>, so the server replays
- * what was missed (or sends a fresh snapshot). Amounts stay decimal strings end to end
- * and are summed exactly with BigInt. Every server-provided string reaches the DOM only
- * through textContent or setAttribute.
+ * what was missed (or sends a fresh snapshot). Valuation comes from GET /v1/totals
+ * (re-read shortly after balances change, and every few seconds), and is carried to live
+ * totals with the exact unit price it implies.
+ *
+ * Amounts and values stay decimal strings end to end: they are parsed into BigInt-based
+ * exact decimals for sums, shares and formatting, never into JS numbers (only the pixel
+ * geometry of the pictures is a number). Every server-provided string reaches the DOM
+ * only through textContent or setAttribute.
+ *
+ * Page layout: overview (headline value, coverage, unpriced assets, allocation pictures),
+ * value over time (only when the service has a history API), totals by symbol, account
+ * cards, and recent events written as sentences.
  */
 "use strict";
 
@@ -19,22 +28,28 @@
     "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB",
   ]);
   const MINT_VENUES = new Set(["solanatracker"]);
+  const QUOTES = ["USD", "TWD"];
   const FIELDS = ["total", "available", "locked"];
   const TOKEN_KEY = "balagg.token";
+  const QUOTE_KEY = "balagg.quote";
   const PING_MS = 15000;
   const SILENCE_MS = 45000;
   const POLL_MS = 5000;
+  const REVALUE_DELAY_MS = 150; // after a balance change, re-read the valuation this soon
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 15000;
-  const MAX_EVENTS = 8;
+  const MAX_EVENTS = 30;
+  const MAX_KNOWN_SYMBOLS = 5000;
+  const MAX_SLICES = 8; // the rest of a picture is one "other" slice
+  const SHARE_PLACES = 6; // share of a total, in millionths, for geometry and percentages
 
   // ---------------------------------------------------------------------------------
   // Exact decimals: {n: BigInt, s: scale} means n / 10^s.
 
   const DEC_RE = /^([+-])?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,3}))?$/;
+  const ZERO = { n: 0n, s: 0 };
 
   function parseDec(value) {
-    if (typeof value === "number") value = String(value);
     if (typeof value !== "string") return null;
     const m = DEC_RE.exec(value.trim());
     if (!m || (!m[2] && !m[3])) return null;
@@ -58,6 +73,39 @@
     return { n: rescale(a, s) + rescale(b, s), s };
   }
 
+  function subDec(a, b) {
+    return addDec(a, { n: -b.n, s: b.s });
+  }
+
+  function mulDec(a, b) {
+    return { n: a.n * b.n, s: a.s + b.s };
+  }
+
+  function cmpDec(a, b) {
+    const s = Math.max(a.s, b.s);
+    const x = rescale(a, s);
+    const y = rescale(b, s);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+
+  /** a / b when the quotient has at most `maxScale` decimals; else null. */
+  function divExact(a, b, maxScale = 40) {
+    if (b.n === 0n) return null;
+    const num = a.n * 10n ** BigInt(b.s + maxScale);
+    const den = b.n * 10n ** BigInt(a.s);
+    if (num % den !== 0n) return null;
+    return normDec({ n: num / den, s: maxScale });
+  }
+
+  function normDec(d) {
+    let { n, s } = d;
+    while (s > 0 && n % 10n === 0n) {
+      n /= 10n;
+      s -= 1;
+    }
+    return { n, s };
+  }
+
   function decToString(d) {
     const neg = d.n < 0n;
     const digits = (neg ? -d.n : d.n).toString().padStart(d.s + 1, "0");
@@ -69,13 +117,28 @@
 
   /** Exact sum of decimal strings; null when any is not a decimal. */
   function sumDec(values) {
-    let acc = { n: 0n, s: 0 };
+    let acc = ZERO;
     for (const v of values) {
       const d = parseDec(v);
       if (d === null) return null;
       acc = addDec(acc, d);
     }
     return acc;
+  }
+
+  const group = (int) => int.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+
+  /** Split a plain decimal string into grouped integer part and ".fraction" (kept as is). */
+  function splitAmount(text) {
+    const m = /^(-?)(\d+)(\.\d+)?$/.exec(text);
+    if (!m) return null;
+    return { int: `${m[1]}${group(m[2])}`, frac: m[3] || "" };
+  }
+
+  /** Every decimal kept, thousands grouped: 1,005,153,193,511.66927422 */
+  function formatExact(d) {
+    const parts = splitAmount(decToString(d));
+    return parts ? parts.int + parts.frac : decToString(d);
   }
 
   /** Round half away from zero to `places` decimals and group thousands: 12,345.68 */
@@ -92,9 +155,24 @@
     }
     const neg = n < 0n;
     const digits = (neg ? -n : n).toString().padStart(places + 1, "0");
-    const int = digits.slice(0, digits.length - places).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    const int = group(digits.slice(0, digits.length - places));
     const frac = digits.slice(digits.length - places);
     return `${neg && n !== 0n ? "-" : ""}${int}${places ? "." + frac : ""}`;
+  }
+
+  /** part / total in units of 10^-places (a BigInt, rounded down); 0n for a zero total. */
+  function share(part, total, places = SHARE_PLACES) {
+    const s = Math.max(part.s, total.s);
+    const den = rescale(total, s);
+    if (den <= 0n) return 0n;
+    return (rescale(part, s) * 10n ** BigInt(places)) / den;
+  }
+
+  /** A share in millionths as a percentage text: 12.3% / <0.1% (for a part that is not 0) */
+  function percentText(millionths, nonZero = millionths > 0n) {
+    if (nonZero && millionths < 1000n) return "<0.1%";
+    const tenths = (millionths + 500n) / 1000n;
+    return `${tenths / 10n}.${tenths % 10n}%`;
   }
 
   // ---------------------------------------------------------------------------------
@@ -106,8 +184,13 @@
     records: new Map(), // key -> record
     statuses: new Map(), // account -> status doc
     seen: new Map(), // account -> newest activity time (ms) seen on the stream
+    down: new Map(), // account -> when (ms) it was seen leaving "live"
     bySymbol: new Map(), // symbol -> Set(key)
-    serverTotals: new Map(), // symbol -> {total, usd} from GET /v1/totals
+    knownSymbols: new Map(), // mint -> the last symbol a record or swap gave it
+    quote: "USD",
+    valuation: null, // the last GET /v1/totals answer for state.quote, normalised
+    filter: null, // {kind: "symbol" | "account", key, label} | null
+    exact: false, // show values with every decimal instead of cents
     events: [],
   };
 
@@ -116,11 +199,33 @@
     accounts: new Set(),
     symbols: new Set(),
     events: false,
-    usd: false,
+    value: false,
   };
 
   const recKey = (account, wallet, asset) => `${account}\u0000${wallet}\u0000${asset}`;
-  const symbolOf = (rec) => rec.symbol || rec.asset;
+  const symbolOf = (rec) => rec.symbol || rec.asset; // the service groups totals by this
+
+  function shorten(text, keep = 8) {
+    return text.length > keep * 2 + 3 ? `${text.slice(0, keep)}…${text.slice(-keep)}` : text;
+  }
+
+  const looksLikeMint = (text) => /^[1-9A-HJ-NP-Za-km-z]{32,44}$/.test(text);
+
+  /** What to call a symbol key: a mint with no symbol is named by a learnt one or shortened. */
+  function displaySymbol(key) {
+    if (!looksLikeMint(key)) return key;
+    return state.knownSymbols.get(key) || shorten(key, 4);
+  }
+
+  function learnSymbol(mint, symbol) {
+    if (typeof mint !== "string" || typeof symbol !== "string" || !symbol) return;
+    if (state.knownSymbols.get(mint) === symbol) return;
+    state.knownSymbols.delete(mint);
+    state.knownSymbols.set(mint, symbol);
+    if (state.knownSymbols.size > MAX_KNOWN_SYMBOLS) {
+      state.knownSymbols.delete(state.knownSymbols.keys().next().value);
+    }
+  }
 
   function accountState(account) {
     const st = state.statuses.get(account);
@@ -178,6 +283,7 @@
     const key = recKey(rec.account, rec.wallet, rec.asset);
     const old = state.records.get(key);
     state.records.set(key, rec);
+    if (rec.symbol && rec.symbol !== rec.asset) learnSymbol(rec.asset, rec.symbol);
     indexSymbol(key, old, rec);
     const changed = [];
     if (old && flashChanges) {
@@ -187,6 +293,7 @@
     markRecord(key, changed);
     if (!state.statuses.has(rec.account)) dirty.accounts.add(rec.account);
     markSeen(rec.account, rec.updated_at);
+    if (!old || old.total !== rec.total) requestRevalue();
   }
 
   function removeRecord(account, wallet, asset) {
@@ -197,20 +304,65 @@
     indexSymbol(key, old, null);
     markRecord(key, null);
     dirty.accounts.add(account);
+    requestRevalue();
   }
 
-  function setStatus(doc) {
+  function pushEvent(ev) {
+    state.events.unshift(ev);
+    state.events.length = Math.min(state.events.length, MAX_EVENTS);
+    dirty.events = true;
+  }
+
+  /** A change of connection state, as a feed entry (only on changes seen live). */
+  function statusEvent(prev, next, seq) {
+    const was = prev && typeof prev.state === "string" ? prev.state : null;
+    const now = typeof next.state === "string" ? next.state : null;
+    if (was === null || now === null || was === now) return;
+    const at = Date.now();
+    if (now === "live") {
+      const since = state.down.get(next.account);
+      state.down.delete(next.account);
+      pushEvent({
+        seq, account: next.account, kind: "status", at,
+        data: { state: now, previous: was, down_s: since ? Math.round((at - since) / 1000) : null,
+                last_error: prev.last_error ?? null, reconnects: next.reconnects ?? null },
+      });
+    } else if (was === "live" || !state.down.has(next.account)) {
+      if (!state.down.has(next.account)) state.down.set(next.account, at);
+      pushEvent({
+        seq, account: next.account, kind: "status", at,
+        data: { state: now, previous: was, last_error: next.last_error ?? null,
+                reconnects: next.reconnects ?? null },
+      });
+    }
+  }
+
+  function setStatus(doc, seq = null) {
     if (!doc || typeof doc !== "object" || typeof doc.account !== "string") return;
     const prev = state.statuses.get(doc.account);
     const next = { ...doc };
     if (prev && prev.last_message_at && !next.last_message_at) {
       next.last_message_at = prev.last_message_at;
     }
+    if (seq !== null) statusEvent(prev, next, seq);
+    if (next.state !== "live" && !state.down.has(doc.account)) {
+      state.down.set(doc.account, prev && prev.state === "live" ? Date.now() : NaN);
+    } else if (next.state === "live") {
+      state.down.delete(doc.account);
+    }
     state.statuses.set(doc.account, next);
     markSeen(doc.account, next.last_message_at);
     dirty.accounts.add(doc.account);
     if (!prev || prev.state !== next.state) {
       for (const [key, rec] of state.records) if (rec.account === doc.account) markRecord(key, []);
+      for (const [symbol, keys] of state.bySymbol) {
+        for (const k of keys) {
+          if (state.records.get(k)?.account === doc.account) {
+            dirty.symbols.add(symbol);
+            break;
+          }
+        }
+      }
     }
   }
 
@@ -267,23 +419,143 @@
       }
     } else if (type === "status") {
       const doc = typeof msg.account === "object" ? msg.account : msg.status;
-      setStatus(doc);
+      setStatus(doc, seq ?? 0);
     } else if (type === "event") {
-      state.events.unshift({
+      const data = msg.data;
+      if (msg.kind === "swap" && data && typeof data === "object") {
+        for (const side of [data.from, data.to]) {
+          if (side && typeof side === "object") learnSymbol(side.address, side.symbol);
+        }
+      }
+      pushEvent({
         seq,
         account: String(msg.account ?? ""),
         kind: String(msg.kind ?? ""),
-        data: msg.data,
+        data,
         at: Date.now(),
       });
-      state.events.length = Math.min(state.events.length, MAX_EVENTS);
       if (typeof msg.account === "string") {
         markSeen(msg.account, Date.now());
         dirty.accounts.add(msg.account);
       }
-      dirty.events = true;
     }
     schedule();
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Valuation: the service's figures per symbol, carried to live totals exactly.
+
+  /** GET /v1/totals -> {quote, rows: Map(symbol -> row), coverage, unpriced, ...} */
+  function normaliseTotals(doc, quote) {
+    if (!doc || !Array.isArray(doc.totals)) return null;
+    const served = typeof doc.quote === "string" ? doc.quote : "USD"; // older servers: USD only
+    if (served !== quote) return { quote, unsupported: true, rows: new Map(), unpriced: [] };
+    const rows = new Map();
+    for (const row of doc.totals) {
+      if (!row || typeof row.symbol !== "string") continue;
+      const total = parseDec(String(row.total));
+      const raw = row.value !== undefined ? row.value : quote === "USD" ? row.usd : null;
+      const value = raw === null || raw === undefined ? null : parseDec(String(raw));
+      let price = typeof row.price === "string" ? parseDec(row.price) : null;
+      if (price === null && value !== null && total !== null && total.n !== 0n) {
+        price = divExact(value, total); // one price for every holding of the symbol
+      }
+      if (price !== null && value !== null && total !== null && cmpDec(mulDec(price, total), value) !== 0) {
+        price = null; // several prices (paths) behind one symbol: not splittable by holding
+      }
+      rows.set(row.symbol, {
+        total,
+        value,
+        price,
+        source: typeof row.price_source === "string" ? row.price_source : null,
+        ageS: typeof row.price_age_s === "number" ? row.price_age_s : null,
+        stalePrice: row.stale_price === true,
+        reason: typeof row.reason === "string" ? row.reason : value === null ? "no_price" : null,
+      });
+    }
+    const unpriced = [];
+    for (const item of Array.isArray(doc.unpriced) ? doc.unpriced : []) {
+      if (typeof item === "string") unpriced.push({ symbol: item, reason: "no_price" });
+      else if (item && typeof item.symbol === "string") {
+        unpriced.push({ symbol: item.symbol, reason: String(item.reason || "no_price") });
+      }
+    }
+    const coverage = doc.coverage && typeof doc.coverage === "object" ? doc.coverage : null;
+    const assumptions = Array.isArray(doc.assumptions)
+      ? doc.assumptions.filter((a) => typeof a === "string")
+      : [];
+    return { quote, unsupported: false, rows, unpriced, coverage, assumptions };
+  }
+
+  const REASONS = {
+    no_price: "no price",
+    stale_price: "price is stale",
+    no_path: "no conversion path",
+    pending: "being valued",
+    unsupported: "quote not offered by this service",
+    loading: "loading",
+  };
+  const reasonText = (reason) => REASONS[reason] || String(reason).replace(/_/g, " ");
+
+  function isStable(rec) {
+    if (MINT_VENUES.has(rec.venue)) return STABLE_MINTS.has(rec.asset);
+    return STABLECOINS.has(String(rec.symbol || rec.asset).toUpperCase());
+  }
+
+  /** The value of a symbol's live total: {value, price, reason} (value null when unknown). */
+  function symbolValue(symbol, total) {
+    const v = state.valuation;
+    if (!v) return { value: null, price: null, reason: "loading" };
+    if (v.unsupported) return { value: null, price: null, reason: "unsupported" };
+    const row = v.rows.get(symbol);
+    if (total.n === 0n) return { value: ZERO, price: row ? row.price : null, reason: null };
+    if (row && row.total && cmpDec(row.total, total) === 0) {
+      return { value: row.value, price: row.price, reason: row.value === null ? row.reason : null };
+    }
+    if (row && row.price) return { value: mulDec(row.price, total), price: row.price, reason: null };
+    const keys = state.bySymbol.get(symbol) || new Set();
+    if (v.quote === "USD" && [...keys].every((k) => !state.records.get(k) || isStable(state.records.get(k)))) {
+      return { value: total, price: { n: 1n, s: 0 }, reason: null };
+    }
+    if (row && row.value === null) return { value: null, price: null, reason: row.reason };
+    return { value: null, price: null, reason: "pending" }; // a fresh valuation is on its way
+  }
+
+  /** Everything the overview shows, recomputed from the live records. */
+  function computeOverview() {
+    const symbols = [];
+    let total = ZERO;
+    let holdings = 0;
+    let priced = 0;
+    const perAccount = new Map(); // account -> exact value of its attributable holdings
+    let unattributed = ZERO;
+    const unpriced = [];
+    for (const [symbol, keys] of state.bySymbol) {
+      const recs = [...keys].map((k) => state.records.get(k)).filter(Boolean);
+      if (recs.length === 0) continue;
+      const sum = sumDec(recs.map((r) => r.total));
+      if (sum === null) continue;
+      const val = symbolValue(symbol, sum);
+      symbols.push({ symbol, total: sum, ...val, recs });
+      if (sum.n === 0n) continue;
+      holdings += 1;
+      if (val.value === null) {
+        unpriced.push({ symbol, reason: val.reason || "no_price" });
+        continue;
+      }
+      priced += 1;
+      total = addDec(total, val.value);
+      if (val.price) {
+        for (const r of recs) {
+          const amount = parseDec(r.total);
+          if (amount === null) continue;
+          perAccount.set(r.account, addDec(perAccount.get(r.account) || ZERO, mulDec(val.price, amount)));
+        }
+      } else {
+        unattributed = addDec(unattributed, val.value);
+      }
+    }
+    return { symbols, total, holdings, priced, perAccount, unattributed, unpriced };
   }
 
   // ---------------------------------------------------------------------------------
@@ -294,6 +566,8 @@
   const cards = new Map(); // account -> card parts
   const rows = new Map(); // record key -> row parts
   const totalRows = new Map(); // symbol -> row parts
+  // The SVG namespace, taken from markup the HTML parser put there (the page names no URLs).
+  let svgNs = "";
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -302,15 +576,18 @@
     return node;
   }
 
+  function svg(tag, attrs = {}) {
+    if (!svgNs) svgNs = $("svg-ns").content.firstElementChild.namespaceURI;
+    const node = document.createElementNS(svgNs, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    return node;
+  }
+
   function flash(node) {
     node.classList.remove("flash");
     void node.offsetWidth; // restart the animation
     node.classList.add("flash");
     node.dataset.changed = String((parseInt(node.dataset.changed || "0", 10) || 0) + 1);
-  }
-
-  function shorten(text, keep = 8) {
-    return text.length > keep * 2 + 3 ? `${text.slice(0, keep)}…${text.slice(-keep)}` : text;
   }
 
   /** Insert `node` into `parent` keeping children ordered by `sortOf(child)`. */
@@ -327,6 +604,45 @@
   const sortKeys = new WeakMap();
   const sortOf = (node) => sortKeys.get(node) ?? "";
 
+  /** Put an exact amount string into a cell: grouped, every decimal kept, split at the point. */
+  function setAmount(cell, text) {
+    if (cell.dataset.value === text && cell.firstChild) return false;
+    const parts = splitAmount(text);
+    if (parts) {
+      cell.replaceChildren(el("span", "int", parts.int), el("span", "frac", parts.frac));
+    } else {
+      cell.replaceChildren(el("span", "int", text || "?"));
+    }
+    cell.dataset.value = text;
+    cell.title = text;
+    return true;
+  }
+
+  function formatValue(d) {
+    return state.exact ? formatExact(d) : formatMoney(d);
+  }
+
+  function setValueCell(cell, value, reason) {
+    const text = value === null ? "—" : formatValue(value);
+    if (cell.textContent !== text) cell.textContent = text;
+    cell.dataset.value = value === null ? "" : decToString(value);
+    cell.title = value === null ? reasonText(reason || "no_price") : `${decToString(value)} ${state.quote}`;
+    cell.classList.toggle("unknown", value === null);
+  }
+
+  function ageText(secs) {
+    if (secs < 120) return `${secs} s`;
+    if (secs < 7200) return `${Math.floor(secs / 60)} min`;
+    if (secs < 172800) return `${Math.floor(secs / 3600)} h`;
+    return `${Math.floor(secs / 86400)} d`;
+  }
+
+  function secondsSince(t) {
+    return Number.isFinite(t) ? Math.max(0, Math.floor((Date.now() - t) / 1000)) : null;
+  }
+
+  // --- account cards ----------------------------------------------------------------
+
   function ensureCard(account) {
     let card = cards.get(account);
     if (card) return card;
@@ -338,10 +654,13 @@
       id: q('[data-field="id"]'),
       venue: q('[data-field="venue"]'),
       badge: q("[data-badge]"),
+      staleNote: q("[data-stale-note]"),
+      value: q("[data-account-value]"),
       age: q("[data-age]"),
       reconnects: q("[data-reconnects]"),
       owner: q("[data-owner]"),
       error: q("[data-error]"),
+      table: q("table"),
       tbody: q("[data-rows]"),
       empty: q("[data-rows-empty]"),
       count: 0,
@@ -385,24 +704,46 @@
     const error = st && st.last_error ? String(st.last_error) : "";
     card.error.textContent = error;
     card.error.hidden = !error;
+    alignCard(card);
     renderAge(account, card);
+  }
+
+  /** Align a card's amounts on the point: every fraction gets the widest one's width. */
+  function alignCard(card) {
+    let widest = 0;
+    for (const frac of card.tbody.querySelectorAll(".frac")) {
+      widest = Math.max(widest, frac.textContent.length);
+    }
+    card.table.style.setProperty("--frac", `${widest}ch`);
   }
 
   function renderAge(account, card) {
     const seen = state.seen.get(account);
+    const s = accountState(account);
+    const live = s === "live";
     if (seen === undefined) {
       card.age.textContent = "never";
       card.age.dataset.age = "";
-      return;
+    } else {
+      const secs = secondsSince(seen);
+      card.age.dataset.age = String(secs);
+      card.age.title = new Date(seen).toISOString();
+      card.age.textContent = `${ageText(secs)} ago`;
     }
-    const secs = Math.max(0, Math.floor((Date.now() - seen) / 1000));
-    card.age.dataset.age = String(secs);
-    card.age.title = new Date(seen).toISOString();
-    let text;
-    if (secs < 120) text = `${secs} s ago`;
-    else if (secs < 7200) text = `${Math.floor(secs / 60)} min ago`;
-    else text = `${Math.floor(secs / 3600)} h ago`;
-    card.age.textContent = text;
+    const since = secondsSince(seen);
+    const note = live
+      ? ""
+      : s === "unknown"
+        ? "⚠ Not confirmed by the venue yet"
+        : `⚠ Not confirmed for ${since === null ? "an unknown time" : ageText(since)}: last known balances`;
+    card.staleNote.textContent = note;
+    card.staleNote.hidden = !note;
+    card.root.dataset.staleFor = live || since === null ? "" : String(since);
+    for (const parts of rows.values()) {
+      if (parts.card === account && parts.age) {
+        parts.age.textContent = live || since === null ? "" : ageText(since);
+      }
+    }
   }
 
   function createRow(key, rec) {
@@ -410,23 +751,29 @@
     const tr = el("tr");
     const id = `${rec.account}|${rec.wallet}|${rec.asset}`;
     tr.dataset.row = id;
-    const wallet = el("td", rec.wallet ? "id" : "unknown", rec.wallet ? shorten(rec.wallet) : "exchange");
+    const holding = el("td", "holding");
+    holding.dataset.label = "Asset";
+    const symbol = el("span", "sym");
+    symbol.dataset.cell = `${id}|symbol`;
+    const asset = el("span", "sub id");
+    asset.dataset.cell = `${id}|asset`;
+    asset.title = rec.asset;
+    const wallet = el("span", rec.wallet ? "sub id" : "sub", rec.wallet ? shorten(rec.wallet) : "exchange");
     wallet.title = rec.wallet || "exchange account";
     wallet.dataset.cell = `${id}|wallet`;
-    const asset = el("td", rec.asset.length > 12 ? "id" : "", shorten(rec.asset, 6));
-    asset.title = rec.asset;
-    asset.dataset.cell = `${id}|asset`;
-    const symbol = el("td", "sym");
-    symbol.dataset.cell = `${id}|symbol`;
-    const parts = { tr, card: rec.account, symbol, cells: {}, mark: el("td", "mark") };
-    tr.append(wallet, asset, symbol);
-    for (const f of FIELDS) {
+    holding.append(symbol, asset, wallet);
+    const mark = el("td", "mark");
+    mark.dataset.label = "Status";
+    const parts = { tr, card: rec.account, symbol, asset, cells: {}, mark, age: null };
+    tr.appendChild(holding);
+    for (const f of [...FIELDS, "value"]) {
       const td = el("td", "num");
       td.dataset.cell = `${id}|${f}`;
+      td.dataset.label = f === "value" ? "Value" : f[0].toUpperCase() + f.slice(1);
       parts.cells[f] = td;
       tr.appendChild(td);
     }
-    tr.appendChild(parts.mark);
+    tr.appendChild(mark);
     sortKeys.set(tr, `${rec.wallet}\u0000${symbolOf(rec)}\u0000${rec.asset}`);
     insertSorted(card.tbody, tr, sortKeys.get(tr), sortOf);
     card.count += 1;
@@ -451,21 +798,30 @@
       return;
     }
     if (!parts) parts = createRow(key, rec);
-    const sym = rec.symbol || "—";
+    const learnt = !rec.symbol ? state.knownSymbols.get(rec.asset) : undefined;
+    const sym = rec.symbol || learnt || (looksLikeMint(rec.asset) ? shorten(rec.asset, 4) : rec.asset);
     parts.symbol.textContent = sym;
-    parts.symbol.title = rec.symbol ? `${rec.symbol} (${rec.asset})` : "no symbol known";
+    parts.symbol.title = rec.symbol
+      ? `${rec.symbol} (${rec.asset})`
+      : learnt
+        ? `${learnt}: symbol from earlier data (${rec.asset})`
+        : `no symbol known (${rec.asset})`;
     parts.symbol.classList.toggle("unknown", !rec.symbol);
+    const showAsset = rec.asset !== sym && !(rec.symbol && rec.asset.toUpperCase() === rec.symbol.toUpperCase());
+    parts.asset.textContent = showAsset ? shorten(rec.asset, 6) : "";
+    parts.asset.hidden = !showAsset;
     for (const f of FIELDS) {
       const text = typeof rec[f] === "string" ? rec[f] : String(rec[f] ?? "");
-      parts.cells[f].textContent = text;
-      parts.cells[f].dataset.value = text;
+      setAmount(parts.cells[f], text);
     }
     const stale = isStale(rec);
     parts.tr.dataset.stale = String(stale);
     if (stale && !parts.mark.firstChild) {
-      parts.mark.appendChild(el("span", "tag", "stale"));
+      parts.age = el("span", "age");
+      parts.mark.append(el("span", "tag", "stale"), parts.age);
     } else if (!stale && parts.mark.firstChild) {
       parts.mark.replaceChildren();
+      parts.age = null;
     }
     if (changed) {
       for (const f of changed) {
@@ -475,27 +831,7 @@
     }
   }
 
-  function isStable(rec) {
-    if (MINT_VENUES.has(rec.venue)) return STABLE_MINTS.has(rec.asset);
-    return STABLECOINS.has(String(rec.symbol || rec.asset).toUpperCase());
-  }
-
-  /**
-   * The USD value of a symbol's total: the service's figure while it describes the same
-   * total; between polls, the total itself when every holding is a stablecoin; else the
-   * last figure the service gave (null when it could not value the symbol).
-   */
-  function usdFor(symbol, total) {
-    const server = state.serverTotals.get(symbol);
-    const serverUsd = server && server.usd !== null ? parseDec(server.usd) : null;
-    if (server && server.total === decToString(total)) return serverUsd;
-    const keys = state.bySymbol.get(symbol) || new Set();
-    const stable = [...keys].every((k) => {
-      const rec = state.records.get(k);
-      return !rec || isStable(rec) || parseDec(rec.total)?.n === 0n;
-    });
-    return stable ? total : serverUsd;
-  }
+  // --- totals by symbol -------------------------------------------------------------
 
   function renderTotal(symbol) {
     const keys = state.bySymbol.get(symbol);
@@ -513,12 +849,13 @@
       const tr = el("tr");
       tr.dataset.total = symbol;
       parts = { tr, cells: {} };
-      const name = el("td", "sym", symbol);
-      name.title = symbol;
-      tr.appendChild(name);
-      for (const f of [...FIELDS, "usd", "accounts"]) {
+      parts.name = el("td", "sym");
+      parts.name.dataset.label = "Symbol";
+      tr.appendChild(parts.name);
+      for (const f of [...FIELDS, "price", "value", "accounts"]) {
         const td = el("td", "num");
         td.dataset.totalCell = `${symbol}|${f}`;
+        td.dataset.label = f[0].toUpperCase() + f.slice(1);
         parts.cells[f] = td;
         tr.appendChild(td);
       }
@@ -526,49 +863,318 @@
       insertSorted(els.totalsBody, tr, symbol, sortOf);
       totalRows.set(symbol, parts);
     }
+    parts.name.textContent = displaySymbol(symbol);
+    parts.name.title = symbol;
     for (const f of FIELDS) {
       const sum = sumDec(recs.map((r) => r[f]));
       const text = sum === null ? "?" : decToString(sum);
       const cell = parts.cells[f];
-      if (cell.dataset.value !== undefined && cell.dataset.value !== text) flash(cell);
-      cell.textContent = text;
-      cell.dataset.value = text;
-      if (f === "total") parts.total = sum;
+      const before = cell.dataset.value;
+      if (setAmount(cell, text) && before !== undefined) flash(cell);
     }
     parts.cells.accounts.textContent = String(new Set(recs.map((r) => r.account)).size);
     parts.tr.dataset.stale = String(recs.length > 0 && recs.every(isStale));
-    renderUsd(symbol, parts);
   }
 
-  function renderUsd(symbol, parts) {
-    const usd = parts.total ? usdFor(symbol, parts.total) : null;
-    const cell = parts.cells.usd;
-    const text = usd === null ? "—" : formatMoney(usd);
-    cell.textContent = text;
-    cell.title = usd === null ? "no USD price known" : `${decToString(usd)} USD`;
-    cell.dataset.value = usd === null ? "" : decToString(usd);
-    cell.classList.toggle("unknown", usd === null);
-    parts.usd = usd;
-  }
-
-  function renderHeader() {
-    els.seq.textContent = String(state.seq);
-    els.seq.dataset.seq = String(state.seq);
-    let sum = { n: 0n, s: 0 };
-    let any = false;
-    for (const parts of totalRows.values()) {
-      if (parts.usd) {
-        sum = addDec(sum, parts.usd);
-        any = true;
-      }
+  function alignTotals() {
+    let widest = 0;
+    for (const frac of els.totalsBody.querySelectorAll(".frac")) {
+      widest = Math.max(widest, frac.textContent.length);
     }
-    els.usdTotal.textContent = any ? formatMoney(sum) : "—";
-    els.usdTotal.dataset.value = any ? decToString(sum) : "";
-    els.totalsEmpty.hidden = totalRows.size > 0;
-    els.accountsEmpty.hidden = cards.size > 0;
-    let live = 0;
-    for (const id of cards.keys()) if (accountState(id) === "live") live += 1;
-    els.accountsCount.textContent = cards.size ? `${cards.size} · ${live} live` : "";
+    els.totals.style.setProperty("--frac", `${widest}ch`);
+  }
+
+  // --- overview: headline and allocation pictures ----------------------------------
+
+  /** The biggest slices first; past MAX_SLICES the rest is one "other" slice (exact sum). */
+  function topSlices(slices) {
+    const sorted = slices.filter((s) => s.value.n !== 0n).sort((a, b) => cmpDec(b.value, a.value));
+    if (sorted.length <= MAX_SLICES) return sorted;
+    const head = sorted.slice(0, MAX_SLICES - 1);
+    const rest = sorted.slice(MAX_SLICES - 1);
+    let sum = ZERO;
+    for (const s of rest) sum = addDec(sum, s.value);
+    head.push({
+      key: "",
+      label: `${rest.length} others`,
+      detail: rest.map((s) => s.label).join(", "),
+      value: sum,
+      other: true,
+    });
+    return head;
+  }
+
+  function renderPicture(fig, kind, slices, total) {
+    const shown = topSlices(slices);
+    const width = 1000;
+    const bar = svg("svg", {
+      viewBox: `0 0 ${width} 40`,
+      preserveAspectRatio: "none",
+      class: "alloc-bar",
+      role: "img",
+      "aria-label": `${kind === "symbol" ? "Value by asset" : "Value by account"}: ${shown
+        .map((s) => `${s.label} ${percentText(share(s.value, total), s.value.n !== 0n)}`)
+        .join(", ")}`,
+    });
+    const legend = el("ul", "legend");
+    let cum = ZERO;
+    shown.forEach((s, i) => {
+      const start = share(cum, total);
+      cum = addDec(cum, s.value);
+      const end = share(cum, total);
+      const x = Number(start) / 1000; // geometry only: millionths of the bar -> viewBox units
+      const w = Math.max(0, Number(end - start) / 1000);
+      const exact = `${s.label}: ${formatExact(s.value)} ${state.quote} (${percentText(share(s.value, total), s.value.n !== 0n)})`;
+      const rect = svg("rect", {
+        x, y: 0, width: w, height: 40,
+        class: `slice c${s.other ? "x" : i}`,
+        "data-slice": s.key,
+        "data-value": decToString(s.value),
+      });
+      const title = svg("title");
+      title.textContent = s.detail ? `${exact}: ${s.detail}` : exact;
+      rect.appendChild(title);
+      if (!s.other) {
+        rect.addEventListener("click", () => toggleFilter(kind, s.key, s.label));
+        rect.classList.add("clickable");
+      }
+      const active = state.filter && state.filter.kind === kind && state.filter.key === s.key;
+      if (active) rect.classList.add("active");
+      bar.appendChild(rect);
+
+      const li = el("li");
+      const item = el(s.other ? "span" : "button", "legend-item");
+      if (!s.other) {
+        item.type = "button";
+        item.setAttribute("aria-pressed", String(Boolean(active)));
+        item.addEventListener("click", () => toggleFilter(kind, s.key, s.label));
+      }
+      item.dataset.legend = s.key;
+      item.title = title.textContent;
+      const swatch = el("span", `swatch c${s.other ? "x" : i}`);
+      swatch.setAttribute("aria-hidden", "true");
+      const name = el("span", "legend-name", s.label);
+      if (s.sub) name.appendChild(el("span", "legend-sub", s.sub));
+      item.append(
+        swatch,
+        name,
+        el("span", "legend-pct", percentText(share(s.value, total), s.value.n !== 0n)),
+        el("span", "legend-value", formatValue(s.value)),
+      );
+      li.appendChild(item);
+      legend.appendChild(li);
+    });
+    fig.dataset.total = decToString(total);
+    fig.replaceChildren(bar, legend);
+  }
+
+  function renderOverview() {
+    const o = computeOverview();
+    const quote = state.quote;
+    els.valueQuote.textContent = quote;
+    const v = state.valuation;
+    const known = v && !v.unsupported && (o.priced > 0 || o.holdings === 0);
+    els.value.textContent = known ? formatValue(o.total) : "—";
+    els.value.dataset.value = known ? decToString(o.total) : "";
+    els.value.title = known ? `${decToString(o.total)} ${quote} (exact)` : "";
+    if (!v) els.coverage.textContent = "Valuing…";
+    else if (v.unsupported) els.coverage.textContent = `${quote} valuation is not offered by this service.`;
+    else {
+      let text = `${o.priced} of ${o.holdings} assets priced`;
+      const byValue = v.coverage ? parseDec(String(v.coverage.by_value)) : null;
+      if (byValue) text += ` · ${percentText(share(byValue, { n: 1n, s: 0 }))} of value covered`;
+      els.coverage.textContent = text;
+    }
+    els.coverage.dataset.priced = String(o.priced);
+    els.coverage.dataset.holdings = String(o.holdings);
+    // unpriced assets, with the reason, in plain view
+    const items = o.unpriced
+      .sort((a, b) => (a.symbol < b.symbol ? -1 : 1))
+      .map((u) => {
+        const li = el("li");
+        li.dataset.unpriced = u.symbol;
+        li.dataset.reason = u.reason;
+        li.append(el("b", "", displaySymbol(u.symbol)), document.createTextNode(`: ${reasonText(u.reason)}`));
+        li.title = u.symbol;
+        return li;
+      });
+    els.unpriced.replaceChildren(...items);
+    els.unpricedBox.hidden = items.length === 0;
+    els.unpricedCount.textContent = String(items.length);
+    const assumptions = v && v.assumptions ? v.assumptions : [];
+    els.assumptions.textContent = assumptions.length ? `Assumes ${assumptions.join(", ")}` : "";
+    els.assumptions.hidden = assumptions.length === 0;
+
+    const bySymbol = [];
+    for (const s of o.symbols) {
+      if (s.value !== null) bySymbol.push({ key: s.symbol, label: displaySymbol(s.symbol), value: s.value });
+    }
+    const byAccount = [];
+    for (const [account, value] of o.perAccount) {
+      const st = state.statuses.get(account);
+      const venue = st && typeof st.venue === "string" ? st.venue : "";
+      byAccount.push({ key: account, label: account, sub: venue, value });
+    }
+    if (o.unattributed.n !== 0n) {
+      byAccount.push({ key: "", label: "not split by account", value: o.unattributed, other: true,
+                       detail: "symbols valued at several prices" });
+    }
+    renderPicture(els.allocSymbol, "symbol", bySymbol, o.total);
+    renderPicture(els.allocAccount, "account", byAccount, o.total);
+    els.allocEmpty.hidden = bySymbol.length > 0;
+
+    // per-holding values in the tables, from the same figures
+    const prices = new Map(o.symbols.map((s) => [s.symbol, s]));
+    for (const [symbol, parts] of totalRows) {
+      const s = prices.get(symbol);
+      setValueCell(parts.cells.value, s ? s.value : null, s ? s.reason : "pending");
+      const price = s && s.price ? s.price : null;
+      parts.cells.price.textContent = price ? formatExact(price) : "—";
+      parts.cells.price.dataset.value = price ? decToString(price) : "";
+      parts.cells.price.classList.toggle("unknown", !price);
+    }
+    for (const [key, parts] of rows) {
+      const rec = state.records.get(key);
+      const s = rec ? prices.get(symbolOf(rec)) : null;
+      const amount = rec ? parseDec(rec.total) : null;
+      const value = s && s.price && amount ? mulDec(s.price, amount) : null;
+      setValueCell(parts.cells.value, value, s ? s.reason || (s.value !== null ? "several prices" : null) : null);
+    }
+    for (const [account, card] of cards) {
+      const value = o.perAccount.get(account);
+      card.value.textContent = value ? `${formatValue(value)} ${quote}` : "";
+      card.value.dataset.value = value ? decToString(value) : "";
+    }
+    els.totalsHeadValue.textContent = `Value (${quote})`;
+  }
+
+  // --- filter -----------------------------------------------------------------------
+
+  function toggleFilter(kind, key, label) {
+    const same = state.filter && state.filter.kind === kind && state.filter.key === key;
+    state.filter = same ? null : { kind, key, label };
+    applyFilter();
+    dirty.value = true;
+    schedule();
+    if (!same) timeline.showSeries(kind, key);
+  }
+
+  function applyFilter() {
+    const f = state.filter;
+    els.filterBar.hidden = !f;
+    els.filterText.textContent = f ? `${f.kind === "symbol" ? "Asset" : "Account"}: ${f.label}` : "";
+    for (const [key, parts] of rows) {
+      const rec = state.records.get(key);
+      parts.tr.hidden = Boolean(f && f.kind === "symbol" && rec && symbolOf(rec) !== f.key);
+    }
+    for (const [account, card] of cards) {
+      let hide = false;
+      if (f && f.kind === "account") hide = account !== f.key;
+      else if (f && f.kind === "symbol") {
+        hide = ![...card.tbody.children].some((tr) => !tr.hidden);
+      }
+      card.root.hidden = hide;
+    }
+    for (const [symbol, parts] of totalRows) {
+      parts.tr.hidden = Boolean(f && f.kind === "symbol" && symbol !== f.key);
+    }
+  }
+
+  // --- events as sentences ----------------------------------------------------------
+
+  const str = (v) => (typeof v === "string" && v ? v : typeof v === "number" ? String(v) : "");
+
+  /** An amount from an event, grouped with every decimal kept (or the text as sent). */
+  function amountText(v) {
+    const d = parseDec(str(v));
+    return d === null ? str(v) : formatExact(d);
+  }
+
+  const nonZero = (v) => {
+    const d = parseDec(str(v));
+    return d !== null && d.n !== 0n;
+  };
+
+  const ORDER_STATUS = {
+    closed: "filled",
+    filled: "filled",
+    done: "filled",
+    open: "open",
+    building: "placed",
+    processing: "placed",
+    cancelled: "cancelled",
+    canceled: "cancelled",
+    failed: "failed",
+    partially_filled: "partly filled",
+  };
+  const QUOTE_SUFFIXES = ["USDM", "USDT", "USDC", "USD", "TWD", "BTC", "ETH"];
+
+  function splitPair(symbol) {
+    const s = str(symbol).toUpperCase();
+    const sep = /[-_/]/.exec(s);
+    if (sep) return [s.slice(0, sep.index), s.slice(sep.index + 1)];
+    for (const q of QUOTE_SUFFIXES) if (s.length > q.length && s.endsWith(q)) return [s.slice(0, -q.length), q];
+    return [s, ""];
+  }
+
+  function orderSentence(d) {
+    const id = str(d.id) || str(d.order_id);
+    const status = str(d.status).toLowerCase();
+    const verb = ORDER_STATUS[status] || status || "updated";
+    const [base] = splitPair(d.symbol || d.pair);
+    const filled = nonZero(d.executed_base_qty) ? d.executed_base_qty : null;
+    const qty = filled && verb !== "open" ? filled : d.base_qty ?? d.qty ?? d.quantity ?? d.amount;
+    const price = nonZero(d.executed_price) ? d.executed_price : d.price;
+    let text = `${str(d.side) ? `${str(d.side)} ` : ""}order${id ? ` ${shorten(id, 4).replace(/….*/, "…")}` : ""} ${verb}`;
+    if (str(qty)) text += ` ${amountText(qty)}${base ? ` ${base}` : ""}`;
+    if (nonZero(price)) text += ` @ ${amountText(price)}`;
+    return text;
+  }
+
+  function swapSentence(d) {
+    const side = (s) => (s && typeof s === "object" ? s : {});
+    const from = side(d.from);
+    const to = side(d.to);
+    const name = (s) => str(s.symbol) || state.knownSymbols.get(s.address) || (str(s.address) ? shorten(s.address, 4) : "?");
+    if (str(from.amount) || str(to.amount)) {
+      return `swap ${amountText(from.amount) || "?"} ${name(from)} → ${amountText(to.amount) || "?"} ${name(to)}`;
+    }
+    const mint = str(d.mint);
+    const sym = state.knownSymbols.get(mint) || (mint ? shorten(mint, 4) : "token");
+    return `${str(d.type) || "swap"} ${amountText(d.amount)} ${sym}${nonZero(d.priceUsd) ? ` @ ${amountText(d.priceUsd)} USD` : ""}`;
+  }
+
+  function statusSentence(d) {
+    const why = str(d.last_error) ? ` (${str(d.last_error)})` : "";
+    if (d.state === "live") {
+      const after = typeof d.down_s === "number" ? ` after ${ageText(d.down_s)}` : "";
+      return `reconnected${after}${why}`;
+    }
+    const what = str(d.state).replace(/_/g, " ");
+    return d.previous === "live"
+      ? `connection lost, now ${what}${why}: showing last known balances`
+      : `now ${what}${why}`;
+  }
+
+  function pointsSentence(d) {
+    const delta = str(d.delta);
+    const sign = delta && !delta.startsWith("-") ? "+" : "";
+    return `${sign}${amountText(delta)} points${str(d.new_total) ? ` (total ${amountText(d.new_total)})` : ""}`;
+  }
+
+  /** "sfox-main: order 550e… filled 0.5 BTC @ 97,000" */
+  function describeEvent(ev) {
+    const d = ev.data && typeof ev.data === "object" ? ev.data : {};
+    let text;
+    try {
+      if (ev.kind === "order") text = orderSentence(d);
+      else if (ev.kind === "swap") text = swapSentence(d);
+      else if (ev.kind === "status") text = statusSentence(d);
+      else if (ev.kind === "points") text = pointsSentence(d);
+    } catch {
+      text = "";
+    }
+    return `${ev.account}: ${(text || `${ev.kind.replace(/_/g, " ")} event`).replace(/\s+/g, " ").trim()}`;
   }
 
   function renderEvents() {
@@ -577,23 +1183,132 @@
       li.dataset.event = String(ev.seq ?? "");
       li.dataset.kind = ev.kind;
       const head = el("div", "ev-head");
-      head.append(
-        el("span", "ev-kind", ev.kind),
-        el("span", "ev-account", ev.account),
-        el("span", "ev-time", new Date(ev.at).toLocaleTimeString()),
-      );
-      let data = "";
+      const time = el("time", "ev-time", new Date(ev.at).toLocaleTimeString());
+      time.dateTime = new Date(ev.at).toISOString();
+      head.append(el("span", "ev-kind", ev.kind), time);
+      const text = el("p", "ev-text", describeEvent(ev));
+      let raw = "";
       try {
-        data = JSON.stringify(ev.data) ?? "";
+        raw = JSON.stringify(ev.data, null, 2) ?? "";
       } catch {
-        data = String(ev.data);
+        raw = String(ev.data);
       }
-      li.append(head, el("div", "ev-data", data.length > 200 ? `${data.slice(0, 199)}…` : data));
+      const details = el("details", "ev-raw");
+      details.append(el("summary", "", "raw"), el("pre", "", raw.length > 4000 ? `${raw.slice(0, 3999)}…` : raw));
+      li.append(head, text, details);
       return li;
     });
     els.events.replaceChildren(...items);
     els.eventsEmpty.hidden = items.length > 0;
   }
+
+  // --- value over time --------------------------------------------------------------
+  //
+  // Drawn only when the service answers the history routes; until then the section stays
+  // hidden. Nothing is made up: a gap in the history is a gap in the line.
+
+  const RANGES = { "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, all: null };
+  const CHART_POINTS = 240;
+
+  const timeline = {
+    range: "24h",
+    available: null, // null: not asked yet; false: the service has no history
+    series: null, // {kind, key} shown below the portfolio chart
+
+    query(extra) {
+      const secs = RANGES[this.range];
+      const to = Math.floor(Date.now() / 1000);
+      const params = new URLSearchParams(extra);
+      if (secs !== null) {
+        params.set("from", String(to - secs));
+        params.set("to", String(to));
+        params.set("step", String(Math.max(60, Math.floor(secs / CHART_POINTS))));
+      }
+      return params.toString();
+    },
+
+    asked: 0, // answers to older questions (another range or quote) are dropped
+
+    async load() {
+      if (this.available === false) return;
+      const asked = ++this.asked;
+      const doc = await getJSON(`v1/history/value?${this.query({ quote: state.quote })}`);
+      if (asked !== this.asked) return;
+      if (!doc || !Array.isArray(doc.points)) {
+        if (this.available === null) this.available = false;
+        els.history.hidden = true;
+        return;
+      }
+      this.available = true;
+      els.history.hidden = false;
+      drawLine(els.historyChart, doc.points.map((p) => ({ t: p.t, v: p.value })), doc.gaps);
+      if (this.series) await this.loadSeries();
+    },
+
+    async loadSeries() {
+      const series = this.series;
+      const { kind, key } = series;
+      const doc = await getJSON(`v1/history/series?${this.query({ [kind === "symbol" ? "asset" : "account"]: key })}`);
+      if (series !== this.series) return;
+      els.seriesBox.hidden = !doc || !Array.isArray(doc.points);
+      if (doc && Array.isArray(doc.points)) {
+        els.seriesTitle.textContent = key;
+        drawLine(els.seriesChart, doc.points.map((p) => ({ t: p.t, v: p.value ?? p.total })), doc.gaps);
+      }
+    },
+
+    showSeries(kind, key) {
+      this.series = { kind, key };
+      if (this.available) this.loadSeries();
+    },
+  };
+
+  const toSeconds = (t) => (typeof t === "number" ? t : Date.parse(t) / 1000);
+
+  /** A line of exact values over time; nulls and the listed gaps break it. */
+  function drawLine(node, points, gaps) {
+    const W = 1000;
+    const H = 200;
+    const pts = points
+      .map((p) => ({ t: toSeconds(p.t), v: typeof p.v === "string" ? parseDec(p.v) : null }))
+      .filter((p) => Number.isFinite(p.t));
+    const known = pts.filter((p) => p.v !== null);
+    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", class: "line-chart", role: "img" });
+    if (known.length === 0) {
+      node.replaceChildren(chart);
+      chart.setAttribute("aria-label", "no history in this range");
+      return;
+    }
+    let lo = known[0].v;
+    let hi = known[0].v;
+    for (const p of known) {
+      if (cmpDec(p.v, lo) < 0) lo = p.v;
+      if (cmpDec(p.v, hi) > 0) hi = p.v;
+    }
+    const span = subDec(hi, lo);
+    const t0 = pts[0].t;
+    const t1 = pts[pts.length - 1].t;
+    const gapList = (Array.isArray(gaps) ? gaps : []).map((g) => [toSeconds(g.from), toSeconds(g.to)]);
+    const inGap = (a, b) => gapList.some(([f, t]) => a < t && b > f);
+    const x = (t) => (t1 > t0 ? ((t - t0) / (t1 - t0)) * W : W / 2);
+    const y = (v) => H - 8 - (span.n === 0n ? 0.5 : Number(share(subDec(v, lo), span)) / 1e6) * (H - 16);
+    let d = "";
+    let prev = null;
+    for (const p of pts) {
+      if (p.v === null) {
+        prev = null;
+        continue;
+      }
+      const cmd = prev === null || inGap(prev.t, p.t) ? "M" : "L";
+      d += `${cmd}${x(p.t).toFixed(1)} ${y(p.v).toFixed(1)} `;
+      prev = p;
+    }
+    chart.appendChild(svg("path", { d: d.trim(), class: "line" }));
+    chart.setAttribute("aria-label", `from ${formatMoney(lo)} to ${formatMoney(hi)} ${state.quote}`);
+    node.replaceChildren(chart);
+  }
+
+  // --- render loop ------------------------------------------------------------------
 
   let scheduled = false;
 
@@ -615,20 +1330,29 @@
     for (const key of recs.keys()) {
       const rec = state.records.get(key);
       if (rec) accounts.add(rec.account);
+      else accounts.add(key.split("\u0000")[0]);
     }
     for (const account of accounts) renderCard(account);
     const symbols = dirty.symbols;
     dirty.symbols = new Set();
     for (const symbol of symbols) renderTotal(symbol);
-    if (dirty.usd) {
-      dirty.usd = false;
-      for (const [symbol, parts] of totalRows) renderUsd(symbol, parts);
+    if (symbols.size) alignTotals();
+    if (recs.size || symbols.size || accounts.size || dirty.value) {
+      dirty.value = false;
+      renderOverview();
+      if (state.filter) applyFilter();
     }
     if (dirty.events) {
       dirty.events = false;
       renderEvents();
     }
-    renderHeader();
+    els.seq.textContent = String(state.seq);
+    els.seq.dataset.seq = String(state.seq);
+    els.totalsEmpty.hidden = totalRows.size > 0;
+    els.accountsEmpty.hidden = cards.size > 0;
+    let live = 0;
+    for (const id of cards.keys()) if (accountState(id) === "live") live += 1;
+    els.accountsCount.textContent = cards.size ? `${cards.size} · ${live} live` : "";
   }
 
   function tick() {
@@ -687,6 +1411,7 @@
 
   /** GET a JSON route; null on any failure (a 401 asks for a token). */
   async function getJSON(path) {
+    const sentWith = token;
     let resp;
     try {
       resp = await fetch(new URL(path, document.baseURI), {
@@ -697,7 +1422,9 @@
       return null;
     }
     if (resp.status === 401) {
-      if (!needToken) {
+      // A refusal of the token this request carried, if it is still the one in use: an
+      // answer to a request sent before a token was entered says nothing about it.
+      if (!needToken && sentWith === token) {
         const rejected = Boolean(token);
         token = "";
         store.set("");
@@ -714,22 +1441,46 @@
     }
   }
 
+  let revalueTimer = null;
+  let revalueBusy = false;
+  let revalueAgain = false;
+
+  /** Re-read the valuation soon: at most one request in flight, changes coalesced. */
+  function requestRevalue() {
+    if (revalueBusy) {
+      revalueAgain = true;
+      return;
+    }
+    if (revalueTimer === null) revalueTimer = setTimeout(fetchValuation, REVALUE_DELAY_MS);
+  }
+
+  async function fetchValuation() {
+    revalueTimer = null;
+    if (needToken || revalueBusy) return;
+    revalueBusy = true;
+    revalueAgain = false;
+    const quote = state.quote;
+    try {
+      const doc = await getJSON(`v1/totals?quote=${encodeURIComponent(quote)}`);
+      if (quote !== state.quote) return; // the user switched meanwhile
+      // An older service answers only USD (422 for other quotes): say so, do not guess.
+      const v = doc === null && quote !== "USD" && !needToken
+        ? { quote, unsupported: true, rows: new Map(), unpriced: [] }
+        : normaliseTotals(doc, quote);
+      if (v) {
+        state.valuation = v;
+        dirty.value = true;
+        schedule();
+      }
+    } finally {
+      revalueBusy = false;
+      if (revalueAgain) requestRevalue();
+    }
+  }
+
   async function poll() {
     if (needToken) return;
-    const [totals, accounts] = await Promise.all([
-      getJSON("v1/totals?quote=USD"),
-      getJSON("v1/accounts"),
-    ]);
-    if (totals && Array.isArray(totals.totals)) {
-      const rows = new Map();
-      for (const row of totals.totals) {
-        if (row && typeof row.symbol === "string") {
-          rows.set(row.symbol, { total: String(row.total), usd: row.usd ?? null });
-        }
-      }
-      state.serverTotals = rows;
-      dirty.usd = true;
-    }
+    const [, accounts] = await Promise.all([fetchValuation(), getJSON("v1/accounts")]);
     if (accounts && Array.isArray(accounts.accounts)) {
       // Quiet connections emit no stream message; REST knows their last message time.
       for (const doc of accounts.accounts) {
@@ -835,7 +1586,7 @@
       if (!gotMessage) {
         // Refused before anything arrived: find out whether a token is the reason.
         getJSON("v1/accounts").then(() => {
-          if (!needToken) scheduleReconnect();
+          if (!needToken && ws === null) scheduleReconnect(); // unless a new socket is up
         });
       } else {
         scheduleReconnect();
@@ -859,22 +1610,35 @@
   // ---------------------------------------------------------------------------------
   // Start
 
+  function setQuote(quote) {
+    if (!QUOTES.includes(quote)) return;
+    state.quote = quote;
+    state.valuation = null;
+    try {
+      localStorage.setItem(QUOTE_KEY, quote);
+    } catch {
+      // private mode: the choice lasts for this page only
+    }
+    els.quote.value = quote;
+    dirty.value = true;
+    schedule();
+    fetchValuation();
+    timeline.load();
+  }
+
   function start() {
-    els.conn = $("conn");
-    els.connText = $("conn-text");
-    els.seq = $("seq");
-    els.usdTotal = $("usd-total");
-    els.totalsBody = $("totals-body");
-    els.totalsEmpty = $("totals-empty");
-    els.accounts = $("accounts");
-    els.accountsEmpty = $("accounts-empty");
-    els.accountsCount = $("accounts-count");
-    els.events = $("events");
-    els.eventsEmpty = $("events-empty");
-    els.accountTpl = $("account-tpl");
-    els.tokenForm = $("token-form");
-    els.tokenLabel = $("token-label");
-    els.tokenInput = $("token-input");
+    for (const id of [
+      "conn", "conn-text", "seq", "quote", "value", "value-quote", "coverage", "unpriced",
+      "unpriced-box", "unpriced-count", "assumptions", "exact", "alloc-symbol", "alloc-account",
+      "alloc-empty", "filter-bar", "filter-text", "filter-clear", "history", "history-chart",
+      "history-ranges", "series-box", "series-title", "series-chart", "totals", "totals-body",
+      "totals-empty", "totals-head-value", "accounts", "accounts-empty", "accounts-count",
+      "events", "events-empty", "account-tpl", "token-form", "token-label", "token-input",
+    ]) {
+      els[id.replace(/-(\w)/g, (_m, c) => c.toUpperCase())] = $(id);
+    }
+    els.allocSymbol.dataset.kind = "symbol";
+    els.allocAccount.dataset.kind = "account";
 
     els.tokenForm.addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -889,11 +1653,45 @@
       connect();
       poll();
     });
+    els.quote.addEventListener("change", () => setQuote(els.quote.value));
+    els.exact.addEventListener("click", () => {
+      state.exact = !state.exact;
+      els.exact.setAttribute("aria-pressed", String(state.exact));
+      dirty.value = true;
+      schedule();
+    });
+    els.filterClear.addEventListener("click", () => {
+      if (state.filter) toggleFilter(state.filter.kind, state.filter.key, state.filter.label);
+    });
+    document.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape" && state.filter) {
+        toggleFilter(state.filter.kind, state.filter.key, state.filter.label);
+      }
+    });
+    for (const button of els.historyRanges.querySelectorAll("button[data-range]")) {
+      button.addEventListener("click", () => {
+        timeline.range = button.dataset.range;
+        for (const b of els.historyRanges.querySelectorAll("button")) {
+          b.setAttribute("aria-pressed", String(b === button));
+        }
+        timeline.load();
+      });
+    }
 
+    let saved = "";
+    try {
+      saved = localStorage.getItem(QUOTE_KEY) || "";
+    } catch {
+      saved = "";
+    }
+    state.quote = QUOTES.includes(saved) ? saved : "USD";
+    els.quote.value = state.quote;
     token = tokenFromPage();
     connect();
     poll();
+    timeline.load();
     setInterval(poll, POLL_MS);
+    setInterval(() => timeline.available && timeline.load(), 60000);
     setInterval(tick, 1000);
     window.addEventListener("online", () => {
       if (!ws && !needToken) connect();
@@ -914,6 +1712,11 @@
       const d = sumDec(values);
       return d === null ? null : decToString(d);
     },
+    formatExact: (value) => {
+      const d = parseDec(value);
+      return d === null ? null : formatExact(d);
+    },
+    describeEvent: (ev) => describeEvent({ seq: 0, at: Date.now(), ...ev }),
   };
 
   if (document.readyState === "loading") {

@@ -224,6 +224,8 @@ class Page:
         self.target_id = target_id
         self.exceptions: list[str] = []
         self.console: list[tuple[str, str]] = []
+        self.paused: list[dict[str, Any]] = []  # Fetch.requestPaused, once Fetch is enabled
+        self.finished: set[str] = set()  # network request ids done, once Network is enabled
         self._load = asyncio.Event()
 
     def _on_event(self, method: str, params: dict[str, Any]) -> None:
@@ -233,6 +235,10 @@ class Page:
             details = params.get("exceptionDetails", {})
             text = details.get("exception", {}).get("description") or details.get("text", "")
             self.exceptions.append(str(text))
+        elif method == "Fetch.requestPaused":
+            self.paused.append(params)
+        elif method in ("Network.loadingFinished", "Network.loadingFailed"):
+            self.finished.add(str(params.get("requestId", "")))
         elif method == "Runtime.consoleAPICalled":
             args = params.get("args", [])
             text = " ".join(str(a.get("value", a.get("description", ""))) for a in args)

@@ -119,13 +119,20 @@ def chromium() -> str:
 
 
 def screenshot_path(tmp_path: Path, name: str) -> Path:
-    folder = os.environ.get("BALAGG_SCREENSHOT_DIR")
+    """Where a screenshot goes: ``$BALAGG_ARTIFACTS`` (or the older name) or pytest's tmp dir."""
+    folder = os.environ.get("BALAGG_ARTIFACTS") or os.environ.get("BALAGG_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
     return (Path(folder) if folder else tmp_path) / name
 
 
 @contextlib.asynccontextmanager
 async def running_service(
-    redis_url: str, key_prefix: str, data_dir: Path, tokens: tuple[str, ...] = ()
+    redis_url: str,
+    key_prefix: str,
+    data_dir: Path,
+    tokens: tuple[str, ...] = (),
+    static_prices: dict[str, Decimal] | None = None,
 ) -> AsyncIterator[Service]:
     from app.service import create_app
 
@@ -137,6 +144,7 @@ async def running_service(
         data_dir=data_dir,
         api_tokens=tuple(SecretStr(t) for t in tokens),
         instance_id="test-instance",
+        static_prices=static_prices or {},
     )
     app = create_app(settings, accounts=ACCOUNTS)
     if not any(getattr(route, "path", None) == "/" for route in app.router.routes):
@@ -183,9 +191,11 @@ async def _stop_server(server: uvicorn.Server, serving: asyncio.Task[None]) -> N
 
 
 @contextlib.asynccontextmanager
-async def browser_page(chromium: str, tmp_path: Path) -> AsyncIterator[Page]:
+async def browser_page(
+    chromium: str, tmp_path: Path, width: int = 1280, height: int = 900
+) -> AsyncIterator[Page]:
     async with await Browser.launch(chromium, tmp_path / "profile") as browser:
-        page = await browser.new_page(1280, 900)
+        page = await browser.new_page(width, height)
         yield page
         assert page.exceptions == [], page.exceptions
 
@@ -253,8 +263,11 @@ async def test_dashboard_follows_the_stream_live(
             assert await page.evaluate(total_cell("BTC", "available")) == "0.25"
             assert await page.evaluate(total_cell("BTC", "locked")) == "0.05"
             assert await page.evaluate(total_cell("BTC", "accounts")) == "2"
-            assert await page.evaluate(total_cell("USDC", "total")) == "1005.5"
-            assert await page.evaluate(total_cell("USDC", "usd")) == "1,005.50"
+            # grouped by thousands for reading, exact in the cell's data-value
+            assert await page.evaluate(total_cell("USDC", "total")) == "1,005.5"
+            usdc_total = query("data-total-cell", "USDC|total")
+            assert await page.evaluate(f"{usdc_total}.dataset.value") == "1005.5"
+            await expect(page, total_cell("USDC", "value"), "1,005.50")
             assert await page.evaluate(account_attr("dash-a", "data-state")) == "live"
             assert await page.evaluate(account_text("dash-a", "[data-badge]")) == "live"
             assert await page.evaluate(account_text("dash-b", "[data-reconnects]")) == "2"
@@ -354,3 +367,47 @@ async def test_dashboard_asks_for_a_token_when_the_service_requires_one(
             await page.goto(f"{svc.base}/?token={TOKEN}")
             await expect(page, cell("dash-a", "", "BTC", "total"), "1.5")
             assert await page.evaluate("location.search") == ""
+
+
+async def test_a_late_refusal_without_a_token_keeps_the_token_given_since(
+    chromium: str, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """A 401 to a request sent before the token was entered must not throw the token away."""
+    async with running_service(redis_url, key_prefix, tmp_path / "data", (TOKEN,)) as svc:
+        svc.writer.submit_status("dash-a", status("dash-a", "bitopro", "live"))
+        svc.writer.submit_update("dash-a", "bitopro", [bal("BTC", "1.5", "1")])
+        await svc.flush()
+        async with browser_page(chromium, tmp_path) as page:
+            # hold the answer to the page's first history request (sent without a token)
+            await page.send("Network.enable")
+            await page.send(
+                "Fetch.enable",
+                {"patterns": [{"urlPattern": "*/v1/history/*", "requestStage": "Response"}]},
+            )
+            await page.goto(svc.base + "/")
+            await expect(page, "document.querySelector('#token-form').hidden", False)
+            deadline = time.monotonic() + 10
+            while not page.paused:
+                assert time.monotonic() < deadline, "the page asked for no history"
+                await asyncio.sleep(0.02)
+            held = page.paused[0]
+            assert held["responseStatusCode"] == 401
+            await page.evaluate(
+                f"document.querySelector('#token-input').value = {json.dumps(TOKEN)};"
+                "document.querySelector('#token-form').requestSubmit()"
+            )
+            await expect(page, cell("dash-a", "", "BTC", "total"), "1.5")
+            await expect(page, "document.querySelector('#conn').dataset.conn", "connected")
+            # now the old refusal arrives
+            await page.send("Fetch.continueResponse", {"requestId": held["requestId"]})
+            deadline = time.monotonic() + 10
+            while held["networkId"] not in page.finished:
+                assert time.monotonic() < deadline, "the held response was not delivered"
+                await asyncio.sleep(0.02)
+            for _ in range(2):  # let the page's tasks queued behind the response run
+                await page.evaluate("new Promise((resolve) => setTimeout(resolve, 0))")
+            assert await page.evaluate("document.querySelector('#token-form').hidden") is True
+            assert await page.evaluate("document.querySelector('#conn').dataset.conn") == (
+                "connected"
+            )
+            assert await page.evaluate("sessionStorage.getItem('balagg.token')") == TOKEN

@@ -14,7 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -54,6 +56,35 @@ def _free_port_block(count: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
+PUSHED_USD = "987654321.123456"
+
+# One look at the page: the pushed cell, every USD cell, the USD slice, all the slices,
+# the headline and the USD row of the totals table (exact strings from data-value).
+OVERVIEW_PROBE = """(() => {
+  const v = (node) => node?.dataset.value ?? null;
+  return {
+    cell: v(document.querySelector('[data-cell="sfox-main||USD|total"]')),
+    usd_cells: [...document.querySelectorAll('td[data-cell$="||USD|total"]')].map(v),
+    slice: v(document.querySelector('#alloc-symbol rect[data-slice="USD"]')),
+    slices: [...document.querySelectorAll('#alloc-symbol rect[data-slice]')].map(v),
+    headline: v(document.querySelector('#value')),
+    table: v(document.querySelector('[data-total-cell="USD|total"]')),
+  };
+})()"""
+
+
+def _pushed_everywhere(seen: dict[str, Any]) -> bool:
+    """The pushed amount is in the table, the USD slice and the headline, exactly."""
+    if seen["cell"] != PUSHED_USD or seen["slice"] is None or not seen["headline"]:
+        return False
+    usd = sum((Decimal(x) for x in seen["usd_cells"]), Decimal(0))
+    return (
+        Decimal(seen["slice"]) == usd  # USD is valued at 1
+        and Decimal(seen["table"]) == usd
+        and sum((Decimal(x) for x in seen["slices"]), Decimal(0)) == Decimal(seen["headline"])
+    )
+
+
 async def test_demo_shows_live_balances_and_states(chromium: str, tmp_path: Path) -> None:
     port = _free_port_block(1)
     sim_port = _free_port_block(4)
@@ -91,6 +122,20 @@ async def test_demo_shows_live_balances_and_states(chromium: str, tmp_path: Path
                 async with http.post(bitopro_sim + "/push", json={"ADA": "123.45678901"}) as r:
                     assert r.status == 200
                 await expect(page, cell("bitopro-main", "", "ADA", "total"), "123.45678901")
+                # a pushed change reaches the headline, the picture and the tables together
+                sfox_sim = f"http://127.0.0.1:{sim_port + 1}/_sim"
+                async with http.get(sfox_sim) as r:
+                    assert (await r.json())["venue"] == "sfox"
+                async with http.post(
+                    sfox_sim + "/accounts/sim-sfox-key/push", json={"usd": PUSHED_USD}
+                ) as r:
+                    assert r.status == 200
+                pushed_at = time.monotonic()
+                seen = await page.evaluate(OVERVIEW_PROBE)
+                while not _pushed_everywhere(seen):
+                    assert time.monotonic() - pushed_at < 1.0, seen
+                    await asyncio.sleep(0.05)
+                    seen = await page.evaluate(OVERVIEW_PROBE)
                 # the simulator drops the connection: the account shows stale, then recovers
                 await page.evaluate(
                     """(() => {
