@@ -928,7 +928,7 @@ class StreamHub:
         self.subscribers.add(sub)
         self._active.add(sub)
         self.metrics.downstream_clients.set(len(self.subscribers))
-        if since is None or not self._resumable(since):
+        if since is None or not self._resumable(since) or self._served_state_differs(sub):
             self._send_snapshot(sub)
             return sub
         replay = self._from_ring(since)
@@ -940,6 +940,19 @@ class StreamHub:
 
     def _resumable(self, since: int) -> bool:
         return self.loaded and 0 <= self.seq - since <= self.rt.settings.client_max_lag
+
+    def _served_state_differs(self, sub: Subscriber) -> bool:
+        """Whether an account the client follows is served in another state than its stored
+        status says (its owner is gone). A replay carries only stored statuses, so it would
+        leave the client with the dead owner's ``live``; such a client gets a snapshot."""
+        for account in self._accounts:
+            if sub.accounts is not None and account not in sub.accounts:
+                continue
+            status = self._statuses.get(account)
+            stored = status.get("state") if status else None
+            if stored is not None and self._state_of(account) != stored:
+                return True
+        return False
 
     def _from_ring(self, since: int) -> list[Message] | None:
         if since == self.seq:
