@@ -113,3 +113,9 @@ class Metrics:
         self.pending_writes = Gauge(
             "balagg_pending_writes", "Keys waiting to be written to Redis", registry=r
         )
+        self.price_feed_errors = Counter(
+            "balagg_price_feed_errors",
+            "Frames rejected whole on an own price socket, by feed and reason",
+            ["feed", "reason"],
+            registry=r,
+        )
