@@ -32,6 +32,7 @@ from app.httpproto import BoundedHttpToolsProtocol
 from app.hub import StreamHub
 from app.logs import SCRUBBER, setup_logging
 from app.metrics import Metrics
+from app.prices.metrics import ValuationCollector
 from app.prices.service import PriceService
 from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
 from app.runtime import Runtime
@@ -127,6 +128,9 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
 
         runtime.prices = PriceService(settings, writer, client, keys, on_reject=on_price_reject)
         runtime.hub = StreamHub(runtime)
+        metrics.registry.register(
+            ValuationCollector(runtime.prices.graph, lambda: runtime.hub.records())
+        )
         runtime.supervisor = Supervisor(runtime)
         writer._fence = runtime.supervisor.fence_token
         app.state.runtime = runtime

@@ -62,6 +62,13 @@ EXTRA_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "balagg_leases_held": ("gauge", frozenset()),
     "balagg_lease_takeovers_total": ("counter", frozenset()),
     "balagg_fenced_writes_total": ("counter", frozenset({"account"})),
+    # valuation (app/prices/metrics.py, computed at scrape time; docs/valuation.md)
+    "balagg_price": ("gauge", frozenset({"base", "quote", "source"})),
+    "balagg_price_age_seconds": ("gauge", frozenset({"source"})),
+    "balagg_prices_stale": ("gauge", frozenset({"source"})),
+    "balagg_value": ("gauge", frozenset({"account", "quote"})),
+    "balagg_value_coverage": ("gauge", frozenset({"quote"})),
+    "balagg_price_feed_errors_total": ("counter", frozenset({"feed", "reason"})),
 }
 
 # Prometheus' own per-target series, used for "target down" alerts.

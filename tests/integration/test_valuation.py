@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -149,6 +150,14 @@ async def test_exact_value_through_twd_with_the_peg_as_an_assumption(
         assert listed["BTC_TWD"]["price"] == BTC_TWD and listed["BTC_TWD"]["stale"] is False
         assert "peg:USDT=USD" in (await api.get("/v1/prices"))["assumptions"]
 
+        rt = api.runtime
+        labels = {"account": "bitopro-big", "quote": "USD"}
+        assert metric(rt, "balagg_value", labels) > 9.6e16  # the float exposition of it
+        assert metric(rt, "balagg_value_coverage", {"quote": "USD"}) == 1
+        btc_labels = {"base": "BTC", "quote": "TWD", "source": "bitopro"}
+        assert metric(rt, "balagg_price", btc_labels) == Decimal(BTC_TWD)
+        assert metric(rt, "balagg_prices_stale", {"source": "bitopro"}) == 0
+
 
 async def test_a_stalled_feed_goes_stale_and_comes_back(
     sims: Simulators, redis_url: str, key_prefix: str
@@ -179,6 +188,8 @@ async def test_a_stalled_feed_goes_stale_and_comes_back(
         (record,) = (await api.get("/v1/balances", quote="USD", asset="BTC"))["balances"]
         assert record["value"] is None and record["value_reason"] == "stale_price"
         assert record["stale"] is False  # the balance itself is live: only its price is not
+        assert metric(api.runtime, "balagg_prices_stale", {"source": "bitopro"}) == 1
+        assert metric(api.runtime, "balagg_value_coverage", {"quote": "USD"}) < 1
 
         await api.control(
             "bitopro", "POST", "/_sim/prices/stall", {"stall": False, "pairs": ["BTC_TWD"]}
