@@ -737,6 +737,14 @@ def _since(value: str | None) -> int | None:
     return int(value)
 
 
+def _flag(value: str | None, name: str) -> bool:
+    if value is None or value == "":
+        return False
+    if value not in _TRUE_FALSE:
+        raise _BadParam(f"{name}: expected true or false")
+    return _TRUE_FALSE[value]
+
+
 async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(_json(error_body(code, message), status))
@@ -775,10 +783,13 @@ def handle_client_frame(hub: StreamHub, sub: Subscriber, message: Mapping[str, A
         try:
             accounts = _op_filter(doc, "accounts", ACCOUNT_ID_RE)
             assets = _op_filter(doc, "assets", _ASSET_RE)
+            prices = doc.get("prices")
+            if prices is not None and not isinstance(prices, bool):
+                raise _BadParam("prices: expected true, false or null")
         except _BadParam as exc:
             hub.send_control(sub, _ws_error("bad_request", exc.message))
             return
-        hub.resubscribe(sub, accounts, assets)
+        hub.resubscribe(sub, accounts, assets, prices)
     else:
         hub.send_control(
             sub, _ws_error("unknown_op", 'expected {"op": "subscribe", ...} or {"op": "ping"}')
@@ -793,6 +804,7 @@ async def serve_stream(websocket: WebSocket) -> None:
         accounts = split_list(params.getlist("accounts"), "accounts", ACCOUNT_ID_RE)
         assets = split_list(params.getlist("assets"), "assets", _ASSET_RE)
         since = _since(params.get("since"))
+        prices = _flag(params.get("prices"), "prices")
     except _BadParam as exc:
         await _deny(websocket, 400, "invalid_request", exc.message)
         return
@@ -801,7 +813,7 @@ async def serve_stream(websocket: WebSocket) -> None:
         return
     hub = rt.hub
     await websocket.accept()
-    sub = await hub.subscribe(accounts, assets, since)
+    sub = await hub.subscribe(accounts, assets, since, prices=prices)
     sub.attach(websocket)
     frames = asyncio.create_task(_client_frames(websocket, hub, sub))
     closed = asyncio.create_task(sub.wait_closed())

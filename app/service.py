@@ -128,6 +128,7 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
 
         runtime.prices = PriceService(settings, writer, client, keys, on_reject=on_price_reject)
         runtime.hub = StreamHub(runtime)
+        runtime.prices.listeners.append(runtime.hub.publish_price)
         metrics.registry.register(
             ValuationCollector(runtime.prices.graph, lambda: runtime.hub.records())
         )

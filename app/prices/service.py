@@ -82,7 +82,8 @@ class PriceService:
             static=s.static_prices,
             clock=clock,
         )
-        self._recorder = PriceRecorder(self.graph, writer)
+        self.listeners: list[Callable[[Price], None]] = []
+        self._recorder = PriceRecorder(self.graph, writer, self._announce)
         self._redis = redis
         self._keys = keys
         self._on_reject = on_reject
@@ -96,6 +97,13 @@ class PriceService:
         self.feeds: dict[str, PriceFeedClient] = {}
 
     # -- prices in -----------------------------------------------------------------------
+
+    def _announce(self, price: Price) -> None:
+        for listener in self.listeners:
+            try:
+                listener(price)
+            except Exception as exc:  # a listener's fault never loses the price
+                log.warning("price listener failed (%s)", type(exc).__name__)
 
     def record(self, price: Price) -> None:
         """A price from a live feed of this instance: into the graph, queued for Redis."""
@@ -117,7 +125,9 @@ class PriceService:
         before: list[Price] = []
         for price in prices:
             if price.received >= self.started:
-                self.graph.put(price)  # a live feed of this deployment confirmed it
+                # a live feed of this deployment confirmed it
+                if self.graph.put(price):
+                    self._announce(price)
             else:
                 before.append(price)
         return self.graph.restore(before)
