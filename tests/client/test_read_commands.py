@@ -194,7 +194,9 @@ async def test_totals_and_accounts_tables(live: LiveService) -> None:
     assert result.rc == 0, result.err
     rows = table_cells(result.out, "symbol")
     assert len(rows) == len(rest["totals"])
-    footer = result.out.strip().splitlines()[-1]
+    lines = result.out.strip().splitlines()
+    end = max(i for i, line in enumerate(lines) if line.startswith("└"))
+    footer = " ".join(line.strip() for line in lines[end + 1 :])  # it may wrap
     assert f"seq {rest['seq']}" in footer
     listed = ", ".join(f"{u['symbol']} ({u['reason']})" for u in rest["unpriced"])
     assert "unpriced: " + (listed or "none") in footer
