@@ -68,3 +68,33 @@ async def test_prices_parameter_is_validated(service_factory: ServiceFactory) ->
         else:
             await ws.close()
             raise AssertionError("prices=maybe was accepted")
+
+
+async def test_a_slow_client_keeps_only_the_newest_price_per_pair(
+    service_factory: ServiceFactory,
+) -> None:
+    async with service_factory([account("ex-a")], client_buffer=10) as svc:
+        ws = await svc.ws(prices="true")
+        try:
+            assert (await read_one(ws))["type"] == "snapshot"
+            (sub,) = svc.hub.subscribers
+            pairs = ("BTC_TWD", "ETH_TWD", "USDT_TWD")
+            newest: dict[str, str] = {}
+            for i in range(3_000):  # faster than any socket: nothing is sent in between
+                pair = pairs[i % len(pairs)]
+                newest[pair] = f"{i + 1}.5"
+                base = pair.split("_")[0]
+                svc.runtime.prices.record(
+                    Price(
+                        PriceSource.BITOPRO, pair, base, "TWD", Decimal(newest[pair]), time.time()
+                    )
+                )
+            assert sub.peak_pending <= sub.limit + 1
+            assert sub.conflated > 0
+            seen: dict[str, str] = {}
+            while seen != newest:
+                doc = await next_of(ws, "price")
+                seen[doc["pair"]] = doc["price"]
+            assert seen == newest
+        finally:
+            await ws.close()
