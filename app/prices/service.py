@@ -27,7 +27,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -187,20 +186,6 @@ class PriceService:
     async def stop(self) -> None:
         feeds, self.feeds = list(self.feeds.values()), {}
         await asyncio.gather(*(client.stop() for client in feeds), return_exceptions=True)
-
-    def feed_views(self) -> list[dict[str, Any]]:
-        """The own price sockets, for status and tests (secret-free)."""
-        return [
-            {
-                "feed": client.channel.name,
-                "connected": client.connected,
-                "connections": client.connections,
-                "prices": client.prices,
-                "rejected": dict(client.rejected),
-                "last_error": client.last_error or None,
-            }
-            for client in self.feeds.values()
-        ]
 
 
 def _pairs(channel: PriceChannel) -> frozenset[str]:
