@@ -10,12 +10,10 @@ unknown routes, wrong methods and invalid parameters, is ``{"error": {"code", "m
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
@@ -31,11 +29,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from app.auth import RequestGuard, error_body, is_open_path
-from app.domain import BalanceRecord
 from app.history.api import balances_at
 from app.history.api import router as history_router
-from app.hub import StreamHub, Subscriber
+from app.hub import StreamHub, Subscriber, normalize_assets, record_json
 from app.logs import SCRUBBER
+from app.prices.report import (
+    assumptions_doc,
+    balance_value,
+    price_doc,
+    resolve_quote,
+    totals_doc,
+)
 from app.ratelimit import ResyncThrottle
 from app.runtime import Runtime
 from app.settings import ACCOUNT_ID_RE, Settings
@@ -49,15 +53,6 @@ MAX_FILTER_ITEMS = 1_000
 _ASSET_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 _READY_NAMES_SHOWN = 20
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets.server")
-
-STABLECOINS = frozenset({"USD", "USDC", "USDT", "USDM"})
-# Solana mints valued at 1 USD without a market price: only these exact mints, because a
-# token's symbol is chosen by whoever minted it and "USDC" alone proves nothing.
-STABLE_MINTS = {
-    "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v": "USDC",
-    "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB": "USDT",
-}
-_MINT_VENUES = frozenset({"solanatracker"})
 
 JSON = "application/json"
 
@@ -97,19 +92,84 @@ class BalancesResponse(BaseModel):
     balances: list[Balance]
 
 
+class ValuedBalance(Balance):
+    """A record with ``?quote=``: its value in the quote and the price that gave it."""
+
+    value: str | None = Field(description="total in the quote; null with value_reason")
+    price: str | None = Field(description="one unit in the quote along the path")
+    price_source: str | None = Field(examples=["bitopro+peg"])
+    path: str | None = Field(examples=["bitopro:BTC_TWD / bitopro:USDT_TWD * peg:USDT=USD"])
+    price_age_s: float | None = Field(description="age of the oldest market price used")
+    value_reason: Literal["no_price", "no_path", "stale_price"] | None
+
+
+class ValuedBalancesResponse(BaseModel):
+    seq: int
+    quote: str
+    balances: list[ValuedBalance]
+
+
 class Total(BaseModel):
     symbol: str
     total: str
     available: str
     locked: str
     accounts: int = Field(description="how many accounts hold it")
-    usd: str | None = Field(description="total valued in the quote currency; null if unpriced")
+    usd: str | None = Field(
+        description="total valued in the quote currency (the same as value); null if unpriced"
+    )
+    value: str | None = Field(description="total in the quote; null with reason")
+    price: str | None = Field(description="unit price of the largest holding's path")
+    price_source: str | None
+    path: str | None
+    price_age_s: float | None
+    reason: Literal["no_price", "no_path", "stale_price"] | None
+
+
+class Coverage(BaseModel):
+    by_count: str | None = Field(description="valued symbols / held symbols, rounded down")
+    by_value: str | None = Field(description="valued value / all value; null if unknowable")
+    priced: int
+    holdings: int = Field(description="symbols with a non-zero total")
+
+
+class Unpriced(BaseModel):
+    symbol: str
+    reason: Literal["no_price", "no_path", "stale_price"]
 
 
 class TotalsResponse(BaseModel):
     seq: int
+    quote: str = Field(examples=["USD"])
+    value: str = Field(description="sum of the valued symbols only")
+    coverage: Coverage
     totals: list[Total]
-    unpriced: list[str] = Field(description="symbols with a non-zero total and no known price")
+    unpriced: list[Unpriced] = Field(description="held symbols without a value, and why")
+    assumptions: list[str] = Field(
+        description="pegs, identities and static prices the values rest on"
+    )
+
+
+class PriceEntry(BaseModel):
+    source: Literal["bitopro", "sfox", "deltadefi", "solanatracker"]
+    pair: str = Field(examples=["BTC_TWD"])
+    base: str
+    quote: str
+    price: str
+    path: str = Field(examples=["bitopro:BTC_TWD"])
+    age_s: float
+    max_age_s: float
+    stale: bool
+    restored: bool = Field(description="read back from Redis, no feed has confirmed it since")
+    venue_ts: str | None
+    pool_count: int | None
+    liquidity: str | None
+
+
+class PricesResponse(BaseModel):
+    prices: list[PriceEntry]
+    assumptions: list[str] = Field(description="configured pegs and identities")
+    static: dict[str, str] = Field(description="static last-resort prices, asset -> USD")
 
 
 AccountStateName = Literal["connecting", "syncing", "live", "stale", "auth_failed", "disabled"]
@@ -210,98 +270,6 @@ def _not_loaded() -> Response:
     return _error(503, "not_loaded", "balance state not loaded from redis yet")
 
 
-def parse_prices(raw: dict[Any, Any]) -> dict[str, Decimal]:
-    """``P:prices`` hash (mint -> JSON with ``price_usd``) -> exact prices."""
-    out: dict[str, Decimal] = {}
-    for mint, doc_raw in raw.items():
-        try:
-            doc = json.loads(doc_raw, parse_float=Decimal)
-            price = doc.get("price_usd") if isinstance(doc, dict) else None
-            if price is None:
-                continue
-            value = Decimal(str(price)) if not isinstance(price, Decimal) else price
-        except (ValueError, InvalidOperation, TypeError):
-            continue
-        if value.is_finite() and value >= 0:
-            out[mint.decode() if isinstance(mint, bytes) else str(mint)] = value
-    return out
-
-
-def unit_price(
-    record: BalanceRecord, mint_prices: dict[str, Decimal], static: dict[str, Decimal]
-) -> Decimal | None:
-    """USD per unit of a record's asset, or None when nothing trustworthy is known.
-
-    Mints: the market price learned for that mint, else a static price keyed by the mint,
-    else 1 for the known stablecoin mints. Exchange assets: a static price keyed by the
-    asset or symbol, else 1 for USD, USDC, USDT and USDM.
-    """
-    if record.venue in _MINT_VENUES:
-        price = mint_prices.get(record.asset)
-        if price is None:
-            price = static.get(record.asset)
-        if price is None and record.asset in STABLE_MINTS:
-            price = Decimal(1)
-        return price
-    symbol = (record.symbol or record.asset).upper()
-    price = static.get(record.asset)
-    if price is None:
-        price = static.get(symbol)
-    if price is None and symbol in STABLECOINS:
-        price = Decimal(1)
-    return price
-
-
-def value_totals(
-    records: Iterable[BalanceRecord],
-    mint_prices: dict[str, Decimal],
-    static: dict[str, Decimal],
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Exact sums per symbol and their USD value (null when any holding is unpriced)."""
-    rows: dict[str, dict[str, Any]] = {}
-    with localcontext() as ctx:
-        ctx.prec = 100  # sums and products of exact amounts stay exact
-        for r in records:
-            symbol = r.symbol or r.asset
-            row = rows.get(symbol)
-            if row is None:
-                row = rows[symbol] = {
-                    "total": Decimal(0),
-                    "available": Decimal(0),
-                    "locked": Decimal(0),
-                    "accounts": set(),
-                    "usd": Decimal(0),
-                    "priced": True,
-                }
-            row["total"] += r.total
-            row["available"] += r.available
-            row["locked"] += r.locked
-            row["accounts"].add(r.account)
-            if r.total != 0:
-                price = unit_price(r, mint_prices, static)
-                if price is None:
-                    row["priced"] = False
-                else:
-                    row["usd"] += price * r.total
-    totals: list[dict[str, Any]] = []
-    unpriced: list[str] = []
-    for symbol in sorted(rows):
-        row = rows[symbol]
-        if not row["priced"]:
-            unpriced.append(symbol)
-        totals.append(
-            {
-                "symbol": symbol,
-                "total": decimal_str(row["total"]),
-                "available": decimal_str(row["available"]),
-                "locked": decimal_str(row["locked"]),
-                "accounts": len(row["accounts"]),
-                "usd": decimal_str(row["usd"]) if row["priced"] else None,
-            }
-        )
-    return totals, unpriced
-
-
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -348,7 +316,24 @@ HistoryAt = Annotated[
     ),
 ]
 AccountPath = Annotated[str, Path(description="account id", max_length=256)]
-Quote = Annotated[Literal["USD"], Query(description="quote currency")]
+Quote = Annotated[
+    str,
+    Query(
+        description="quote currency (case-insensitive) or Solana mint",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9]+$",
+    ),
+]
+OptionalQuote = Annotated[
+    str | None,
+    Query(
+        description="value every record in this quote currency",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9]+$",
+    ),
+]
 
 
 def install_routes(app: FastAPI, settings: Settings) -> None:
@@ -372,10 +357,10 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.get(
         "/v1/balances",
-        response_model=BalancesResponse,
+        response_model=BalancesResponse | ValuedBalancesResponse,
         responses=_errors(401, 409, 422, 503),
         tags=["balances"],
-        summary="Current balances of every account (or, with at=, at a past instant)",
+        summary="Current balances of every account (valued with quote=, or past ones with at=)",
     )
     async def get_balances(
         request: Request,
@@ -383,8 +368,14 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         asset: AssetFilter = None,
         nonzero: NonzeroFlag = False,
         at: HistoryAt = None,
+        quote: OptionalQuote = None,
     ) -> Response:
         if at is not None:  # a past state comes from history, not from the live mirror
+            if quote is not None:
+                return _error(
+                    422, "invalid_request", "at= and quote= cannot be combined: a past value "
+                    "comes from /v1/history/value"
+                )
             return await balances_at(request, at, account, asset, nonzero)
         rt = _runtime(request)
         if rt is None:
@@ -396,20 +387,23 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
             assets = split_list(asset, "asset", _ASSET_RE)
         except _BadParam as exc:
             return _error(422, "invalid_request", exc.message)
+        if quote is not None:
+            return _valued_balances(rt, accounts, assets, nonzero, quote)
         return _json(rt.hub.balances_body(accounts, assets, nonzero))
 
     @app.get(
         "/v1/balances/{account}",
-        response_model=BalancesResponse,
+        response_model=BalancesResponse | ValuedBalancesResponse,
         responses=_errors(401, 404, 422, 503),
         tags=["balances"],
-        summary="Current balances of one account",
+        summary="Current balances of one account (valued with ?quote=)",
     )
     async def get_account_balances(
         request: Request,
         account: AccountPath,
         asset: AssetFilter = None,
         nonzero: NonzeroFlag = False,
+        quote: OptionalQuote = None,
     ) -> Response:
         rt = _runtime(request)
         if rt is None:
@@ -422,6 +416,8 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
             assets = split_list(asset, "asset", _ASSET_RE)
         except _BadParam as exc:
             return _error(422, "invalid_request", exc.message)
+        if quote is not None:
+            return _valued_balances(rt, [account], assets, nonzero, quote)
         return _json(rt.hub.balances_body([account], assets, nonzero))
 
     @app.get(
@@ -445,14 +441,32 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
             accounts = split_list(account, "account", ACCOUNT_ID_RE)
         except _BadParam as exc:
             return _error(422, "invalid_request", exc.message)
-        mint_prices = await _mint_prices(request, rt)
-        hub = rt.hub
-        seq = hub.seq
+        view = rt.prices.graph.view()
+        node = resolve_quote(view, quote)
+        if node is None:
+            return _unknown_quote(quote)
         # no await between reading seq and the records: they describe the same state
-        totals, unpriced = value_totals(
-            hub.records(accounts), mint_prices, dict(rt.settings.static_prices)
-        )
-        return _json(orjson.dumps({"seq": seq, "totals": totals, "unpriced": unpriced}))
+        doc = totals_doc(view, rt.hub.records(accounts), node, rt.hub.seq)
+        return _json(orjson.dumps(doc))
+
+    @app.get(
+        "/v1/prices",
+        response_model=PricesResponse,
+        responses=_errors(401, 503),
+        tags=["prices"],
+        summary="Every known market price with its source, path, age and stale flag",
+    )
+    async def get_prices(request: Request) -> Response:
+        rt = _runtime(request)
+        if rt is None:
+            return _not_started()
+        graph = rt.prices.graph
+        doc = {
+            "prices": [price_doc(q) for q in graph.prices()],
+            "assumptions": assumptions_doc(graph.pegs, graph.identities),
+            "static": {a: decimal_str(v) for a, v in sorted(graph.static.items())},
+        }
+        return _json(orjson.dumps(doc))
 
     @app.get(
         "/v1/accounts",
@@ -545,16 +559,36 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         await serve_stream(websocket)
 
 
-async def _mint_prices(request: Request, rt: Runtime) -> dict[str, Decimal]:
-    """Mint prices from ``P:prices``; the last good read if Redis does not answer."""
-    cache: dict[str, Decimal] = getattr(request.app.state, "mint_prices", {})
-    try:
-        raw = await asyncio.wait_for(rt.redis.hgetall(rt.keys.prices), 2)
-    except (RedisError, OSError, TimeoutError):
-        return cache
-    prices = parse_prices(raw)
-    request.app.state.mint_prices = prices
-    return prices
+def _unknown_quote(quote: str) -> Response:
+    return _error(
+        422, "unknown_quote", f"quote {_short(quote)}: no price, peg or static price reaches it"
+    )
+
+
+def _valued_balances(
+    rt: Runtime,
+    accounts: list[str] | None,
+    assets: list[str] | None,
+    nonzero: bool,
+    quote: str,
+) -> Response:
+    """``/v1/balances?quote=``: every record with its value, price, source and age."""
+    view = rt.prices.graph.view()
+    node = resolve_quote(view, quote)
+    if node is None:
+        return _unknown_quote(quote)
+    wanted = normalize_assets(assets)
+    out: list[dict[str, Any]] = []
+    for record in rt.hub.records(accounts):
+        if wanted is not None and record.asset not in wanted:
+            continue
+        if nonzero and not (record.total or record.available or record.locked):
+            continue
+        doc = orjson.loads(record_json(record))
+        doc["stale"] = record.stale
+        doc.update(balance_value(view, record, node))
+        out.append(doc)
+    return _json(orjson.dumps({"seq": rt.hub.seq, "quote": node, "balances": out}))
 
 
 async def readiness_problems(rt: Runtime | None) -> list[str]:
@@ -723,6 +757,14 @@ def _since(value: str | None) -> int | None:
     return int(value)
 
 
+def _flag(value: str | None, name: str) -> bool:
+    if value is None or value == "":
+        return False
+    if value not in _TRUE_FALSE:
+        raise _BadParam(f"{name}: expected true or false")
+    return _TRUE_FALSE[value]
+
+
 async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(_json(error_body(code, message), status))
@@ -761,10 +803,13 @@ def handle_client_frame(hub: StreamHub, sub: Subscriber, message: Mapping[str, A
         try:
             accounts = _op_filter(doc, "accounts", ACCOUNT_ID_RE)
             assets = _op_filter(doc, "assets", _ASSET_RE)
+            prices = doc.get("prices")
+            if prices is not None and not isinstance(prices, bool):
+                raise _BadParam("prices: expected true, false or null")
         except _BadParam as exc:
             hub.send_control(sub, _ws_error("bad_request", exc.message))
             return
-        hub.resubscribe(sub, accounts, assets)
+        hub.resubscribe(sub, accounts, assets, prices)
     else:
         hub.send_control(
             sub, _ws_error("unknown_op", 'expected {"op": "subscribe", ...} or {"op": "ping"}')
@@ -779,6 +824,7 @@ async def serve_stream(websocket: WebSocket) -> None:
         accounts = split_list(params.getlist("accounts"), "accounts", ACCOUNT_ID_RE)
         assets = split_list(params.getlist("assets"), "assets", _ASSET_RE)
         since = _since(params.get("since"))
+        prices = _flag(params.get("prices"), "prices")
     except _BadParam as exc:
         await _deny(websocket, 400, "invalid_request", exc.message)
         return
@@ -787,7 +833,7 @@ async def serve_stream(websocket: WebSocket) -> None:
         return
     hub = rt.hub
     await websocket.accept()
-    sub = await hub.subscribe(accounts, assets, since)
+    sub = await hub.subscribe(accounts, assets, since, prices=prices)
     sub.attach(websocket)
     frames = asyncio.create_task(_client_frames(websocket, hub, sub))
     closed = asyncio.create_task(sub.wait_closed())

@@ -10,7 +10,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.prices.model import Price
 
 
 class Venue(enum.StrEnum):
@@ -139,7 +142,23 @@ class SequenceGap:
     received: int
 
 
-Event = BalanceSnapshot | BalanceUpdate | PriceUpdate | VenueEvent | ControlReply | SequenceGap
+@dataclass(frozen=True, slots=True)
+class MarketPrice:
+    """A market price read on an account's own socket (sFOX ticker, SolanaTracker price
+    room). It never changes balances: the connection loop hands it to the price recorder."""
+
+    price: Price
+
+
+Event = (
+    BalanceSnapshot
+    | BalanceUpdate
+    | PriceUpdate
+    | VenueEvent
+    | ControlReply
+    | SequenceGap
+    | MarketPrice
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,6 +150,9 @@ class AccountFold:
                 merged[key] = self.state[key]
         self.apply_snapshot(BalanceSnapshot(scope, tuple(merged.values()), snapshot.venue_ts))
 
-    def held_mints(self) -> set[str]:
-        """Assets with a non-zero balance in any wallet (SolanaTracker: mints to price)."""
+    def held_assets(self) -> set[str]:
+        """Assets with a non-zero balance in any wallet (what the price feeds must cover;
+        for SolanaTracker, the mints)."""
         return {asset for (_w, asset), b in self.state.items() if b.total != 0}
+
+    held_mints = held_assets

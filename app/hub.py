@@ -53,6 +53,7 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from app.domain import BalanceRecord
+from app.prices.model import Price
 from app.runtime import Runtime
 from app.store import (
     BalanceReader,
@@ -61,6 +62,7 @@ from app.store import (
     StateSnapshot,
     decimal_str,
     field_name,
+    iso_time,
 )
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,9 @@ _CACHE_MAX = 64
 _WATCH_S = 0.5  # how often slow clients are looked for when no change arrives
 
 Key = tuple[str, str, str]
-"""Conflation key: (account, wallet, asset) for balances, (account, "", "") for status."""
+"""Conflation key: (account, wallet, asset) for balances, (account, "", "") for status,
+(:data:`PRICE_KEY`, source, pair) for prices."""
+PRICE_KEY = "\x00price"  # never an account id
 
 
 class ClientSocket(Protocol):
@@ -218,6 +222,25 @@ def _parse_change(change: Change, received: float) -> tuple[Message, dict[str, A
     return Message(change.seq, change.account, change.asset, key, text, received), doc
 
 
+def price_message(price: Price, stale: bool = False) -> Message:
+    """``{"type": "price", ...}``: one market price, conflated per (source, pair)."""
+    doc = {
+        "type": "price",
+        "source": price.source.value,
+        "pair": price.pair,
+        "base": price.base,
+        "quote": price.quote,
+        "price": decimal_str(price.price),
+        "path": price.label,
+        "received_at": iso_time(price.received),
+        "venue_ts": price.venue_ts,
+        "stale": stale,
+    }
+    return Message(
+        0, "", "", (PRICE_KEY, price.source.value, price.pair), orjson.dumps(doc).decode()
+    )
+
+
 def normalize_assets(assets: Iterable[str] | None) -> frozenset[str] | None:
     """Asset filters match the code as given and upper-cased (``btc`` finds ``BTC``)."""
     if assets is None:
@@ -250,6 +273,7 @@ class Subscriber:
         self.accounts = accounts
         self.assets = assets
         self.limit = limit
+        self.prices = False  # opted in to ``price`` messages (``prices=true``)
         self._queue: OrderedDict[object, Message] = OrderedDict()
         self._conflating = False
         self._allowance = 0  # extra room a resume replay may use without being conflated
@@ -914,8 +938,12 @@ class StreamHub:
         accounts: Iterable[str] | None,
         assets: Iterable[str] | None,
         since: int | None,
+        *,
+        prices: bool = False,
     ) -> Subscriber:
         """Register a client; queue a snapshot, or the replay after ``since`` if resumable.
+        With ``prices``, every known price follows (then each new one, see
+        :meth:`publish_price`).
 
         Returns before anything is sent; call :meth:`Subscriber.attach` to start sending.
         """
@@ -925,6 +953,7 @@ class StreamHub:
             normalize_assets(assets),
             self.rt.settings.client_buffer,
         )
+        sub.prices = prices
         self.subscribers.add(sub)
         self._active.add(sub)
         self.metrics.downstream_clients.set(len(self.subscribers))
@@ -934,8 +963,10 @@ class StreamHub:
         replay = self._from_ring(since)
         if replay is not None:
             sub.prepend([m for m in replay if m.text and sub.matches(m)])
+            self._send_prices(sub)
             return sub
         await self._replay_from_redis(sub, since)
+        self._send_prices(sub)
         return sub
 
     def _resumable(self, since: int) -> bool:
@@ -995,12 +1026,38 @@ class StreamHub:
         sub.prepend(replay)
 
     def resubscribe(
-        self, sub: Subscriber, accounts: Iterable[str] | None, assets: Iterable[str] | None
+        self,
+        sub: Subscriber,
+        accounts: Iterable[str] | None,
+        assets: Iterable[str] | None,
+        prices: bool | None = None,
     ) -> None:
-        """Replace the filter; everything pending is superseded by a fresh snapshot."""
+        """Replace the filter; everything pending is superseded by a fresh snapshot.
+        ``prices`` None keeps the client's choice of ``price`` messages."""
         sub.accounts = frozenset(accounts) if accounts is not None else None
         sub.assets = normalize_assets(assets)
+        if prices is not None:
+            sub.prices = prices
         self._send_snapshot(sub)
+
+    # -- prices ------------------------------------------------------------------------
+
+    def publish_price(self, price: Price) -> None:
+        """A new market price to every client that opted in, conflated per (source, pair)
+        like balances: a slow client keeps only the newest price of each pair."""
+        subscribers = [s for s in self._active if s.prices and not s.holding]
+        if not subscribers:
+            return
+        msg = price_message(price)
+        for sub in subscribers:
+            sub.push(msg)
+
+    def _send_prices(self, sub: Subscriber) -> None:
+        """Every known price, after the snapshot of a client that opted in."""
+        if not sub.prices:
+            return
+        for quote in self.rt.prices.graph.prices():
+            sub.push(price_message(quote.price, quote.stale))
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
@@ -1026,6 +1083,7 @@ class StreamHub:
         sub.holding = False
         sub.clear()
         sub.push(self._snapshot_message(sub.accounts, sub.assets))
+        self._send_prices(sub)
         sub.stalled = 0
 
     def _snapshot_message(

@@ -126,3 +126,9 @@ class Metrics:
             "Gaps recorded because the change stream no longer held unwritten changes",
             registry=r,
         )
+        self.price_feed_errors = Counter(
+            "balagg_price_feed_errors",
+            "Frames rejected whole on an own price socket, by feed and reason",
+            ["feed", "reason"],
+            registry=r,
+        )

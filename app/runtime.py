@@ -13,6 +13,7 @@ from app.store import BalanceReader, BalanceWriter, Keys
 
 if TYPE_CHECKING:
     from app.hub import StreamHub
+    from app.prices.service import PriceService
     from app.supervisor import Supervisor
 
 
@@ -27,6 +28,7 @@ class Runtime:
     metrics: Metrics
     supervisor: Supervisor = field(init=False)
     hub: StreamHub = field(init=False)
+    prices: PriceService = field(init=False)
 
     @property
     def account_ids(self) -> list[str]:

@@ -6,7 +6,8 @@ with one line naming it if another process has it, before any Redis or upstream 
 exists. The lifespan then brings the parts up in dependency order — Redis (embedded
 unless ``BALAGG_REDIS_URL`` is set), the batched writer, the stream hub (one
 change-stream reader per process), then the upstream supervisor — and takes them down in
-reverse, flushing pending writes before Redis goes away.
+reverse, flushing pending writes before Redis goes away. The last stored prices are read
+before the supervisor starts (served as stale until their feeds answer).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from app.httpproto import BoundedHttpToolsProtocol
 from app.hub import StreamHub
 from app.logs import SCRUBBER, setup_logging
 from app.metrics import Metrics
+from app.prices.metrics import ValuationCollector
+from app.prices.service import PriceService
 from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import AccountConfig, Settings
@@ -122,7 +125,16 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             metrics=metrics,
         )
         runtime_ref.append(runtime)
+
+        def on_price_reject(feed: str, reason: str) -> None:
+            metrics.price_feed_errors.labels(feed, reason).inc()
+
+        runtime.prices = PriceService(settings, writer, client, keys, on_reject=on_price_reject)
         runtime.hub = StreamHub(runtime)
+        runtime.prices.listeners.append(runtime.hub.publish_price)
+        metrics.registry.register(
+            ValuationCollector(runtime.prices.graph, lambda: runtime.hub.records())
+        )
         runtime.supervisor = Supervisor(runtime)
         writer._fence = runtime.supervisor.fence_token
         app.state.runtime = runtime
@@ -140,6 +152,7 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
         app.state.history = history
         # -- end history ----------------------------------------------------------------
         try:
+            await runtime.prices.restore()
             await runtime.hub.start()
             await runtime.supervisor.start()
             log.info(

@@ -201,6 +201,8 @@ class Settings(AccountSourceSettings):
     static_prices: Annotated[dict[str, Decimal], NoDecode] = Field(default_factory=dict)
     price_max_age: float = Field(default=120.0, gt=0)
     price_max_ages: dict[str, float] = Field(default_factory=dict)
+    # how often a replica reads the prices other replicas' feeds stored (P:prices)
+    price_refresh: float = Field(default=2.0, gt=0)
     price_pegs: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=lambda: {"USDT": "USD", "USDC": "USD", "USDM": "USD"}
     )

@@ -5,6 +5,12 @@ leases (:mod:`app.leases`) — acquiring its fair share, renewing, giving back s
 replicas balance, stepping down when fenced — and routes ``resync`` requests to whichever
 instance owns the account (through the ``P:resync`` stream).
 
+It also drives the price sockets of its own (:class:`~app.prices.service.PriceService`):
+once a second they are matched to the accounts this instance owns and what those hold
+(one BitoPro ticker socket per distinct ticker URL, one DeltaDeFi market price socket per
+held symbol), and every ``price_refresh`` seconds the prices other replicas' feeds stored
+are followed. Nothing there can stop a runner or touch balances.
+
 While Redis does not answer, nothing is given up: no other instance can acquire a lease
 then either, so the runners keep their sockets and folds and the writer keeps their
 pending writes. When Redis answers again, ownership is re-checked (a lapsed lease nobody
@@ -44,6 +50,7 @@ class Supervisor:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.http: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._price_task: asyncio.Task[None] | None = None
         self._resync_id = "$"
         self._stopping = False
         self._last_renew = 0.0
@@ -67,13 +74,16 @@ class Supervisor:
             with contextlib.suppress(RedisError, OSError):
                 await self._void_predecessors()
         self._loop_task = asyncio.create_task(self._lease_loop(), name="lease-loop")
+        self._price_task = asyncio.create_task(self._price_loop(), name="price-feeds")
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for task in (self._loop_task, self._price_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.rt.prices.stop()
         await asyncio.gather(*(self._stop_runner(a, stale=True) for a in list(self.runners)))
         await self.rt.writer.drain(5)
         with contextlib.suppress(RedisError, OSError):
@@ -83,6 +93,26 @@ class Supervisor:
         self.rt.metrics.leases_held.set(0)
         if self.http is not None:
             await self.http.close()
+
+    async def _price_loop(self) -> None:
+        """Keep the own price sockets matched to the owned accounts; follow ``P:prices``."""
+        refresh = self.rt.settings.price_refresh
+        last_follow = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                if self.http is not None:
+                    runners = list(self.runners.values())
+                    self.rt.prices.sync(
+                        self.http,
+                        [r.account for r in runners],
+                        {r.account.id: r.fold.held_assets() for r in runners},
+                    )
+                if time.monotonic() - last_follow >= refresh:
+                    last_follow = time.monotonic()
+                    await self.rt.prices.follow()
+            except Exception as exc:  # prices must never take the supervisor down
+                log.warning("price feeds: %s", type(exc).__name__)
 
     async def _void_predecessors(self) -> None:
         """Embedded Redis: every lease in it belongs to a process that is gone.

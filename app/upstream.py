@@ -38,6 +38,7 @@ from app.domain import (
     BalanceUpdate,
     ControlReply,
     Event,
+    MarketPrice,
     PriceUpdate,
     SequenceGap,
     VenueEvent,
@@ -431,6 +432,8 @@ class AccountRunner:
             self._m_fold.observe(time.perf_counter() - t0)
         if self.account.venue == "solanatracker" and events:
             await self._sync_rooms(session)
+        elif events and session.prices_on_socket and session.subscribed:
+            await self._sync_price_feeds(session)
 
     def _apply(self, session: VenueSession, events: list[Event]) -> None:
         fold = self.fold
@@ -456,9 +459,19 @@ class AccountRunner:
                     "sequence_gap", f"expected sequence {event.expected}, got {event.received}"
                 )
                 raise Reconnect("sequence_gap", backoff=False)
+            elif isinstance(event, MarketPrice):
+                self._count("ticker")
+                self._deliver_price(event)
             elif isinstance(event, ControlReply):
                 # an application heartbeat is counted as such, never as an error
                 self._count("ping" if event.action == "ping" else "control")
+
+    def _deliver_price(self, event: MarketPrice) -> None:
+        # a price is never a reason to lose the account's socket or state
+        try:
+            self.rt.prices.record(event.price)
+        except Exception as exc:
+            self._error("price", f"price not recorded ({type(exc).__name__})")
 
     def _store_price(self, price: PriceUpdate) -> None:
         # merged with what is known: a field the update lacks never nulls a stored one
@@ -480,15 +493,27 @@ class AccountRunner:
                     name = mint.decode() if isinstance(mint, bytes) else str(mint)
                     self.fold.load_meta(name, parsed)
 
+    async def _sync_price_feeds(self, session: VenueSession) -> None:
+        """Send what makes the socket carry prices for the held assets (sFOX tickers)."""
+        if self._ws is None:
+            return
+        for message in session.price_messages(self.fold.held_assets()):
+            await self._ws.send_str(message)
+
     async def _sync_rooms(self, session: VenueSession) -> None:
-        """Join ``transaction:<mint>`` for every held mint; leave rooms no wallet holds."""
+        """Join ``transaction:<mint>`` and the mint's price room for every held mint; leave
+        rooms no wallet holds."""
         room_of = getattr(session, "transaction_room", None)
+        price_room_of = getattr(session, "price_room", None)
         join = getattr(session, "join_message", None)
         leave = getattr(session, "leave_message", None)
         if room_of is None or join is None or leave is None or self._ws is None:
             return
-        wanted = {room_of(mint) for mint in self.fold.held_mints()}
-        current = {r for r in self._rooms if r.startswith("transaction:")}
+        held = self.fold.held_assets()
+        wanted = {room_of(mint) for mint in held}
+        if price_room_of is not None:
+            wanted |= {price_room_of(mint) for mint in held}
+        current = {r for r in self._rooms if r.startswith(("transaction:", "price:"))}
         ws = self._ws
         for room in sorted(wanted - current):
             self._rooms.add(room)

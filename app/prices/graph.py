@@ -303,6 +303,10 @@ class GraphView:
         self._adjacency = graph._edges()
         self._memo: dict[tuple[str, str, str | None], Conversion | Reason] = {}
 
+    def knows(self, node: str) -> bool:
+        """True if some price, peg, identity or static price touches ``node``."""
+        return node in self._adjacency
+
     def convert(self, asset: str, quote: str, venue: str | None = None) -> Conversion | Reason:
         """The best conversion of one ``asset`` into ``quote``; or why there is none.
 

@@ -18,6 +18,7 @@ until their feed answers (:meth:`PriceGraph.restore`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
@@ -111,10 +112,18 @@ class PriceRecorder:
     queues the newest doc per key.
     """
 
-    def __init__(self, graph: PriceGraph, writer: PriceWriter) -> None:
+    def __init__(
+        self,
+        graph: PriceGraph,
+        writer: PriceWriter,
+        on_new: Callable[[Price], None] | None = None,
+    ) -> None:
         self._graph = graph
         self._writer = writer
+        self._on_new = on_new  # e.g. the stream hub's fan-out; must not block either
 
     def __call__(self, price: Price) -> None:
         if self._graph.put(price):
             self._writer.submit_market_price(price.key, encode_price(price))
+            if self._on_new is not None:
+                self._on_new(price)

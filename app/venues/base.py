@@ -14,7 +14,7 @@ Exceptions::
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from app.domain import Event, Venue
@@ -65,6 +65,8 @@ class VenueSession(abc.ABC):
     """
 
     venue: Venue
+    prices_on_socket: bool = False
+    """True if the account socket also carries prices (:meth:`price_messages` subscribes)."""
 
     def __init__(self, account: AccountConfig) -> None:
         self.account = account
@@ -79,6 +81,12 @@ class VenueSession(abc.ABC):
     def opening_messages(self) -> Sequence[str]:
         """Text frames to send right after the socket opens (sFOX authenticate, ST joins)."""
         return ()
+
+    def price_messages(self, held: Iterable[str]) -> list[str]:
+        """Frames that make this socket carry prices for the ``held`` assets (sFOX ticker
+        subscriptions), given what it already carries; empty for venues whose prices
+        arrive elsewhere."""
+        return []
 
     @abc.abstractmethod
     def on_frame(self, raw: str | bytes) -> tuple[list[Event], list[str]]:

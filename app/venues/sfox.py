@@ -5,11 +5,18 @@ confirms it. Balance frames hold either the trading account's currencies (a list
 web3 wallet (an object), which is a separate wallet scope and never touches the account.
 Every message carries a per-connection ``sequence``; a jump or a step back means frames
 were lost or reordered, which is reported so the connection can resync.
+
+Prices ride the same socket: once balances are subscribed, :meth:`SfoxSession.price_messages`
+subscribes ``ticker.sfox.<asset>usd`` for every held currency (and unsubscribes what is no
+longer held). Ticker envelopes go through the same sequence check as balance frames (the
+counter is shared) and come out as :class:`~app.domain.MarketPrice` events; a refused
+ticker subscription is reported, never a reason to drop the balance feed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -24,9 +31,11 @@ from app.domain import (
     ControlReply,
     Event,
     ExtraValue,
+    MarketPrice,
     SequenceGap,
     Venue,
 )
+from app.prices import sfox as tickers
 from app.settings import AccountConfig
 from app.venues import _wire as w
 from app.venues.base import AuthRejected, HttpRequest, ProtocolError, VenueSession
@@ -56,6 +65,7 @@ class SfoxSession(VenueSession):
     """One sFOX connection: authenticate, subscribe, then balance frames."""
 
     venue = Venue.SFOX
+    prices_on_socket = True
 
     def __init__(self, account: AccountConfig) -> None:
         super().__init__(account)
@@ -63,6 +73,7 @@ class SfoxSession(VenueSession):
         self._envelope_sequence: int | None = None
         self._authenticated = False
         self._subscribed = False
+        self._ticker_pairs: frozenset[str] = frozenset()
 
     def _api_key(self) -> str:
         key = self.account.api_key
@@ -87,6 +98,23 @@ class SfoxSession(VenueSession):
     @property
     def last_sequence(self) -> int | None:
         return self._last_sequence
+
+    def price_messages(self, held: Iterable[str]) -> list[str]:
+        """Subscribe the ticker of every held currency (``BTC`` -> ``ticker.sfox.btcusd``)
+        and unsubscribe those no longer held; nothing before balances are subscribed."""
+        if not self._subscribed:
+            return []
+        wanted = frozenset(
+            tickers.pair_for(code) for code in held if code.upper() != "USD" and code.isalnum()
+        )
+        added, removed = wanted - self._ticker_pairs, self._ticker_pairs - wanted
+        self._ticker_pairs = wanted
+        messages: list[str] = []
+        if added:
+            messages.append(tickers.subscribe_message(added))
+        if removed:
+            messages.append(tickers.unsubscribe_message(removed))
+        return messages
 
     # -- frames ------------------------------------------------------------------------
 
@@ -146,6 +174,8 @@ class SfoxSession(VenueSession):
             update = _read_balances(doc.get("payload"), venue_ts)
             if update.balances:
                 events.append(update)
+        elif tickers.is_ticker_feed(recipient):
+            events.append(MarketPrice(tickers.read_ticker(doc, time.time())))
         elif recipient is not None:
             feed = w.text(recipient, "recipient")
             raise w.reject(w.UNKNOWN_EVENT, f"feed {feed[:40]!r} is not handled")
@@ -185,6 +215,9 @@ class SfoxSession(VenueSession):
         detail = w.scrub(reason if type(reason) is str else "", [self._api_key()])
         if not action:  # an error naming no action refuses whatever we are waiting for
             action = "authenticate" if not self._authenticated else "subscribe"
+        if self._subscribed and action in ("subscribe", "unsubscribe") and _only_tickers(payload):
+            # a refused price feed costs the prices, never the balance feed
+            return ControlReply(action, False, detail or "ticker subscription refused")
         if action == "authenticate":
             raise AuthRejected(
                 f"authenticate refused: {detail}" if detail else "authenticate refused"
@@ -211,6 +244,13 @@ class SfoxSession(VenueSession):
         """``[{"currency": "btc", "balance": 0.5, "available": 0.5, "held": 0, ...}]``:
         the trading account (wallet ``""``); web3 wallets are not part of it."""
         return [w.decode(body, _read_rest)]
+
+
+def _only_tickers(payload: dict[str, Any]) -> bool:
+    feeds = payload.get("feeds")
+    return (
+        type(feeds) is list and bool(feeds) and all(tickers.is_ticker_feed(feed) for feed in feeds)
+    )
 
 
 def _read_balances(payload: object, venue_ts: str | None) -> BalanceUpdate:

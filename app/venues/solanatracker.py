@@ -4,6 +4,9 @@ The account's wallets are followed by joining ``wallet:<addr>:balance`` rooms. F
 mint those wallets hold, the connection loop also joins ``transaction:<mint>`` (see
 :meth:`SolanatrackerSession.transaction_room`) to learn the mint's USD price and its
 symbol, name and decimals; swaps made by a tracked wallet are re-broadcast as events.
+It also joins ``price:aggregated:<mint>`` (:meth:`SolanatrackerSession.price_room`) for
+every held mint; those messages come out as :class:`~app.domain.MarketPrice` events for
+the price recorder and never touch balances.
 The server's JSON heartbeat ``{"type":"ping"}`` is answered with ``{"type":"pong"}``.
 Joining sends no snapshot, so balances are seeded from the Data API when the account has a
 ``data_api_key`` (one request per wallet).
@@ -11,6 +14,7 @@ Joining sends no snapshot, so balances are seeded from the Data API when the acc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
@@ -23,10 +27,12 @@ from app.domain import (
     BalanceUpdate,
     ControlReply,
     Event,
+    MarketPrice,
     PriceUpdate,
     Venue,
     VenueEvent,
 )
+from app.prices import solanatracker as price_rooms
 from app.settings import AccountConfig
 from app.venues import _wire as w
 from app.venues.base import HttpRequest, VenueSession
@@ -105,6 +111,11 @@ class SolanatrackerSession(VenueSession):
         return f"transaction:{mint}"
 
     @staticmethod
+    def price_room(mint: str) -> str:
+        """``price:aggregated:<mint>``: the mint's USD price over its pools."""
+        return price_rooms.aggregated_room(mint)
+
+    @staticmethod
     def join_message(room: str) -> str:
         return orjson.dumps({"type": "join", "room": room}).decode()
 
@@ -153,6 +164,8 @@ class SolanatrackerSession(VenueSession):
                 return [self._read_balance(room, doc.get("data"))], []
             if room.startswith("transaction:"):
                 return self._read_transactions(room, doc.get("data"))
+            if price_rooms.is_price_room(room):
+                return [MarketPrice(price_rooms.read_price_message(doc, time.time()))], []
             raise w.reject(w.UNKNOWN_EVENT, "message from a room that is not handled")
         if kind == "ping" or kind == "pong":
             # the application heartbeat: a ping is answered with PONG (VENUES.md)

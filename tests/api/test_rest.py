@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from app.prices import Price, PriceSource
 from tests.api.conftest import VENUE, Service, ServiceFactory, StubSupervisor, account, bal
 from tests.api.conftest import status_doc as doc
 
@@ -118,7 +120,11 @@ async def test_totals_are_exact_and_valued(service_factory: ServiceFactory) -> N
                 bal("UnknownMint11111111111111111111111111111111", "5", wallet=WALLET),
             ],
         )
+        # a mint is valued from its price room (a market price), not from swap metadata
         o.submit_price(BONK, {"price_usd": "0.00002345", "symbol": "BONK", "decimals": 5})
+        svc.runtime.prices.record(
+            Price(PriceSource.SOLANATRACKER, BONK, BONK, "USD", Decimal("0.00002345"), time.time())
+        )
         await svc.settle()
         status, body = await svc.get("/v1/totals", quote="USD")
         assert status == 200 and body["seq"] == svc.hub.seq
@@ -130,14 +136,26 @@ async def test_totals_are_exact_and_valued(service_factory: ServiceFactory) -> N
             "locked": "0.5",
             "accounts": 2,
             "usd": str(Decimal("1.75") * Decimal("65000.5")),
+            "value": str(Decimal("1.75") * Decimal("65000.5")),
+            "price": "65000.5",
+            "price_source": "static",
+            "path": "static:BTC=USD",
+            "price_age_s": None,
+            "reason": None,
         }
+        assert body["quote"] == "USD" and "static:BTC=USD" in body["assumptions"]
         assert totals["USDT"]["usd"] == "10"
         assert totals["USDM"]["usd"] == "3.5" and totals["USDM"]["locked"] == "2"
-        assert totals["BONK"]["usd"] == str(Decimal("123456.000001") * Decimal("0.00002345"))
+        # values are quantized to 8 places, half-even (docs/valuation.md)
+        assert totals["BONK"]["usd"] == "2.8950432"  # 2.89504320002345
+        assert totals["BONK"]["path"] == f"solanatracker:{BONK}"
         assert totals["ETH"]["usd"] == "0"  # nothing held: nothing to price
         # a mint that merely calls itself USDC is not worth a dollar
         assert totals["USDC"]["total"] == "1002.25" and totals["USDC"]["usd"] is None
-        assert set(body["unpriced"]) == {"USDC", "UnknownMint11111111111111111111111111111111"}
+        assert body["unpriced"] == [
+            {"symbol": "USDC", "reason": "no_price"},
+            {"symbol": "UnknownMint11111111111111111111111111111111", "reason": "no_price"},
+        ]
         for row in body["totals"]:
             for field in ("total", "available", "locked"):
                 assert isinstance(row[field], str)

@@ -66,6 +66,13 @@ EXTRA_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "balagg_history_lag_seconds": ("gauge", frozenset()),
     "balagg_history_writes_total": ("counter", frozenset()),
     "balagg_history_gaps_total": ("counter", frozenset()),
+    # valuation (app/prices/metrics.py, computed at scrape time; docs/valuation.md)
+    "balagg_price": ("gauge", frozenset({"base", "quote", "source"})),
+    "balagg_price_age_seconds": ("gauge", frozenset({"source"})),
+    "balagg_prices_stale": ("gauge", frozenset({"source"})),
+    "balagg_value": ("gauge", frozenset({"account", "quote"})),
+    "balagg_value_coverage": ("gauge", frozenset({"quote"})),
+    "balagg_price_feed_errors_total": ("counter", frozenset({"feed", "reason"})),
 }
 
 # Prometheus' own per-target series, used for "target down" alerts.

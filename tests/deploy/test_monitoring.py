@@ -10,6 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from app.metrics import Metrics
+from app.prices.graph import PriceGraph
+from app.prices.metrics import ValuationCollector
 from tests.deploy.support import (
     EXTRA_METRICS,
     OPERATIONS_DOC,
@@ -168,13 +170,24 @@ def test_extra_metrics_are_exported_by_the_service() -> None:
         name = family.name + ("_total" if family.type == "counter" else "")
         defined[name] = family.type
     for name, (kind, labels) in {**SPEC_METRICS, **EXTRA_METRICS}.items():
-        if name == "balagg_balance":
-            continue  # per-balance gauges come from the balance mirror, not app.metrics
+        if name == "balagg_balance" or name in VALUATION_FAMILIES:
+            continue  # computed at scrape time by collectors, not defined in app.metrics
         assert defined.get(name) == kind, f"{name}: app.metrics defines {defined.get(name)}"
         attribute = name.removeprefix("balagg_").removesuffix("_total")
         metric = getattr(metrics, attribute, None)
         if metric is not None:
             assert set(metric._labelnames) == labels, name
+
+
+VALUATION_FAMILIES = {
+    family.name: frozenset(family._labelnames)
+    for family in ValuationCollector(PriceGraph(), list).describe()
+}
+
+
+def test_valuation_metrics_are_exported_by_their_collector() -> None:
+    for name, labels in VALUATION_FAMILIES.items():
+        assert EXTRA_METRICS[name] == ("gauge", labels), name
 
 
 # -- dashboard -------------------------------------------------------------------------------
