@@ -212,6 +212,17 @@ class Settings(AccountSourceSettings):
     client_ops_burst: int = Field(default=50, ge=1)
     # POST /v1/accounts/{id}/resync: at most one per account per interval (else 429)
     resync_min_interval: float = Field(default=10.0, ge=0)
+    # serve --workers: worker processes on one shared port ("auto" = CPU cores), and an
+    # optional first port of one extra private listener per worker (for per-worker scrapes)
+    workers: int = Field(default=1, ge=1, le=64)
+    worker_port_base: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return auto_workers()
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -281,6 +292,14 @@ class Settings(AccountSourceSettings):
                 raise ValueError(f"{asset} is pegged to itself")
             pegs[asset] = target
         return pegs
+
+
+def auto_workers() -> int:
+    """``--workers auto``: the CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def load_config() -> tuple[Settings, list[AccountConfig]]:
