@@ -207,6 +207,40 @@ class Bench:
 # --------------------------------------------------------------------------- fold
 
 
+class CpuShares:
+    """Cores used over a window by the service, the simulator host, Redis, the bench
+    itself and everything else on the machine (other users' load makes a run noisy)."""
+
+    def __init__(self, b: Bench, service: Service) -> None:
+        self.service = service
+        self.own = {
+            "simhost": psutil.Process(b.stack.sim.pid) if b.stack.sim is not None else None,
+            "redis": psutil.Process(b.stack.redis.pid) if b.stack.redis.pid else None,
+            "bench": psutil.Process(),
+        }
+        self.t0 = time.monotonic()
+        self.start = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        out = {"service": self.service.cpu_seconds()}
+        for name, proc in self.own.items():
+            times = proc.cpu_times() if proc is not None else None
+            out[name] = times.user + times.system if times is not None else 0.0
+        machine = psutil.cpu_times()
+        out["machine"] = (
+            machine.user + machine.system + machine.nice + machine.irq + (machine.softirq)
+        )
+        return out
+
+    def cores(self) -> dict[str, float]:
+        end, seconds = self._sample(), max(1e-6, time.monotonic() - self.t0)
+        used = {k: (end[k] - self.start[k]) / seconds for k in end}
+        ours = sum(v for k, v in used.items() if k != "machine")
+        result = {k: round(v, 2) for k, v in used.items() if k != "machine"}
+        result["other"] = round(max(0.0, used["machine"] - ours), 2)
+        return result
+
+
 async def parse_ceiling(b: Bench, names: list[str], per: int) -> float:
     """Frames/s a plain aiohttp client receives and orjson-parses, with no state."""
     conns: list[aiohttp.ClientWebSocketResponse] = []
@@ -290,6 +324,7 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
     msgs0 = await b.metric(service, "balagg_upstream_messages_total", 'kind="balance"')
     reconnects0 = await b.metric(service, "balagg_upstream_reconnects_total")
     cpu0 = service.cpu_seconds()
+    shares = CpuShares(b, service)
     fired = await b.bench_post(
         "/bench/fire", {"keys": [f"key-{n}" for n in names], "count": per, "asset": "BTC"}
     )
@@ -314,6 +349,7 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
             break
         await asyncio.sleep(0.002)
     cpu1 = service.cpu_seconds()
+    cores = shares.cores()
     if remaining:
         log(f"fold: {len(remaining)} account(s) never reached the final value")
         t_done = time.monotonic()
@@ -341,6 +377,7 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
         "parse_ceiling_per_s": round(parse),
         "ratio_parse": round(rate / parse, 3),
         "service_cpu_cores": round(service_cpu, 2),
+        "cpu_cores": cores,
         "state_verified": verified,
         "all_frames_folded": received == total and reconnects == 0,
     }
