@@ -251,7 +251,10 @@ def run_workers(settings: Settings, accounts: Sequence[AccountConfig]) -> int:
         if lock is not None:
             lock.release()
         reason = exc.strerror or type(exc).__name__
-        sys.stderr.write(f"cannot start: cannot listen on {settings.host}: {reason}\n")
+        where = f"{settings.host}:{settings.port}"
+        if sockets:  # the shared port is bound: a worker port failed
+            where = f"{settings.host}:{settings.worker_port_base}+"
+        sys.stderr.write(f"cannot start: cannot listen on {where}: {reason}\n")
         return 1
     embedded: EmbeddedRedis | None = None
     handled = (signal.SIGINT, signal.SIGTERM)

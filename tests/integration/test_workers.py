@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from decimal import Decimal
@@ -253,3 +254,31 @@ async def test_two_workers_share_the_port_the_accounts_and_fail_over(
         assert "exited with code" not in dep.log().split("shutting down", 1)[-1]
     finally:
         dep.stop()
+
+
+def test_workers_parent_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALAGG_")}
+    env.update(
+        BALAGG_ACCOUNTS="[]",
+        BALAGG_DATA_DIR=str(tmp_path / "data"),
+        BALAGG_PORT=str(port),
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        proc = subprocess.run(
+            [sys.executable, "-m", "app", "serve", "--workers", "2"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(
+        f"cannot start: cannot listen on 127.0.0.1:{port}"
+    ), proc.stderr
+    # nothing was started: no Redis files in the data directory
+    assert not (tmp_path / "data" / "redis").exists()
