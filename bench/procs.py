@@ -184,6 +184,7 @@ class Service:
             "BALAGG_WORKERS": str(workers),
         }
         self.base = f"http://127.0.0.1:{self.port}"
+        self.live = 0  # accounts live at the last look of wait_live
         self.metric_bases = [self.base]
         if workers > 1:
             first = free_ports(workers)
@@ -245,6 +246,7 @@ class Service:
         """Until ``/v1/accounts`` lists ``count`` accounts, all live."""
         deadline = time.monotonic() + timeout
         last = ""
+        self.live = 0
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
                 if self.child.proc.poll() is not None:
@@ -256,6 +258,7 @@ class Service:
                             states = [a["state"] for a in doc["accounts"]]
                             live = sum(1 for s in states if s == "live")
                             last = f"{live}/{len(states)} live"
+                            self.live = live
                             if live >= count:
                                 return
                 except (aiohttp.ClientError, OSError):
