@@ -250,8 +250,13 @@ def acceptance(doc: dict[str, Any]) -> str:
         rows.append(
             (
                 "10,000 idle accounts",
-                f"{big.get('live_accounts', big['accounts']):,} of {big['accounts']:,} live "
-                f"after {big['live_after_s']} s, RSS {big['rss_mb']} MB",
+                (
+                    f"all live after {big['live_after_s']} s"
+                    if _le(big["live_after_s"], math.inf)
+                    else f"{big.get('live_accounts', 0):,} of {big['accounts']:,} live at the "
+                    f"end of a {big.get('live_wait_s', '?')} s wait"
+                )
+                + f", RSS {big['rss_mb']} MB",
                 "all live within 30 s, RSS ≤ 600 MB",
                 _verdict(_le(big["live_after_s"], 30) and big["rss_mb"] <= 600, note),
             )

@@ -671,6 +671,7 @@ async def scale_run(b: Bench, accounts: int) -> dict[str, Any]:
         "accounts": accounts,
         "live_after_s": round(ready, 2),
         "live_accounts": service.live,
+        "live_wait_s": b.sizes.scale_live_timeout,
         "sim_open_connections": sim_open,
         "service_tcp_established": sockets,
         "rss_mb": round(rss / 2**20, 1),
