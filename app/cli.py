@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import orjson
 
 from app.client.commands import add_client_commands
-from app.settings import ConfigError, load_config
+from app.settings import ConfigError, auto_workers, load_config
 
 
 def cmd_check_config(_args: argparse.Namespace) -> int:
@@ -33,11 +33,26 @@ def cmd_check_config(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(_args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     from app.service import run_service
 
     settings, _accounts = load_config()  # every problem at once, before anything starts
+    if args.workers is not None:
+        settings = settings.model_copy(update={"workers": args.workers})
     return run_service(settings)
+
+
+def _workers(value: str) -> int:
+    """``--workers``: a count from 1 to 64, or ``auto`` (the CPU cores)."""
+    if value.strip().lower() == "auto":
+        return auto_workers()
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'auto': {value!r}") from None
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 64: {count}")
+    return count
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -59,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("serve", help="run the service from its settings (BALAGG_*)")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="worker processes on the one port: a number or 'auto' (= CPU cores); "
+        "default BALAGG_WORKERS, else 1",
+    )
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("demo", help="run the venue simulators and the service wired to them")
     p.add_argument("--host", help="service address (default BALAGG_HOST, else 127.0.0.1)")

@@ -1,5 +1,8 @@
 """The service: ``create_app(settings)`` and its lifespan, and ``run_service`` for the CLI.
 
+With ``workers`` > 1, ``run_service`` hands over to the worker pool (``app/workers.py``),
+whose workers each run this same app on the shared socket via ``serve_on``.
+
 Nothing starts at import time. ``run_service`` first takes what only one process may
 hold — the data directory's lock (with the embedded Redis) and the HTTP port — and fails
 with one line naming it if another process has it, before any Redis or upstream socket
@@ -212,6 +215,12 @@ def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = N
     either is taken by another process this returns 1 after one line on stderr.
     """
     setup_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        from app.workers import run_workers
+
+        resolved = list(accounts) if accounts is not None else settings.load_accounts()
+        SCRUBBER.add(_secrets_of(settings, resolved))
+        return run_workers(settings, resolved)
     app = create_app(settings, accounts)
     lock: DirectoryLock | None = None
     try:
@@ -230,14 +239,16 @@ def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = N
         )
         return 1
     try:
-        return _serve(app, settings, listener)
+        return serve_on(app, settings, [listener])
     finally:
         listener.close()
         if lock is not None:
             lock.release()
 
 
-def _serve(app: FastAPI, settings: Settings, listener: socket.socket) -> int:
+def serve_on(app: FastAPI, settings: Settings, sockets: list[socket.socket]) -> int:
+    """Serve ``app`` on already bound sockets until SIGINT/SIGTERM (a ``--workers``
+    worker passes the shared socket it inherited, and its own one when configured)."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -253,7 +264,7 @@ def _serve(app: FastAPI, settings: Settings, listener: socket.socket) -> int:
         h11_max_incomplete_event_size=1 << 16,
     )
     server = _Server(config)
-    server.run(sockets=[listener])
+    server.run(sockets=sockets)
     return 0 if server.started else 1
 
 

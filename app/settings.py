@@ -222,6 +222,17 @@ class Settings(AccountSourceSettings):
     history_claim_idle_ms: int = Field(default=30_000, ge=1_000)
     history_price_interval: float = Field(default=60.0, gt=0)
     history_price_threshold: Decimal = Field(default=Decimal("0.005"), gt=0)
+    # serve --workers: worker processes on one shared port ("auto" = CPU cores), and an
+    # optional first port of one extra private listener per worker (for per-worker scrapes)
+    workers: int = Field(default=1, ge=1, le=64)
+    worker_port_base: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return auto_workers()
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -308,6 +319,14 @@ class Settings(AccountSourceSettings):
                 raise ValueError(f"{asset} is pegged to itself")
             pegs[asset] = target
         return pegs
+
+
+def auto_workers() -> int:
+    """``--workers auto``: the CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def load_config() -> tuple[Settings, list[AccountConfig]]:

@@ -61,8 +61,10 @@ class Sizes:
     fanout_clients: list[int] = field(default_factory=lambda: [100, 1_000])
     fanout_rate: int = 100
     fanout_seconds: float = 5.0
-    scale_accounts: list[int] = field(default_factory=lambda: [100, 500, 2_000])
+    fold_workers: list[int] = field(default_factory=lambda: [1, 2])
+    scale_accounts: list[int] = field(default_factory=lambda: [100, 2_000, 10_000])
     scale_window: float = 10.0
+    scale_live_timeout: float = 120.0
 
     @property
     def service_accounts(self) -> int:
@@ -71,12 +73,12 @@ class Sizes:
 
 def quick_sizes() -> Sizes:
     return Sizes(
+        scale_accounts=[100, 2_000],
         fold_frames=60_000,
         redis_records=60_000,
         latency_seconds=2.0,
         rest_seconds=3.0,
         fanout_seconds=2.0,
-        scale_accounts=[100, 500],
         scale_window=3.0,
     )
 
@@ -186,14 +188,16 @@ class Bench:
         }
 
     async def metric(self, service: Service, name: str, labels: str = "") -> float:
-        async with self.http.get(service.base + "/metrics") as r:
-            text = await r.text()
+        """A counter summed over every worker's own ``/metrics``."""
         total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name) and labels in line:
-                head, _, value = line.rpartition(" ")
-                if head.split("{")[0] == name:
-                    total += float(value)
+        for base in service.metric_bases:
+            async with self.http.get(base + "/metrics") as r:
+                text = await r.text()
+            for line in text.splitlines():
+                if line.startswith(name) and labels in line:
+                    head, _, value = line.rpartition(" ")
+                    if head.split("{")[0] == name:
+                        total += float(value)
         return total
 
     def nonce(self) -> int:
@@ -202,6 +206,40 @@ class Bench:
 
 
 # --------------------------------------------------------------------------- fold
+
+
+class CpuShares:
+    """Cores used over a window by the service, the simulator host, Redis, the bench
+    itself and everything else on the machine (other users' load makes a run noisy)."""
+
+    def __init__(self, b: Bench, service: Service) -> None:
+        self.service = service
+        self.own = {
+            "simhost": psutil.Process(b.stack.sim.pid) if b.stack.sim is not None else None,
+            "redis": psutil.Process(b.stack.redis.pid) if b.stack.redis.pid else None,
+            "bench": psutil.Process(),
+        }
+        self.t0 = time.monotonic()
+        self.start = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        out = {"service": self.service.cpu_seconds()}
+        for name, proc in self.own.items():
+            times = proc.cpu_times() if proc is not None else None
+            out[name] = times.user + times.system if times is not None else 0.0
+        machine = psutil.cpu_times()
+        out["machine"] = (
+            machine.user + machine.system + machine.nice + machine.irq + (machine.softirq)
+        )
+        return out
+
+    def cores(self) -> dict[str, float]:
+        end, seconds = self._sample(), max(1e-6, time.monotonic() - self.t0)
+        used = {k: (end[k] - self.start[k]) / seconds for k in end}
+        ours = sum(v for k, v in used.items() if k != "machine")
+        result = {k: round(v, 2) for k, v in used.items() if k != "machine"}
+        result["other"] = round(max(0.0, used["machine"] - ours), 2)
+        return result
 
 
 async def parse_ceiling(b: Bench, names: list[str], per: int) -> float:
@@ -279,15 +317,15 @@ async def verify(b: Bench, service: Service, names: list[str]) -> bool:
 
 async def fold_run(b: Bench, service: Service, names: list[str], frames: int) -> dict[str, Any]:
     per = max(1, frames // len(names))
-    ceil_names = [f"ceil-{len(names)}-{i:03d}" for i in range(len(names))]
+    ceil_names = [f"ceil-{service.workers}w-{len(names)}-{i:03d}" for i in range(len(names))]
     await b.add_accounts(ceil_names, assets=1)
     parse = await parse_ceiling(b, ceil_names, per)
     seq_key = f"{service.prefix}:seq"
     seq0 = int(await b.redis.get(seq_key) or 0)
     msgs0 = await b.metric(service, "balagg_upstream_messages_total", 'kind="balance"')
     reconnects0 = await b.metric(service, "balagg_upstream_reconnects_total")
-    proc = psutil.Process(service.pid)
-    cpu0 = proc.cpu_times()
+    cpu0 = service.cpu_seconds()
+    shares = CpuShares(b, service)
     fired = await b.bench_post(
         "/bench/fire", {"keys": [f"key-{n}" for n in names], "count": per, "asset": "BTC"}
     )
@@ -311,7 +349,8 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
             t_done = now
             break
         await asyncio.sleep(0.002)
-    cpu1 = proc.cpu_times()
+    cpu1 = service.cpu_seconds()
+    cores = shares.cores()
     if remaining:
         log(f"fold: {len(remaining)} account(s) never reached the final value")
         t_done = time.monotonic()
@@ -325,8 +364,9 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
     # frames folded: a reconnect mid-burst skips frames (the new snapshot has the value)
     rate = min(received, total) / seconds
     verified = not remaining and await verify(b, service, names)
-    service_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds
+    service_cpu = (cpu1 - cpu0) / seconds
     return {
+        "workers": service.workers,
         "accounts": len(names),
         "frames": total,
         "frames_received": received,
@@ -338,9 +378,35 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
         "parse_ceiling_per_s": round(parse),
         "ratio_parse": round(rate / parse, 3),
         "service_cpu_cores": round(service_cpu, 2),
+        "cpu_cores": cores,
         "state_verified": verified,
         "all_frames_folded": received == total and reconnects == 0,
     }
+
+
+async def workers_fold(b: Bench, workers: int, redis_rate: float) -> list[dict[str, Any]]:
+    """The fold runs again on ``serve --workers N`` (its own accounts and key prefix)."""
+    sizes, stack = b.sizes, b.stack
+    n = sizes.service_accounts
+    names = [f"w{workers}-{i:03d}" for i in range(n)]
+    await b.add_accounts(names)
+    service = Service(
+        stack, [service_account(stack, x) for x in names], f"fold{workers}w", workers=workers
+    )
+    runs = []
+    try:
+        await service.wait_live(n)
+        spread = await service.wait_spread(n)
+        log(f"service with {workers} workers up; accounts per worker {sorted(spread.values())}")
+        for count in sizes.fold_accounts:
+            run = await fold_run(b, service, names[:count], sizes.fold_frames)
+            run["redis_ceiling_per_s"] = round(redis_rate)
+            run["ratio_redis"] = round(run["frames_per_s"] / redis_rate, 3)
+            log(f"fold {count} account(s), {workers} workers: {run}")
+            runs.append(run)
+    finally:
+        service.stop()
+    return runs
 
 
 # --------------------------------------------------------------------------- latency
@@ -552,6 +618,7 @@ async def fanout_run(
         "delivered": delivered,
         "messages_per_client": round(delivered / clients, 1),
         "distinct_updates_per_client": round(distinct, 1),
+        "distinct_ratio": round(distinct / len(sent), 3) if sent else float("nan"),
         "exact_p99_lag_ms": round(pct(exact, 99), 3),
         "closed_by_server": closed,
         "sampled_clients": len(lags_at),
@@ -581,22 +648,30 @@ async def scale_run(b: Bench, accounts: int) -> dict[str, Any]:
     )
     try:
         t0 = time.monotonic()
-        await service.wait_live(accounts, timeout=300)
-        ready = time.monotonic() - t0
+        ready = float("nan")
+        try:
+            # the target is 30 s; a run that cannot get there is reported, not fatal
+            await service.wait_live(accounts, timeout=b.sizes.scale_live_timeout)
+            ready = time.monotonic() - t0
+        except TimeoutError:
+            log(f"scale {accounts}: {service.live} of {accounts} live after "
+                f"{b.sizes.scale_live_timeout:.0f} s; measuring idle cost anyway")  # fmt: skip
         async with b.http.get(b.stack.bench_url + "/bench/conns") as r:
             sim_open = (await r.json())["open"]
         await asyncio.sleep(2.0)
         proc = psutil.Process(service.pid)
-        proc.cpu_percent(None)
+        cpu0, t0 = service.cpu_seconds(), time.monotonic()
         await asyncio.sleep(b.sizes.scale_window)
-        cpu = proc.cpu_percent(None)
-        rss = proc.memory_info().rss
+        cpu = (service.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+        rss = service.rss()
         sockets = sum(1 for c in proc.net_connections("tcp") if c.status == "ESTABLISHED")
     finally:
         service.stop()
     return {
         "accounts": accounts,
         "live_after_s": round(ready, 2),
+        "live_accounts": service.live,
+        "live_wait_s": b.sizes.scale_live_timeout,
         "sim_open_connections": sim_open,
         "service_tcp_established": sockets,
         "rss_mb": round(rss / 2**20, 1),
@@ -654,6 +729,9 @@ async def _run_all(b: Bench) -> dict[str, Any]:
         out["fanout_runs"] = fanout_runs
     finally:
         service.stop()
+    for workers in sizes.fold_workers:
+        if workers > 1:
+            out["fold_runs"] += await workers_fold(b, workers, redis_rate)
     scale_runs = []
     for accounts in sizes.scale_accounts:
         run = await scale_run(b, accounts)

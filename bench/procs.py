@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from app.redis_server import EmbeddedRedis
 
@@ -149,13 +150,23 @@ class Stack:
 
 
 class Service:
-    """``python -m app serve`` with the given accounts, on a free port."""
+    """``python -m app serve [--workers N]`` with the given accounts, on a free port.
+
+    With ``workers`` > 1 each worker also listens on a private port
+    (``BALAGG_WORKER_PORT_BASE``), so the bench can read every worker's ``/metrics``.
+    """
 
     def __init__(
-        self, stack: Stack, accounts: list[dict[str, Any]], prefix: str, heartbeat: float = 20.0
+        self,
+        stack: Stack,
+        accounts: list[dict[str, Any]],
+        prefix: str,
+        heartbeat: float = 20.0,
+        workers: int = 1,
     ) -> None:
         self.port = free_port()
         self.prefix = prefix
+        self.workers = workers
         # a file, not BALAGG_ACCOUNTS: one environment string is limited to 128 KiB
         accounts_file = stack.tmp / f"accounts-{prefix}.json"
         accounts_file.write_text(json.dumps({"accounts": accounts}))
@@ -169,20 +180,73 @@ class Service:
             "BALAGG_DATA_DIR": str(stack.tmp / f"data-{prefix}"),
             "BALAGG_HEARTBEAT": str(heartbeat),
             "BALAGG_STREAM_MAXLEN": "1000000",
+            "BALAGG_INSTANCE_ID": prefix,
+            "BALAGG_WORKERS": str(workers),
         }
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.live = 0  # accounts live at the last look of wait_live
+        self.metric_bases = [self.base]
+        if workers > 1:
+            first = free_ports(workers)
+            env["BALAGG_WORKER_PORT_BASE"] = str(first)
+            self.metric_bases = [f"http://127.0.0.1:{first + k}" for k in range(workers)]
         self.child = Child(
             [sys.executable, "-m", "app", "serve"], env=env, log=stack.tmp / f"{prefix}.log"
         )
-        self.base = f"http://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
         return self.child.pid
 
+    def processes(self) -> list[psutil.Process]:
+        """The processes doing the work: the service, or its workers (not Redis)."""
+        parent = psutil.Process(self.child.pid)
+        if self.workers == 1:
+            return [parent]
+        return [p for p in parent.children() if "app.workers" in " ".join(p.cmdline())]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def rss(self) -> int:
+        """Bytes resident in the service's processes (the parent of workers included)."""
+        procs = self.processes()
+        if self.workers > 1:
+            procs.append(psutil.Process(self.child.pid))
+        return sum(p.memory_info().rss for p in procs)
+
+    async def wait_spread(self, count: int, timeout: float = 120.0) -> dict[str, int]:
+        """With workers: until every worker holds about its fair share of ``count``."""
+        fair = -(-count // self.workers)
+        deadline = time.monotonic() + timeout
+        per: dict[str, int] = {}
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                async with http.get(self.base + "/v1/accounts") as r:
+                    doc = await r.json()
+                per = {}
+                for a in doc["accounts"]:
+                    if a["state"] == "live" and a.get("owner"):
+                        per[a["owner"]] = per.get(a["owner"], 0) + 1
+                if (
+                    sum(per.values()) >= count
+                    and len(per) == self.workers
+                    and max(per.values()) <= fair
+                ):
+                    return per
+                await asyncio.sleep(0.5)
+        return per
+
     async def wait_live(self, count: int, timeout: float = 120.0) -> None:
         """Until ``/v1/accounts`` lists ``count`` accounts, all live."""
         deadline = time.monotonic() + timeout
         last = ""
+        self.live = 0
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
                 if self.child.proc.poll() is not None:
@@ -194,6 +258,7 @@ class Service:
                             states = [a["state"] for a in doc["accounts"]]
                             live = sum(1 for s in states if s == "live")
                             last = f"{live}/{len(states)} live"
+                            self.live = live
                             if live >= count:
                                 return
                 except (aiohttp.ClientError, OSError):

@@ -45,7 +45,26 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     _numbers(fold, ("frames_per_s", "parse_ceiling_per_s", "redis_ceiling_per_s"))
     assert all(run["state_verified"] for run in doc["fold_runs"])
     assert all(run["frames_received"] == run["frames"] for run in doc["fold_runs"])
+    # the fold ran on one worker and on `serve --workers 2`, at every account count
+    by_workers = {(run["workers"], run["accounts"]) for run in doc["fold_runs"]}
+    assert by_workers == {(w, a) for w in (1, 2) for a in (1, 3)}
+    assert "| issue 15 acceptance |" in rest
+    assert "| fold, 2 workers, 100 accounts |" in rest
     _numbers(doc["latency"], ("p50_ms", "p99_ms", "max_ms", "rate_per_s"))
     _numbers(doc["rest"], ("rps", "p99_ms", "bare_rps"))
     _numbers(doc["fanout"], ("clients", "p99_lag_ms", "rss_mb"))
     _numbers(doc["scale"], ("accounts", "rss_mb"))
+
+    # --compare against a saved run: every figure is listed with its ratio (1.00 to itself)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--render", str(out), "--compare", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    compared = [
+        line for line in proc.stdout.decode().splitlines() if line.startswith("| fold 2w 3 acct")
+    ]
+    assert compared and all("| 1.00 |" in line for line in compared), compared

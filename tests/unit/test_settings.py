@@ -397,3 +397,30 @@ def test_a_bad_setting_is_one_clear_line(name: str, value: str, line: str) -> No
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == ["configuration error: " + line]
     assert CANARY not in proc.stderr
+
+
+def test_workers_setting_takes_a_count_or_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import auto_workers
+
+    assert Settings(_env_file=None).workers == 1
+    monkeypatch.setenv("BALAGG_WORKERS", "auto")
+    assert Settings(_env_file=None).workers == auto_workers() >= 1
+    monkeypatch.setenv("BALAGG_WORKERS", "3")
+    assert Settings(_env_file=None).workers == 3
+    for bad in ("0", "65", "many"):
+        monkeypatch.setenv("BALAGG_WORKERS", bad)
+        with pytest.raises(ValueError):
+            Settings(_env_file=None)
+
+
+def test_serve_workers_argument_is_checked_before_anything_starts() -> None:
+    from app.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--workers", "2"]).workers == 2
+    assert parser.parse_args(["serve"]).workers is None  # BALAGG_WORKERS, else 1
+    assert parser.parse_args(["serve", "--workers", "auto"]).workers >= 1
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(["serve", "--workers", bad])
+        assert exc.value.code == 2
