@@ -40,6 +40,8 @@
   const BACKOFF_MAX_MS = 15000;
   const MAX_EVENTS = 30;
   const MAX_KNOWN_SYMBOLS = 5000;
+  const MAX_PRICES = 5000; // distinct (source, pair) kept from the stream's price messages
+  const PRICE_REVALUE_MS = 1000; // a price message re-reads the valuation at most this often
   const MAX_SLICES = 8; // the rest of a picture is one "other" slice
   const SHARE_PLACES = 6; // share of a total, in millionths, for geometry and percentages
 
@@ -188,7 +190,8 @@
     bySymbol: new Map(), // symbol -> Set(key)
     knownSymbols: new Map(), // mint -> the last symbol a record or swap gave it
     quote: "USD",
-    valuation: null, // the last GET /v1/totals answer for state.quote, normalised
+    valuation: null, // the last GET /v1/totals (+ /v1/balances) answer for state.quote
+    prices: new Map(), // "source|pair" -> the newest stream price message (bounded)
     filter: null, // {kind: "symbol" | "account", key, label} | null
     exact: false, // show values with every decimal instead of cents
     events: [],
@@ -400,6 +403,10 @@
       console.warn("stream error", msg);
       return;
     }
+    if (type === "price") {
+      notePrice(msg); // no seq: prices are not part of the change stream
+      return;
+    }
     const seq = typeof msg.seq === "number" ? msg.seq : null;
     if (type === "snapshot") {
       applySnapshot(msg);
@@ -443,7 +450,45 @@
   }
 
   // ---------------------------------------------------------------------------------
-  // Valuation: the service's figures per symbol, carried to live totals exactly.
+  // Valuation: the service's figures per holding and per symbol, carried to live totals
+  // exactly; re-read when balances change and when the stream says a price moved.
+
+  /** A stream price message: kept (bounded) and answered with a bounded re-read. */
+  function notePrice(msg) {
+    if (typeof msg.source !== "string" || typeof msg.pair !== "string") return;
+    const key = `${msg.source}|${msg.pair}`;
+    state.prices.delete(key);
+    state.prices.set(key, msg);
+    if (state.prices.size > MAX_PRICES) state.prices.delete(state.prices.keys().next().value);
+    requestRevalue(PRICE_REVALUE_MS);
+  }
+
+  /** Half-even to 8 places, as the service rounds every holding's value. */
+  function quantize8(d) {
+    if (d.s <= 8) return d;
+    const div = 10n ** BigInt(d.s - 8);
+    let q = d.n / div;
+    const r = d.n % div;
+    const twice = (r < 0n ? -r : r) * 2n;
+    if (twice > div || (twice === div && q % 2n !== 0n)) q += d.n < 0n ? -1n : 1n;
+    return normDec({ n: q, s: 8 });
+  }
+
+  /** GET /v1/balances?quote= -> Map(record key -> that holding's valuation); null if absent. */
+  function normaliseRecords(doc, quote) {
+    if (!doc || !Array.isArray(doc.balances) || doc.quote !== quote) return null;
+    const out = new Map();
+    for (const r of doc.balances) {
+      if (!validRecord(r) || !("value" in r)) continue;
+      out.set(recKey(r.account, r.wallet, r.asset), {
+        total: parseDec(String(r.total)),
+        value: typeof r.value === "string" ? parseDec(r.value) : null,
+        price: typeof r.price === "string" ? parseDec(r.price) : null,
+        reason: typeof r.value_reason === "string" ? r.value_reason : null,
+      });
+    }
+    return out;
+  }
 
   /** GET /v1/totals -> {quote, rows: Map(symbol -> row), coverage, unpriced, ...} */
   function normaliseTotals(doc, quote) {
@@ -467,9 +512,11 @@
         total,
         value,
         price,
+        shownPrice: typeof row.price === "string" ? parseDec(row.price) : price,
+        path: typeof row.path === "string" ? row.path : null,
         source: typeof row.price_source === "string" ? row.price_source : null,
         ageS: typeof row.price_age_s === "number" ? row.price_age_s : null,
-        stalePrice: row.stale_price === true,
+        stalePrice: row.stale_price === true || row.reason === "stale_price",
         reason: typeof row.reason === "string" ? row.reason : value === null ? "no_price" : null,
       });
     }
@@ -484,7 +531,11 @@
     const assumptions = Array.isArray(doc.assumptions)
       ? doc.assumptions.filter((a) => typeof a === "string")
       : [];
-    return { quote, unsupported: false, rows, unpriced, coverage, assumptions };
+    const value = typeof doc.value === "string" ? parseDec(doc.value) : null;
+    return {
+      quote, unsupported: false, rows, unpriced, coverage, assumptions, value,
+      records: null, fetchedAt: Date.now(),
+    };
   }
 
   const REASONS = {
@@ -521,8 +572,52 @@
     return { value: null, price: null, reason: "pending" }; // a fresh valuation is on its way
   }
 
+  const REASON_ORDER = ["no_price", "no_path", "stale_price", "pending"];
+
+  /** One holding's value from the service's per-record valuation: {value, reason}. */
+  function recordValue(key, rec, amount) {
+    const v = state.valuation;
+    const served = v.records.get(key);
+    if (amount.n === 0n) return { value: ZERO, reason: null };
+    if (served && served.total && cmpDec(served.total, amount) === 0) {
+      return { value: served.value, reason: served.value === null ? served.reason || "no_price" : null };
+    }
+    if (served && served.price && served.value !== null) {
+      return { value: quantize8(mulDec(served.price, amount)), reason: null }; // until the re-read
+    }
+    if (v.quote === "USD" && isStable(rec)) return { value: amount, reason: null };
+    return { value: null, reason: "pending" }; // a fresh valuation is on its way
+  }
+
+  /** A symbol valued holding by holding: the exact sum, or null with the first reason. */
+  function symbolFromRecords(symbol, keys, perAccount, recValues) {
+    let value = ZERO;
+    const reasons = new Set();
+    const parts = [];
+    for (const k of keys) {
+      const rec = state.records.get(k);
+      const amount = rec ? parseDec(rec.total) : null;
+      if (!rec || amount === null) continue;
+      const rv = recordValue(k, rec, amount);
+      recValues.set(k, rv);
+      if (rv.value === null) reasons.add(rv.reason);
+      else {
+        value = addDec(value, rv.value);
+        parts.push([rec.account, rv.value]);
+      }
+    }
+    const row = state.valuation.rows.get(symbol);
+    const price = row ? row.shownPrice : null;
+    if (reasons.size) return { value: null, price, reason: REASON_ORDER.find((r) => reasons.has(r)) || [...reasons][0] };
+    for (const [account, v] of parts) perAccount.set(account, addDec(perAccount.get(account) || ZERO, v));
+    return { value, price, reason: null };
+  }
+
   /** Everything the overview shows, recomputed from the live records. */
   function computeOverview() {
+    const v = state.valuation;
+    const byRecord = Boolean(v && !v.unsupported && v.records);
+    const recValues = new Map(); // record key -> {value, reason}, when valued by record
     const symbols = [];
     let total = ZERO;
     let holdings = 0;
@@ -535,7 +630,7 @@
       if (recs.length === 0) continue;
       const sum = sumDec(recs.map((r) => r.total));
       if (sum === null) continue;
-      const val = symbolValue(symbol, sum);
+      const val = byRecord ? symbolFromRecords(symbol, keys, perAccount, recValues) : symbolValue(symbol, sum);
       symbols.push({ symbol, total: sum, ...val, recs });
       if (sum.n === 0n) continue;
       holdings += 1;
@@ -545,7 +640,9 @@
       }
       priced += 1;
       total = addDec(total, val.value);
-      if (val.price) {
+      if (byRecord) {
+        // attributed holding by holding in symbolFromRecords
+      } else if (val.price) {
         for (const r of recs) {
           const amount = parseDec(r.total);
           if (amount === null) continue;
@@ -555,7 +652,7 @@
         unattributed = addDec(unattributed, val.value);
       }
     }
-    return { symbols, total, holdings, priced, perAccount, unattributed, unpriced };
+    return { symbols, total, holdings, priced, perAccount, unattributed, unpriced, recValues, byRecord };
   }
 
   // ---------------------------------------------------------------------------------
@@ -981,10 +1078,19 @@
     else if (v.unsupported) els.coverage.textContent = `${quote} valuation is not offered by this service.`;
     else {
       let text = `${o.priced} of ${o.holdings} assets priced`;
-      const byValue = v.coverage ? parseDec(String(v.coverage.by_value)) : null;
-      if (byValue) text += ` · ${percentText(share(byValue, { n: 1n, s: 0 }))} of value covered`;
+      const cov = v.coverage;
+      if (cov && "by_value" in cov) {
+        const byValue = typeof cov.by_value === "string" ? parseDec(cov.by_value) : null;
+        // by_value has 4 places (rounded down), so as a percentage it is exact
+        text += byValue
+          ? ` · ${decToString(mulDec(byValue, { n: 100n, s: 0 }))}% of value covered`
+          : " · share of value covered unknown (an asset has no price)";
+      }
       els.coverage.textContent = text;
     }
+    const cov = v && v.coverage ? v.coverage : {};
+    els.coverage.dataset.byCount = typeof cov.by_count === "string" ? cov.by_count : "";
+    els.coverage.dataset.byValue = typeof cov.by_value === "string" ? cov.by_value : "";
     els.coverage.dataset.priced = String(o.priced);
     els.coverage.dataset.holdings = String(o.holdings);
     // unpriced assets, with the reason, in plain view
@@ -995,6 +1101,13 @@
         li.dataset.unpriced = u.symbol;
         li.dataset.reason = u.reason;
         li.append(el("b", "", displaySymbol(u.symbol)), document.createTextNode(`: ${reasonText(u.reason)}`));
+        const row = v && v.rows ? v.rows.get(u.symbol) : null;
+        if (u.reason === "stale_price" && row) {
+          // the path and its age are still known: say which price is old, and how old
+          const age = priceAge(row);
+          li.appendChild(el("span", "muted", ` (${row.path || row.source || "price"}${age === null ? "" : `, ${ageText(age)} old`})`));
+          li.dataset.age = age === null ? "" : String(age);
+        }
         li.title = u.symbol;
         return li;
       });
@@ -1028,13 +1141,17 @@
     for (const [symbol, parts] of totalRows) {
       const s = prices.get(symbol);
       setValueCell(parts.cells.value, s ? s.value : null, s ? s.reason : "pending");
-      const price = s && s.price ? s.price : null;
-      parts.cells.price.textContent = price ? formatExact(price) : "—";
-      parts.cells.price.dataset.value = price ? decToString(price) : "";
-      parts.cells.price.classList.toggle("unknown", !price);
+      const row = v && v.rows ? v.rows.get(symbol) : null;
+      renderPriceCell(parts.cells.price, s && s.price ? s.price : row ? row.shownPrice : null, row || null);
+      parts.tr.dataset.priceStale = String(Boolean(row && row.stalePrice));
     }
     for (const [key, parts] of rows) {
       const rec = state.records.get(key);
+      if (o.byRecord) {
+        const rv = o.recValues.get(key);
+        setValueCell(parts.cells.value, rv ? rv.value : null, rv ? rv.reason : "pending");
+        continue;
+      }
       const s = rec ? prices.get(symbolOf(rec)) : null;
       const amount = rec ? parseDec(rec.total) : null;
       const value = s && s.price && amount ? mulDec(s.price, amount) : null;
@@ -1048,6 +1165,43 @@
     els.totalsHeadValue.textContent = `Value (${quote})`;
   }
 
+  /** Seconds since the oldest price behind a valuation row was received, counted on. */
+  function priceAge(row) {
+    const v = state.valuation;
+    if (!row || row.ageS === null || !v) return null;
+    return Math.max(0, Math.floor(row.ageS + (Date.now() - v.fetchedAt) / 1000));
+  }
+
+  /** A unit price to read: up to 8 decimals (more for a tiny price), "≈" when rounded. */
+  function formatPrice(d) {
+    const text = decToString(d);
+    const lead = /^-?0\.(0*)/.exec(text);
+    const places = Math.max(8, lead ? lead[1].length + 6 : 0);
+    if (d.s <= places) return formatExact(d);
+    return `≈${formatMoney(d, places).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "")}`;
+  }
+
+  /** Price, its source and its age; a stale price says so in words, not only in colour. */
+  function renderPriceCell(cell, price, row) {
+    const age = priceAge(row);
+    const stale = Boolean(row && row.stalePrice);
+    const parts = [el("span", "price-num", price ? formatPrice(price) : "—")];
+    if (row && (row.source || age !== null)) {
+      const meta = [row.source, age === null ? null : `${ageText(age)} old`].filter(Boolean).join(" · ");
+      parts.push(el("span", "price-meta", meta));
+    }
+    if (stale) parts.push(el("span", "tag stale-price", "stale price"));
+    cell.replaceChildren(...parts);
+    cell.dataset.value = price ? decToString(price) : "";
+    cell.dataset.source = row && row.source ? row.source : "";
+    cell.dataset.age = age === null ? "" : String(age);
+    cell.dataset.stale = String(stale);
+    const exact = price ? `${decToString(price)} ${state.quote}` : "";
+    cell.title = [exact, row && row.path ? `${row.path}${stale ? " (stale: not valued)" : ""}` : ""]
+      .filter(Boolean).join("\n");
+    cell.classList.toggle("unknown", !price);
+  }
+
   // --- filter -----------------------------------------------------------------------
 
   function toggleFilter(kind, key, label) {
@@ -1056,7 +1210,7 @@
     applyFilter();
     dirty.value = true;
     schedule();
-    if (!same) timeline.showSeries(kind, key);
+    timeline.showSeries(kind, same ? null : key, label);
   }
 
   function applyFilter() {
@@ -1204,79 +1358,128 @@
 
   // --- value over time --------------------------------------------------------------
   //
-  // Drawn only when the service answers the history routes; until then the section stays
-  // hidden. Nothing is made up: a gap in the history is a gap in the line.
+  // The portfolio value chart appears only when the service answers /v1/history/value;
+  // the per-asset chart (an asset's summed amount, /v1/history/series) when an asset is
+  // clicked and the service has history. Nothing is made up: a point history cannot know
+  // (null) and every listed gap are breaks in the line, and a gap is shaded and labelled.
 
   const RANGES = { "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, all: null };
   const CHART_POINTS = 240;
 
+  const isoOf = (secs) => new Date(secs * 1000).toISOString();
+
   const timeline = {
     range: "24h",
-    available: null, // null: not asked yet; false: the service has no history
-    series: null, // {kind, key} shown below the portfolio chart
+    start: null, // seconds of the first change history holds (for "all"), once known
+    valueShown: false,
+    series: null, // {asset, label} charted below the portfolio value
+    asked: 0, // answers to older questions (another range, quote or asset) are dropped
 
-    query(extra) {
-      const secs = RANGES[this.range];
+    /** from, to and step for the chosen range; null when "all" has no history to show. */
+    async window() {
       const to = Math.floor(Date.now() / 1000);
-      const params = new URLSearchParams(extra);
-      if (secs !== null) {
-        params.set("from", String(to - secs));
-        params.set("to", String(to));
-        params.set("step", String(Math.max(60, Math.floor(secs / CHART_POINTS))));
+      let secs = RANGES[this.range];
+      if (secs === null) {
+        if (this.start === null) {
+          const doc = await getJSON("v1/history?limit=1");
+          const first = doc && Array.isArray(doc.changes) && doc.changes[0] ? Date.parse(doc.changes[0].time) : NaN;
+          if (Number.isFinite(first)) this.start = Math.floor(first / 1000);
+        }
+        if (this.start === null) return null;
+        secs = Math.max(60, to - this.start);
       }
-      return params.toString();
+      const step = Math.max(60, Math.ceil(secs / CHART_POINTS));
+      return { from: to - secs, to, step };
     },
 
-    asked: 0, // answers to older questions (another range or quote) are dropped
+    params(w, extra) {
+      const p = new URLSearchParams(extra);
+      p.set("from", isoOf(w.from));
+      p.set("to", isoOf(w.to));
+      p.set("step", `${w.step}s`);
+      return p;
+    },
 
     async load() {
-      if (this.available === false) return;
       const asked = ++this.asked;
-      const doc = await getJSON(`v1/history/value?${this.query({ quote: state.quote })}`);
+      const w = await this.window();
       if (asked !== this.asked) return;
-      if (!doc || !Array.isArray(doc.points)) {
-        if (this.available === null) this.available = false;
-        els.history.hidden = true;
-        return;
+      const valueDoc = w ? await getJSON(`v1/history/value?${this.params(w, { quote: state.quote })}`) : null;
+      if (asked !== this.asked) return;
+      this.valueShown = Boolean(valueDoc && Array.isArray(valueDoc.points));
+      els.valueBox.hidden = !this.valueShown;
+      if (this.valueShown) {
+        els.valueBoxQuote.textContent = state.quote;
+        drawLine(els.historyChart, els.historyAxis, valueDoc.points.map((p) => ({ t: p.t ?? p.time, v: p.value })),
+                 valueDoc.gaps, w, { unit: state.quote, money: true });
+        exports.value = `v1/history/value?${this.params(w, { quote: state.quote, format: "csv" })}`;
+      } else {
+        exports.value = null;
       }
-      this.available = true;
-      els.history.hidden = false;
-      drawLine(els.historyChart, doc.points.map((p) => ({ t: p.t, v: p.value })), doc.gaps);
-      if (this.series) await this.loadSeries();
+      await this.loadSeries(asked, w);
     },
 
-    async loadSeries() {
+    async loadSeries(asked, w) {
       const series = this.series;
-      const { kind, key } = series;
-      const doc = await getJSON(`v1/history/series?${this.query({ [kind === "symbol" ? "asset" : "account"]: key })}`);
-      if (series !== this.series) return;
-      els.seriesBox.hidden = !doc || !Array.isArray(doc.points);
-      if (doc && Array.isArray(doc.points)) {
-        els.seriesTitle.textContent = key;
-        drawLine(els.seriesChart, doc.points.map((p) => ({ t: p.t, v: p.value ?? p.total })), doc.gaps);
+      let doc = null;
+      if (series && w) {
+        doc = await getJSON(`v1/history/series?${this.params(w, { asset: series.asset })}`);
+        if (asked !== this.asked) return;
       }
+      const shown = Boolean(doc && Array.isArray(doc.points));
+      els.seriesBox.hidden = !shown;
+      exports.series = shown ? `v1/history/series?${this.params(w, { asset: series.asset, format: "csv" })}` : null;
+      exports.seriesName = shown ? series.label : "";
+      if (shown) {
+        els.seriesTitle.textContent = `${series.label}: amount held over time (all accounts)`;
+        drawLine(els.seriesChart, els.seriesAxis, doc.points.map((p) => ({ t: p.time ?? p.t, v: p.total })),
+                 doc.gaps, w, { unit: series.label, money: false });
+      }
+      els.history.hidden = !(this.valueShown || shown);
+      renderExports();
     },
 
-    showSeries(kind, key) {
-      this.series = { kind, key };
-      if (this.available) this.loadSeries();
+    /** An asset was picked (or unpicked) in the pictures: chart its amount over time. */
+    showSeries(kind, key, label) {
+      this.series = kind === "symbol" && key ? { asset: key, label: label || key } : null;
+      this.load();
     },
   };
 
   const toSeconds = (t) => (typeof t === "number" ? t : Date.parse(t) / 1000);
 
   /** A line of exact values over time; nulls and the listed gaps break it. */
-  function drawLine(node, points, gaps) {
+  function drawLine(node, axis, points, gaps, w, { unit, money }) {
     const W = 1000;
     const H = 200;
     const pts = points
       .map((p) => ({ t: toSeconds(p.t), v: typeof p.v === "string" ? parseDec(p.v) : null }))
-      .filter((p) => Number.isFinite(p.t));
+      .filter((p) => Number.isFinite(p.t))
+      .sort((a, b) => a.t - b.t);
     const known = pts.filter((p) => p.v !== null);
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", class: "line-chart", role: "img" });
+    const t0 = w.from;
+    const t1 = Math.max(w.to, t0 + 1);
+    const x = (t) => Math.min(W, Math.max(0, ((t - t0) / (t1 - t0)) * W));
+    const gapList = (Array.isArray(gaps) ? gaps : [])
+      .map((g) => [toSeconds(g.from), toSeconds(g.to)])
+      .filter(([f, t]) => Number.isFinite(f) && Number.isFinite(t));
+    for (const [f, t] of gapList) {
+      const rect = svg("rect", { x: x(f), y: 0, width: Math.max(2, x(t) - x(f)), height: H, class: "gap" });
+      const title = svg("title");
+      title.textContent = `history gap: nothing known from ${new Date(f * 1000).toLocaleString()} to ${new Date(t * 1000).toLocaleString()}`;
+      rect.appendChild(title);
+      chart.appendChild(rect);
+    }
+    const show = (d) => (money ? formatMoney(d) : formatExact(d));
+    node.dataset.points = String(known.length);
+    node.dataset.gaps = String(gapList.length);
     if (known.length === 0) {
+      node.dataset.runs = "0";
+      node.dataset.low = node.dataset.high = "";
+      chart.setAttribute("aria-label", "nothing known in this range");
       node.replaceChildren(chart);
-      chart.setAttribute("aria-label", "no history in this range");
+      axis.textContent = "Nothing known in this range.";
       return;
     }
     let lo = known[0].v;
@@ -1286,26 +1489,113 @@
       if (cmpDec(p.v, hi) > 0) hi = p.v;
     }
     const span = subDec(hi, lo);
-    const t0 = pts[0].t;
-    const t1 = pts[pts.length - 1].t;
-    const gapList = (Array.isArray(gaps) ? gaps : []).map((g) => [toSeconds(g.from), toSeconds(g.to)]);
     const inGap = (a, b) => gapList.some(([f, t]) => a < t && b > f);
-    const x = (t) => (t1 > t0 ? ((t - t0) / (t1 - t0)) * W : W / 2);
+    // geometry only: a value's share of the span, in millionths, becomes a pixel height
     const y = (v) => H - 8 - (span.n === 0n ? 0.5 : Number(share(subDec(v, lo), span)) / 1e6) * (H - 16);
     let d = "";
+    let runs = 0;
     let prev = null;
     for (const p of pts) {
       if (p.v === null) {
         prev = null;
         continue;
       }
-      const cmd = prev === null || inGap(prev.t, p.t) ? "M" : "L";
-      d += `${cmd}${x(p.t).toFixed(1)} ${y(p.v).toFixed(1)} `;
+      const start = prev === null || inGap(prev.t, p.t);
+      if (start) runs += 1;
+      d += `${start ? "M" : "L"}${x(p.t).toFixed(1)} ${y(p.v).toFixed(1)} `;
       prev = p;
     }
-    chart.appendChild(svg("path", { d: d.trim(), class: "line" }));
-    chart.setAttribute("aria-label", `from ${formatMoney(lo)} to ${formatMoney(hi)} ${state.quote}`);
+    const path = svg("path", { d: d.trim(), class: "line" });
+    chart.appendChild(path);
+    // a lone point (its neighbours unknown) is still drawn, as a dot
+    for (let i = 0; i < pts.length; i += 1) {
+      const p = pts[i];
+      if (p.v === null) continue;
+      const before = i > 0 && pts[i - 1].v !== null && !inGap(pts[i - 1].t, p.t);
+      const after = i + 1 < pts.length && pts[i + 1].v !== null && !inGap(p.t, pts[i + 1].t);
+      if (!before && !after) chart.appendChild(svg("circle", { cx: x(p.t), cy: y(p.v), r: 3, class: "dot" }));
+    }
+    node.dataset.runs = String(runs);
+    node.dataset.low = decToString(lo);
+    node.dataset.high = decToString(hi);
+    chart.setAttribute("aria-label", `from ${show(lo)} to ${show(hi)} ${unit}`);
     node.replaceChildren(chart);
+    const when = (t) => new Date(t * 1000).toLocaleString();
+    axis.textContent = `${when(t0)} – ${when(w.to)} · low ${show(lo)} · high ${show(hi)} ${unit}` +
+      (gapList.length ? ` · ${gapList.length} gap${gapList.length > 1 ? "s" : ""} (shaded)` : "");
+  }
+
+  // --- CSV export ---------------------------------------------------------------------
+  //
+  // Links to the service's own CSV (format=csv). A click fetches it with the token in the
+  // Authorization header (a link alone could not carry it) and saves it; a service that
+  // answers something other than CSV is said to offer no CSV there.
+
+  const exports = { value: null, series: null, seriesName: "" };
+
+  function renderExports() {
+    const links = [
+      ["balances", `v1/balances?${new URLSearchParams({ quote: state.quote, format: "csv" })}`, "balances.csv"],
+      ["totals", `v1/totals?${new URLSearchParams({ quote: state.quote, format: "csv" })}`, "totals.csv"],
+      ["history", "v1/history?format=csv", "history.csv"],
+    ];
+    if (exports.value) links.push(["value over time", exports.value, "value.csv"]);
+    if (exports.series) links.push([`${exports.seriesName} over time`, exports.series, "series.csv"]);
+    const items = links.map(([label, href, file]) => {
+      const a = el("a", "export", label);
+      a.href = href;
+      a.download = file;
+      a.dataset.export = file.replace(/\.csv$/, "");
+      a.addEventListener("click", (ev) => {
+        ev.preventDefault();
+        saveCsv(href, file);
+      });
+      return a;
+    });
+    const parts = [];
+    items.forEach((a, i) => {
+      if (i) parts.push(document.createTextNode(" · "));
+      parts.push(a);
+    });
+    els.exportLinks.replaceChildren(...parts);
+  }
+
+  async function saveCsv(href, file) {
+    const status = els.exportStatus;
+    status.textContent = `Exporting ${file}…`;
+    status.dataset.file = file;
+    status.dataset.state = "busy";
+    let resp = null;
+    try {
+      resp = await fetch(new URL(href, document.baseURI), {
+        headers: { Accept: "text/csv", ...authHeaders() },
+        cache: "no-store",
+      });
+    } catch {
+      resp = null;
+    }
+    const type = resp ? resp.headers.get("content-type") || "" : "";
+    if (!resp || !resp.ok || !type.startsWith("text/csv")) {
+      status.dataset.state = "refused";
+      status.textContent = resp && resp.ok
+        ? `${file}: CSV export is not offered by this service here.`
+        : `${file}: export failed${resp ? ` (HTTP ${resp.status})` : ""}.`;
+      return;
+    }
+    const text = await resp.text();
+    const rowCount = Math.max(0, text.split("\n").filter((l) => l !== "").length - 1);
+    const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+    const a = el("a");
+    a.href = url;
+    a.download = file;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    status.dataset.state = "saved";
+    status.dataset.rows = String(rowCount);
+    status.dataset.header = text.split("\n", 1)[0].replace(/\r$/, "");
+    status.textContent = `Saved ${file} (${rowCount} row${rowCount === 1 ? "" : "s"}).`;
   }
 
   // --- render loop ------------------------------------------------------------------
@@ -1357,6 +1647,16 @@
 
   function tick() {
     for (const [account, card] of cards) renderAge(account, card);
+    const v = state.valuation;
+    if (v && v.rows) {
+      for (const [symbol, parts] of totalRows) {
+        const row = v.rows.get(symbol);
+        if (row && row.ageS !== null) {
+          const price = parseDec(parts.cells.price.dataset.value || "");
+          renderPriceCell(parts.cells.price, price, row);
+        }
+      }
+    }
   }
 
   // ---------------------------------------------------------------------------------
@@ -1442,31 +1742,46 @@
   }
 
   let revalueTimer = null;
+  let revalueDue = 0;
   let revalueBusy = false;
-  let revalueAgain = false;
+  let revalueAgain = 0; // the delay wanted by a request made while one was in flight
+  let revalueStarted = 0;
 
-  /** Re-read the valuation soon: at most one request in flight, changes coalesced. */
-  function requestRevalue() {
+  /**
+   * Re-read the valuation soon: at most one request in flight, requests coalesced. A
+   * price message asks with a longer delay (counted from the last read), so a busy
+   * price feed costs at most one read a second.
+   */
+  function requestRevalue(delay = REVALUE_DELAY_MS) {
     if (revalueBusy) {
-      revalueAgain = true;
+      revalueAgain = revalueAgain ? Math.min(revalueAgain, delay) : delay;
       return;
     }
-    if (revalueTimer === null) revalueTimer = setTimeout(fetchValuation, REVALUE_DELAY_MS);
+    const now = Date.now();
+    const due = delay > REVALUE_DELAY_MS ? Math.max(now + REVALUE_DELAY_MS, revalueStarted + delay) : now + delay;
+    if (revalueTimer !== null && revalueDue <= due) return;
+    clearTimeout(revalueTimer);
+    revalueDue = due;
+    revalueTimer = setTimeout(fetchValuation, due - now);
   }
 
   async function fetchValuation() {
+    clearTimeout(revalueTimer);
     revalueTimer = null;
     if (needToken || revalueBusy) return;
     revalueBusy = true;
-    revalueAgain = false;
+    revalueAgain = 0;
+    revalueStarted = Date.now();
     const quote = state.quote;
     try {
-      const doc = await getJSON(`v1/totals?quote=${encodeURIComponent(quote)}`);
+      const q = encodeURIComponent(quote);
+      const [doc, recs] = await Promise.all([getJSON(`v1/totals?quote=${q}`), getJSON(`v1/balances?quote=${q}`)]);
       if (quote !== state.quote) return; // the user switched meanwhile
       // An older service answers only USD (422 for other quotes): say so, do not guess.
       const v = doc === null && quote !== "USD" && !needToken
         ? { quote, unsupported: true, rows: new Map(), unpriced: [] }
         : normaliseTotals(doc, quote);
+      if (v && !v.unsupported) v.records = normaliseRecords(recs, quote);
       if (v) {
         state.valuation = v;
         dirty.value = true;
@@ -1474,7 +1789,7 @@
       }
     } finally {
       revalueBusy = false;
-      if (revalueAgain) requestRevalue();
+      if (revalueAgain) requestRevalue(revalueAgain);
     }
   }
 
@@ -1515,6 +1830,7 @@
     const url = new URL("v1/stream", document.baseURI);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     if (state.haveSnapshot) url.searchParams.set("since", String(state.seq));
+    url.searchParams.set("prices", "true"); // price messages re-read the valuation
     if (token) url.searchParams.set("token", token);
     return url.toString();
   }
@@ -1623,6 +1939,7 @@
     dirty.value = true;
     schedule();
     fetchValuation();
+    renderExports();
     timeline.load();
   }
 
@@ -1632,6 +1949,7 @@
       "unpriced-box", "unpriced-count", "assumptions", "exact", "alloc-symbol", "alloc-account",
       "alloc-empty", "filter-bar", "filter-text", "filter-clear", "history", "history-chart",
       "history-ranges", "series-box", "series-title", "series-chart", "totals", "totals-body",
+      "value-box", "value-box-quote", "history-axis", "series-axis", "export-links", "export-status",
       "totals-empty", "totals-head-value", "accounts", "accounts-empty", "accounts-count",
       "events", "events-empty", "account-tpl", "token-form", "token-label", "token-input",
     ]) {
@@ -1687,11 +2005,12 @@
     state.quote = QUOTES.includes(saved) ? saved : "USD";
     els.quote.value = state.quote;
     token = tokenFromPage();
+    renderExports();
     connect();
     poll();
     timeline.load();
     setInterval(poll, POLL_MS);
-    setInterval(() => timeline.available && timeline.load(), 60000);
+    setInterval(() => timeline.load(), 60000);
     setInterval(tick, 1000);
     window.addEventListener("online", () => {
       if (!ws && !needToken) connect();
