@@ -88,11 +88,19 @@ class Chaos:
     started: float = field(default_factory=time.monotonic)
     history: dict[Key, list[tuple[float, Value | None]]] = field(default_factory=dict)
     unknowable: set[Key] = field(default_factory=set)
+    # when each stream-only key was last sent to a subscribed connection: before that no
+    # service could know it, so its absence is no violation until a window after
+    known_since: dict[Key, float] = field(default_factory=dict)
     outage: tuple[float, float | None] | None = None  # last Redis outage (start, end)
     events: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     seen: set[tuple[str, Key, Value | None]] = field(default_factory=set)
     checks: int = 0
+
+    def learned(self, key: Key) -> None:
+        """A stream-only key was just sent to a subscribed connection."""
+        self.unknowable.discard(key)
+        self.known_since[key] = time.monotonic()
 
     def log(self, text: str) -> None:
         self.events.append(f"{time.monotonic() - self.started:7.2f}s {text}")
@@ -145,6 +153,7 @@ class Chaos:
             if key[0] not in live or key in self.unknowable or key in records:
                 continue
             since_t, held = past[-1]
+            since_t = max(since_t, self.known_since.get(key, since_t))
             if held is not None and since_t < start:
                 self.violate(where, key, None, f"missing from a live account (truth {held})")
 
@@ -173,7 +182,7 @@ class ChaosWalk(RandomWalk):
             key, wallet.address, wallet.network, wallet.currency, balance
         )
         k = ("sfox-main", f"web3:{wallet.network}:{wallet.address}", wallet.currency.upper())
-        (self.chaos.unknowable.discard if sent else self.chaos.unknowable.add)(k)
+        (self.chaos.learned if sent else self.chaos.unknowable.add)(k)
         return True
 
     async def _solana(self) -> bool:
@@ -188,7 +197,7 @@ class ChaosWalk(RandomWalk):
         sent = await self.solanatracker.push(key, {wallet: {mint: str(amount)}})
         if key == STREAM_KEY:
             k = ("solana-stream", wallet, mint)
-            (self.chaos.unknowable.discard if sent else self.chaos.unknowable.add)(k)
+            (self.chaos.learned if sent else self.chaos.unknowable.add)(k)
         return True
 
 
@@ -208,11 +217,11 @@ async def _announce(chaos: Chaos, keys: list[Key]) -> None:
                     continue
                 if await sims.sfox.push_web3(sfox_key, w.address, w.network, w.currency,
                                              w.balance):  # fmt: skip
-                    chaos.unknowable.discard(key)
+                    chaos.learned(key)
         elif account == "solana-stream":
             amount = sims.solanatracker.holdings.get(wallet, {}).get(asset, Decimal(0))
             if await sims.solanatracker.push(STREAM_KEY, {wallet: {asset: str(amount)}}):
-                chaos.unknowable.discard(key)
+                chaos.learned(key)
 
 
 class Fleet:
