@@ -48,16 +48,21 @@ FIELD_SEP = "|"
 
 # The fence: the lease must hold the writer's token. A lease that lapsed while Redis was
 # unreachable still counts as the writer's when nobody acquired the account since (the
-# holder is the writer's token, or gone with the rest of a lost data set): the owner's
-# pending writes are then kept, not refused (see app.leases).
+# holder is the writer's token): the owner's pending writes are then kept, not refused
+# (see app.leases). Lease and holder both gone means Redis lost its data: a write now
+# would show the account's latest changes alone, as if they were its whole state, so it
+# waits (code 2) until the owner takes the lease back and sends the full state with it.
+# fence(): 0 the write goes, 1 another instance owns the account, 2 the data set was lost.
 _FENCE_LUA = """
-local function fenced(lease, holder, token)
-  if token == '' then return false end
+local function fence(lease, holder, token)
+  if token == '' then return 0 end
   local current = redis.call('GET', lease)
-  if current == token then return false end
-  if current then return true end
+  if current == token then return 0 end
+  if current then return 1 end
   local last = redis.call('GET', holder)
-  return last ~= false and last ~= token
+  if last == false then return 2 end
+  if last ~= token then return 1 end
+  return 0
 end
 """
 
@@ -68,9 +73,8 @@ _APPLY_LUA = (
 -- ARGV: fence, now, maxlen, account, last_message_at, received, now_us, nscopes, scope...,
 --       (field, content, vts)...   received: upstream receive time (epoch µs) or ''.
 --       now_us: the same instant as now (ISO, ms) in epoch µs, kept in each entry as t.
-if fenced(KEYS[4], KEYS[7], ARGV[1]) then
-  return {-1, 0}
-end
+local fenced = fence(KEYS[4], KEYS[7], ARGV[1])
+if fenced ~= 0 then return {-fenced, 0} end
 local now, maxlen, account = ARGV[2], ARGV[3], ARGV[4]
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'last_message_at', ARGV[5]) end
 local recv, now_us = ARGV[6], ARGV[7]
@@ -123,9 +127,8 @@ _NOTE_LUA = (
     + """
 -- A status change or a venue event. KEYS: status, lease, seq, changes, holder
 -- ARGV: fence, maxlen, account, kind ('status' | 'event'), body JSON, message prefix, now_us
-if fenced(KEYS[2], KEYS[5], ARGV[1]) then
-  return {-1, 0}
-end
+local fenced = fence(KEYS[2], KEYS[5], ARGV[1])
+if fenced ~= 0 then return {-fenced, 0} end
 if ARGV[4] == 'status' then
   if redis.call('HGET', KEYS[1], 'doc') == ARGV[5] then return {0, 0} end
   redis.call('HSET', KEYS[1], 'doc', ARGV[5])
@@ -293,6 +296,11 @@ class _Note:
     prefix: bytes
 
 
+_FENCED = -1  # a write script's answer: another instance owns the account
+_DATA_LOST = -2  # a write script's answer: lease and holder gone with a lost data set
+_HELD_RETRY_S = 0.1
+
+
 @dataclass(frozen=True, slots=True)
 class FlushResult:
     account: str
@@ -349,6 +357,10 @@ class BalanceWriter:
         self._note = client.register_script(_NOTE_LUA)
         self._seq_floor = client.register_script(_SEQ_FLOOR_LUA)
         self.max_seq = 0  # the highest seq a write of this process took
+        # Redis lost its data (a write found lease and holder gone): the writes of those
+        # accounts are kept until the owner has taken the lease back and resent the full
+        # state (see Supervisor), so they never go in alone
+        self.data_lost = False
         self.healthy = True
         self.last_error: str = ""
         self._closing = False
@@ -488,6 +500,9 @@ class BalanceWriter:
             if not (self._pending or self._notes or self._prices):
                 self._idle.set()
             else:
+                if self.data_lost:
+                    # held until the lease is taken back: retry at a bounded rate
+                    await asyncio.sleep(_HELD_RETRY_S)
                 self._wake.set()
 
     async def flush_once(self) -> list[FlushResult]:
@@ -556,18 +571,35 @@ class BalanceWriter:
             price_reply = replies.pop()
             if isinstance(price_reply, BaseException):
                 failed = price_reply
+        held: set[str] = set()
         for (account, _is_apply), reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 failed = reply
                 continue
             count, last = (int(x) for x in cast(list[Any], reply))
+            if count == _DATA_LOST:
+                held.add(account)
+                continue
             if last > self.max_seq:
                 self.max_seq = last
-            results.append(FlushResult(account, max(count, 0), last, count < 0))
+            results.append(FlushResult(account, max(count, 0), last, count == _FENCED))
         if failed is not None:
             # Scripts are idempotent (compare-and-set), so re-running the whole batch is safe.
             self._restore(pending, notes, prices)
             raise failed
+        if held:
+            if not self.data_lost:
+                log.warning(
+                    "redis lost its data: holding the writes of %d account(s) until their "
+                    "full state can go in with them",
+                    len(held),
+                )
+            self.data_lost = True
+            self._restore(
+                {a: p for a, p in pending.items() if a in held},
+                deque(n for n in notes if n.account in held),
+                {},
+            )
         fenced = {r.account for r in results if r.fenced}
         for account in fenced:
             self.discard(account)

@@ -211,8 +211,11 @@ class Supervisor:
             # give replicas starting together a moment to announce themselves
             await asyncio.sleep(min(0.5, lease_s / 8))
             instances = await self.leases.heartbeat()
+        # before the leases are taken back: the full state must be queued by the time a
+        # write can pass the fence again, so it goes in together with what was held
+        await self._check_data_set()
         now = time.monotonic()
-        if now - self._last_renew >= lease_s / 3:
+        if now - self._last_renew >= lease_s / 3 or self.rt.writer.data_lost:
             lost, retaken = await self.leases.renew_all()
             self._last_renew = now
             for lost_id in lost:
@@ -220,7 +223,6 @@ class Supervisor:
                 await self._stop_runner(lost_id, stale=False)
             if retaken:
                 log.info("%d lease(s) had lapsed while redis was away; held again", len(retaken))
-        await self._check_data_set()
         enabled = [a for a in self.rt.accounts if a.enabled]
         fair = self.leases.fair_share(len(enabled), instances)
         owned = self.leases.owned()
@@ -255,7 +257,8 @@ class Supervisor:
     async def _check_data_set(self) -> None:
         """Rewrite every owned account when Redis came back empty, older or different."""
         dataset = self.leases.dataset
-        lost = bool(self._dataset) and dataset != self._dataset
+        # a write that found lease and holder gone saw the loss first
+        lost = (bool(self._dataset) and dataset != self._dataset) or self.rt.writer.data_lost
         self._dataset = dataset
         if self._redis_failed or not self._run_id:
             run_id = await self.leases.run_id()
@@ -271,6 +274,7 @@ class Supervisor:
             )
             await self.rt.writer.raise_seq_floor(self.rt.hub.seq)
             self.rewrite_state()
+            self.rt.writer.data_lost = False
 
     def rewrite_state(self) -> None:
         """Submit the full state and status of every owned account from its fold.

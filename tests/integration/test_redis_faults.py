@@ -17,7 +17,7 @@ from app.redis_server import EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import AccountConfig
 from app.simulators.runner import DEMO_WALLETS, Simulators
-from app.simulators.solanatracker import USDC
+from app.simulators.solanatracker import BONK, USDC
 from tests.integration.conftest import (
     account_for,
     converge,
@@ -133,6 +133,54 @@ async def test_redis_restarted_without_its_data_gets_the_full_state_back(
             await asyncio.to_thread(server.stop)
             await asyncio.to_thread(server.start)  # no AOF, no RDB: it comes back empty
 
+            await _assert_truth_and_live(rt, sims, accounts)
+    finally:
+        server.stop()
+
+
+async def test_no_partial_state_is_shown_live_after_redis_lost_its_data(
+    sims: Simulators, tmp_path: Path, key_prefix: str
+) -> None:
+    """Deltas that arrive before the service noticed the empty Redis must not go in alone.
+
+    Written by themselves they would show an account ``live`` with only the keys that just
+    changed; they wait until the account's full state goes in with them, in one step.
+    """
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=False).start()
+    try:
+        accounts = _accounts(sims)
+        # a slow lease tick (a third of 9 s): the writer meets the empty Redis first
+        settings = fast_settings(server.url, key_prefix, lease_ms=9000)
+        async with running_service(settings, accounts) as rt:
+            for account in accounts:
+                await go_live(rt, sims, account)
+            await _push_stream_only_changes(sims, "999.75", "77.125")
+            await sims.solanatracker.push(_STREAM_ONLY_KEY, {DEMO_WALLETS[0]: {BONK: "5000"}})
+            expected: dict[str, set[tuple[str, str]]] = {}
+            for account in accounts:
+                ours, truth = await converge(rt, sims, account.venue, account.id, _key(account))
+                assert ours == truth, account.id
+                expected[account.id] = set(truth)
+
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.start)  # no AOF, no RDB: it comes back empty
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 12
+            step = 0
+            while loop.time() < deadline:
+                step += 1
+                if step % 5 == 1:  # reconnects: status changes to write, with the deltas
+                    sims.solanatracker.drop(_STREAM_ONLY_KEY)
+                    sims.sfox.drop(sims.default_keys["sfox"])
+                # only the sFOX web3 wallet and the Solana USDC change: a partial write
+                await _push_stream_only_changes(sims, f"999.{step}", f"77.{step}")
+                for _ in range(10):
+                    await asyncio.sleep(0.02)
+                    for account in accounts:
+                        if rt.hub.account_view(account.id)["state"] != "live":
+                            continue
+                        shown = {(r.wallet, r.asset) for r in rt.hub.records([account.id])}
+                        assert shown == expected[account.id], (account.id, shown)
             await _assert_truth_and_live(rt, sims, accounts)
     finally:
         server.stop()
