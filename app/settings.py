@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.ratelimit import DEFAULT_VENUE_LIMITS, VenueLimits, parse_rule
+
 ACCOUNT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SOLANA_ADDRESS_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
 _PEG_CODE_RE = re.compile(r"^[A-Z0-9]{1,20}$")
@@ -114,6 +116,32 @@ class AccountConfig(BaseModel):
         return out
 
 
+class VenueLimitsConfig(BaseModel):
+    """One venue's limits as configured; a field left out keeps the default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect: tuple[str, ...] | None = None
+    rest: tuple[str, ...] | None = None
+    sockets: int | None = Field(default=None, ge=0)
+
+    @field_validator("connect", "rest")
+    @classmethod
+    def _check_rules(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for rule in value or ():
+            parse_rule(rule)
+        return value
+
+    def over(self, default: VenueLimits) -> VenueLimits:
+        return VenueLimits(
+            connect=default.connect
+            if self.connect is None
+            else tuple(parse_rule(r) for r in self.connect),
+            rest=default.rest if self.rest is None else tuple(parse_rule(r) for r in self.rest),
+            sockets=default.sockets if self.sockets is None else self.sockets,
+        )
+
+
 class Settings(BaseSettings):
     """Service settings from ``BALAGG_*`` variables and ``.env`` (see ``.env.example``)."""
 
@@ -156,6 +184,9 @@ class Settings(BaseSettings):
     client_ops_burst: int = Field(default=50, ge=1)
     # POST /v1/accounts/{id}/resync: at most one per account per interval (else 429)
     resync_min_interval: float = Field(default=10.0, ge=0)
+    # what the service sends each venue, per upstream host: JSON, e.g.
+    # {"sfox": {"connect": ["20/60"], "rest": ["5/10", "20/60"], "sockets": 10}}
+    venue_limits: dict[VenueName, VenueLimitsConfig] = Field(default_factory=dict)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -185,6 +216,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value, parse_float=Decimal) if value.strip() else {}
         return value
+
+    @field_validator("venue_limits", mode="before")
+    @classmethod
+    def _parse_venue_limits(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    def resolved_venue_limits(self) -> dict[str, VenueLimits]:
+        """Every venue's limits: the configured fields over :data:`DEFAULT_VENUE_LIMITS`."""
+        out = dict(DEFAULT_VENUE_LIMITS)
+        for venue, configured in self.venue_limits.items():
+            out[venue] = configured.over(out.get(venue, VenueLimits()))
+        return out
 
     @field_validator("price_max_ages", mode="before")
     @classmethod
