@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+from pydantic import TypeAdapter
+
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -236,11 +238,14 @@ class VenueLimiter:
             self._metrics.upstream_throttled_seconds.labels(venue, kind).inc(seconds)
 
 
+_SECONDS = TypeAdapter(float)  # a duration, never an amount
+
+
 def parse_rule(text: str) -> tuple[int, float]:
     """``"5/10"`` -> (5, 10.0): at most 5 in any 10 seconds."""
     count, sep, seconds = text.partition("/")
     try:
-        rule = (int(count.strip()), float(seconds.strip()))
+        rule = (int(count.strip()), _SECONDS.validate_python(seconds.strip()))
     except ValueError:
         rule = (0, 0.0)
     if not sep or rule[0] < 1 or not rule[1] > 0 or not math.isfinite(rule[1]):
