@@ -57,6 +57,18 @@ class Metrics:
             ["account", "venue", "reason"],
             registry=r,
         )
+        self.upstream_throttled = Counter(
+            "balagg_upstream_throttled",
+            "Waits to stay within a venue's limits, by kind (connect, rest, sockets)",
+            ["venue", "kind"],
+            registry=r,
+        )
+        self.upstream_throttled_seconds = Counter(
+            "balagg_upstream_throttled_seconds",
+            "Seconds spent waiting to stay within a venue's limits, by kind",
+            ["venue", "kind"],
+            registry=r,
+        )
         self.fold_seconds = Histogram(
             "balagg_fold_seconds",
             "Time to parse and fold one upstream frame (one frame in eight is timed)",

@@ -28,6 +28,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
 
 from app.api import install_routes
 from app.dashboard import install_dashboard
@@ -186,10 +188,43 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
         version="0.1.0",
         summary="Live, exact balances across BitoPro, sFOX, DeltaDeFi and SolanaTracker",
         lifespan=lifespan,
+        # /docs is served below from the package's own Swagger UI; ReDoc would need a CDN
+        docs_url=None,
+        redoc_url=None,
     )
     install_routes(app, settings)
     install_dashboard(app)
+    install_docs(app)
     return app
+
+
+SWAGGER_ASSETS = "/static/swagger"
+"""Where the vendored Swagger UI 5 lives (``app/static/swagger``, served with the
+dashboard's public static files: the assets hold no data)."""
+
+
+def install_docs(app: FastAPI) -> None:
+    """``/docs`` from the package alone: it works without internet (no CDN), and like
+    every route it needs a token when ``BALAGG_API_TOKENS`` is set."""
+    openapi_url = app.openapi_url or "/openapi.json"
+    redirect_url = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - API",
+            oauth2_redirect_url=redirect_url,
+            swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon-32x32.png",
+            # no badge that asks validator.swagger.io about the document
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
 
 def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:

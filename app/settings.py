@@ -31,6 +31,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from app.ratelimit import DEFAULT_VENUE_LIMITS, VenueLimits, parse_rule
+
 ACCOUNT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ID_RULE = "must be 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit"
 VENUE_RULE = "must be one of bitopro, sfox, deltadefi, solanatracker"
@@ -155,6 +157,32 @@ class AccountConfig(BaseModel):
         return out
 
 
+class VenueLimitsConfig(BaseModel):
+    """One venue's limits as configured; a field left out keeps the default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect: tuple[str, ...] | None = None
+    rest: tuple[str, ...] | None = None
+    sockets: int | None = Field(default=None, ge=0)
+
+    @field_validator("connect", "rest")
+    @classmethod
+    def _check_rules(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for rule in value or ():
+            parse_rule(rule)
+        return value
+
+    def over(self, default: VenueLimits) -> VenueLimits:
+        return VenueLimits(
+            connect=default.connect
+            if self.connect is None
+            else tuple(parse_rule(r) for r in self.connect),
+            rest=default.rest if self.rest is None else tuple(parse_rule(r) for r in self.rest),
+            sockets=default.sockets if self.sockets is None else self.sockets,
+        )
+
+
 class AccountSourceSettings(BaseSettings):
     """Where the accounts come from: the part of :class:`Settings` that reading them needs,
     so the accounts can still be checked when another setting is invalid."""
@@ -233,6 +261,9 @@ class Settings(AccountSourceSettings):
         if isinstance(value, str) and value.strip().lower() == "auto":
             return auto_workers()
         return value
+    # what the service sends each venue, per upstream host: JSON, e.g.
+    # {"sfox": {"connect": ["20/60"], "rest": ["5/10", "20/60"], "sockets": 10}}
+    venue_limits: dict[VenueName, VenueLimitsConfig] = Field(default_factory=dict)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -286,6 +317,20 @@ class Settings(AccountSourceSettings):
         if not isinstance(value, dict):
             raise ValueError(PRICES_RULE)
         return value
+
+    @field_validator("venue_limits", mode="before")
+    @classmethod
+    def _parse_venue_limits(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    def resolved_venue_limits(self) -> dict[str, VenueLimits]:
+        """Every venue's limits: the configured fields over :data:`DEFAULT_VENUE_LIMITS`."""
+        out = dict(DEFAULT_VENUE_LIMITS)
+        for venue, configured in self.venue_limits.items():
+            out[venue] = configured.over(out.get(venue, VenueLimits()))
+        return out
 
     @field_validator("price_max_ages", mode="before")
     @classmethod

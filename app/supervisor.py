@@ -1,6 +1,7 @@
 """The supervisor: one :class:`AccountRunner` task per account this instance owns.
 
-It shares one aiohttp ``ClientSession`` across all upstream sockets, keeps the account
+It shares one aiohttp ``ClientSession`` and one :class:`~app.ratelimit.VenueLimiter`
+across all upstream sockets, keeps the account
 leases (:mod:`app.leases`) — acquiring its fair share, renewing, giving back surplus so
 replicas balance, stepping down when fenced — and routes ``resync`` requests to whichever
 instance owns the account (through the ``P:resync`` stream).
@@ -35,8 +36,10 @@ from redis.exceptions import RedisError
 from app.domain import AccountState, AssetBalance
 from app.fold import AccountFold
 from app.leases import LeaseManager
+from app.ratelimit import VenueLimiter
 from app.runtime import Runtime
 from app.upstream import AccountRunner, refuse_redirects
+from app.venues import make_session
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ class Supervisor:
         self.runners: dict[str, AccountRunner] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.http: aiohttp.ClientSession | None = None
+        # one per process: every account and price socket of a venue host shares it
+        self.limiter = VenueLimiter(s.resolved_venue_limits(), runtime.metrics)
         self._loop_task: asyncio.Task[None] | None = None
         self._price_task: asyncio.Task[None] | None = None
         self._resync_id = "$"
@@ -70,6 +75,11 @@ class Supervisor:
             middlewares=(refuse_redirects,),  # credentials never follow a redirect
         )
         self._submit_disabled()
+        planned = [
+            (a.venue, make_session(a).connect_request().url) for a in self.rt.accounts if a.enabled
+        ]
+        for warning in self.limiter.over_capacity(planned):
+            log.warning("venue limits: %s", warning)
         if self.rt.settings.redis_url is None:
             with contextlib.suppress(RedisError, OSError):
                 await self._void_predecessors()
@@ -105,6 +115,7 @@ class Supervisor:
                     runners = list(self.runners.values())
                     self.rt.prices.sync(
                         self.http,
+                        self.limiter,
                         [r.account for r in runners],
                         {r.account.id: r.fold.held_assets() for r in runners},
                     )
@@ -320,7 +331,9 @@ class Supervisor:
             )
             for r in snapshot.records
         )  # fmt: skip
-        runner = AccountRunner(self.rt, account, self.http, fold, self.rt.settings.instance_id)
+        runner = AccountRunner(
+            self.rt, account, self.http, fold, self.rt.settings.instance_id, limiter=self.limiter
+        )
         previous = snapshot.statuses.get(account.id, {})
         runner.reconnects = int(previous.get("reconnects") or 0)
         self.runners[account_id] = runner

@@ -16,7 +16,9 @@ This is the connection loop every venue shares; venue specifics come from the pu
 * rejects a bad frame whole, counts it by reason, logs it once with a short secret-free
   excerpt, and carries on;
 * reconnects with capped exponential backoff and full jitter, reset only after a
-  connection stayed healthy for a while.
+  connection stayed healthy for a while;
+* waits on the shared :class:`~app.ratelimit.VenueLimiter` before every connection and
+  every REST request, so no venue's documented limits are exceeded.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from app.domain import (
 )
 from app.fold import AccountFold
 from app.logs import SCRUBBER
+from app.ratelimit import SocketSlot, VenueLimiter
 from app.runtime import Runtime
 from app.settings import AccountConfig
 from app.store import decimal_str, utc_now_iso
@@ -113,10 +116,14 @@ class AccountRunner:
         http: aiohttp.ClientSession,
         fold: AccountFold,
         owner: str,
+        *,
+        limiter: VenueLimiter,
     ) -> None:
         self.rt = runtime
         self.account = account
         self.http = http
+        self.limiter = limiter
+        self._slot: SocketSlot | None = None  # this account's socket slot at its venue host
         self.fold = fold
         self.owner = owner
         s = runtime.settings
@@ -271,6 +278,9 @@ class AccountRunner:
             finally:
                 self._ws = None
                 self._m_connected.set(0)
+                if self._slot is not None:  # the socket is closed: its slot is free again
+                    self._slot.release()
+                    self._slot = None
             if self._stopping:
                 break
             healthy_for = time.monotonic() - started
@@ -339,6 +349,9 @@ class AccountRunner:
         """One connection from upgrade to close (always ends by raising)."""
         session = make_session(self.account)
         request = session.connect_request()
+        # venue limits (VENUES.md): wait for a free socket slot and a connection attempt
+        # within budget; the account stays connecting/stale meanwhile
+        self._slot = await self.limiter.connect(self.account.venue, request.url)
         self.attempts += 1
         self._logged_reasons = set()
         log.info("%s: connecting to %s", self.account.id, request.log_url)
@@ -558,6 +571,9 @@ class AccountRunner:
 
     async def _seed(self, session: VenueSession, requests: list[Any]) -> None:
         for request in requests:
+            # venue REST limits (VENUES.md); waited before the watermark is taken, so the
+            # seed's snapshot is never older than the ticket that guards it
+            await self.limiter.request(self.account.venue, request.url)
             ticket = self.fold.begin_seed()
             try:
                 async with self.http.request(

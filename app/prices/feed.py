@@ -14,7 +14,8 @@ account); these two channels need their own:
 account streams: capped exponential backoff with full jitter (reset only after a
 connection stayed healthy), liveness by protocol ping/pong (never message silence), a bad
 frame rejected whole, counted by reason and logged once per connection with a short
-secret-free excerpt. Every good price goes to ``deliver`` synchronously (the
+secret-free excerpt; every connection waits on the shared
+:class:`~app.ratelimit.VenueLimiter` first. Every good price goes to ``deliver`` synchronously (the
 :class:`~app.prices.persistence.PriceRecorder`): nothing here awaits Redis.
 """
 
@@ -33,6 +34,7 @@ import aiohttp
 
 from app.prices import bitopro, deltadefi
 from app.prices.model import Price
+from app.ratelimit import VenueLimiter
 from app.settings import AccountConfig
 from app.upstream import excerpt, full_jitter
 from app.venues._wire import redact_url
@@ -52,6 +54,11 @@ class PriceChannel(Protocol):
     @property
     def name(self) -> str:
         """A secret-free label for logs and metrics (``bitopro-tickers``)."""
+        ...
+
+    @property
+    def venue(self) -> str:
+        """The venue whose limits the socket counts against (``bitopro``)."""
         ...
 
     def request(self) -> HttpRequest: ...
@@ -80,6 +87,10 @@ class BitoproTickerChannel:
     def name(self) -> str:
         return "bitopro-tickers"
 
+    @property
+    def venue(self) -> str:
+        return "bitopro"
+
     def request(self) -> HttpRequest:
         full = bitopro.subscribe_url(self.url, self.pairs)
         return HttpRequest("GET", full, redact_url(full))
@@ -102,6 +113,10 @@ class DeltadefiMarketChannel:
     @property
     def name(self) -> str:
         return f"deltadefi-market-{self.symbol}"
+
+    @property
+    def venue(self) -> str:
+        return "deltadefi"
 
     def request(self) -> HttpRequest:
         return deltadefi.market_price_request(self.account, self.symbol)
@@ -142,9 +157,11 @@ class PriceFeedClient:
         deliver: Callable[[Price], object],
         options: FeedOptions | None = None,
         *,
+        limiter: VenueLimiter,
         on_reject: Callable[[str, str], None] | None = None,
     ) -> None:
         self.http = http
+        self.limiter = limiter
         self.channel = channel
         self.deliver = deliver
         self.options = options or FeedOptions()
@@ -181,8 +198,14 @@ class PriceFeedClient:
     async def run(self) -> None:
         attempt = 0
         while True:
+            # venue limits (VENUES.md): a socket slot and a connection attempt in budget,
+            # shared with the account sockets of the same venue host
+            slot = await self.limiter.connect(self.channel.venue, self.channel.request().url)
             started = time.monotonic()
-            reason = await self._connect_once()
+            try:
+                reason = await self._connect_once()
+            finally:
+                slot.release()
             self.connected = False
             self.reconnects[reason] += 1
             if time.monotonic() - started >= self.options.healthy_after:
@@ -272,6 +295,8 @@ def feed_clients(
     held: Mapping[str, Iterable[str]],
     deliver: Callable[[Price], object],
     options: FeedOptions | None = None,
+    *,
+    limiter: VenueLimiter,
 ) -> list[PriceFeedClient]:
     """The standalone price sockets a set of accounts needs, given ``held`` (account id ->
     asset codes it holds): one per distinct BitoPro ticker URL, one per DeltaDeFi symbol."""
@@ -280,14 +305,13 @@ def feed_clients(
     for url, ids in sorted(bitopro_ticker_urls(accounts).items()):
         pairs = bitopro_pairs(code for i in ids for code in held.get(i, ()))
         channel = BitoproTickerChannel(url, pairs)
-        clients.append(PriceFeedClient(http, channel, deliver, options))
+        clients.append(PriceFeedClient(http, channel, deliver, options, limiter=limiter))
     symbols: dict[str, AccountConfig] = {}
     for account in accounts:
         if account.venue == "deltadefi":
             for symbol in deltadefi_symbols(held.get(account.id, ())):
                 symbols.setdefault(symbol, account)
     for symbol, account in sorted(symbols.items()):
-        clients.append(
-            PriceFeedClient(http, DeltadefiMarketChannel(account, symbol), deliver, options)
-        )
+        channel_ = DeltadefiMarketChannel(account, symbol)
+        clients.append(PriceFeedClient(http, channel_, deliver, options, limiter=limiter))
     return clients

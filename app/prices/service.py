@@ -45,6 +45,7 @@ from app.prices.feed import (
 from app.prices.graph import PriceGraph
 from app.prices.model import Price
 from app.prices.persistence import PriceRecorder, PriceWriter, load_prices
+from app.ratelimit import VenueLimiter
 from app.settings import AccountConfig, Settings
 from app.store import Keys
 
@@ -162,6 +163,7 @@ class PriceService:
     def sync(
         self,
         http: aiohttp.ClientSession,
+        limiter: VenueLimiter,
         accounts: Iterable[AccountConfig],
         held: Mapping[str, Iterable[str]],
     ) -> None:
@@ -176,7 +178,12 @@ class PriceService:
             current = self.feeds.get(key)
             if current is None:
                 started = PriceFeedClient(
-                    http, channel, self.record, self.options, on_reject=self._on_reject
+                    http,
+                    channel,
+                    self.record,
+                    self.options,
+                    on_reject=self._on_reject,
+                    limiter=limiter,
                 )
                 self.feeds[key] = started
                 started.start()

@@ -57,6 +57,9 @@ def all_default_accounts(sims: Simulators) -> list[AccountConfig]:
     return [account_for(sims, venue) for venue in ("bitopro", "sfox", "deltadefi", "solanatracker")]
 
 
+UNLIMITED: dict[str, Any] = {"connect": [], "rest": [], "sockets": 0}
+
+
 def fast_settings(redis_url: str, key_prefix: str, **extra: Any) -> Settings:
     values: dict[str, Any] = {
         "redis_url": redis_url,
@@ -70,6 +73,9 @@ def fast_settings(redis_url: str, key_prefix: str, **extra: Any) -> Settings:
         "lease_ms": 2000,
         "instance_id": f"test-{key_prefix}",
         "history": False,  # history tests choose their own database (tests/history)
+        # fault tests reconnect dozens of times a minute, far past the venues' real limits
+        # (which test_venue_limits.py checks with small limits of its own)
+        "venue_limits": {v: UNLIMITED for v in ("bitopro", "sfox", "deltadefi", "solanatracker")},
         **extra,
     }
     return Settings(_env_file=None, **values)

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from app.simulators.runner import Simulators
 from app.store import BalanceReader, Keys
-from tests.integration.conftest import State, free_port, wait_until
+from tests.integration.conftest import UNLIMITED, State, free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -83,6 +83,11 @@ class Fleet:
             BALAGG_BACKOFF_INITIAL="0.05",
             BALAGG_BACKOFF_MAX="0.5",
             BALAGG_HISTORY="off",  # history's own multi-writer tests: tests/history
+            # 30 accounts rebalanced and taken over within seconds: beyond sFOX's REST limit
+            # of 5 per 10 s, which test_venue_limits.py checks on its own
+            BALAGG_VENUE_LIMITS=orjson.dumps(
+                {v: UNLIMITED for v in ("bitopro", "sfox", "deltadefi", "solanatracker")}
+            ).decode(),
         )
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(

@@ -22,12 +22,14 @@ from app.prices.feed import (
 )
 from app.prices.graph import PriceGraph, Reason, Unvalued, Valued
 from app.prices.model import Price
+from app.ratelimit import VenueLimiter
 from app.settings import AccountConfig
 from app.simulators.bitopro import BitoproSimulator
 from app.simulators.deltadefi import DeltaDefiSimulator
 from tests.venues.conftest import CANARY_KEY
 
 FAST = FeedOptions(heartbeat=5.0, backoff_initial=0.02, backoff_max=0.1, healthy_after=5.0)
+NO_LIMITS = VenueLimiter({})  # these tests are about the feed itself, not the venue limits
 
 
 async def until(
@@ -77,7 +79,7 @@ async def test_one_ticker_socket_serves_every_bitopro_account(
     got: list[Price] = []
     accounts = [bitopro_account(bitopro_sim, 1), bitopro_account(bitopro_sim, 2)]
     held = {"bito-1": ["BTC", "TWD"], "bito-2": ["ETH"]}
-    clients = feed_clients(http, accounts, held, got.append, FAST)
+    clients = feed_clients(http, accounts, held, got.append, FAST, limiter=NO_LIMITS)
     assert len(clients) == 1
     [client] = clients
     assert client.channel.pairs == {"BTC_TWD", "ETH_TWD", "USDT_TWD"}  # type: ignore[attr-defined]
@@ -112,7 +114,12 @@ async def test_bad_frames_are_rejected_whole_and_counted(
         bitopro_sim.ws_url.replace("/auth/account-balance", "/tickers"), ["BTC_TWD"]
     )
     client = PriceFeedClient(
-        http, channel, got.append, FAST, on_reject=lambda n, r: rejects.append((n, r))
+        http,
+        channel,
+        got.append,
+        FAST,
+        limiter=NO_LIMITS,
+        on_reject=lambda n, r: rejects.append((n, r)),
     )
     client.start()
     try:
@@ -141,7 +148,7 @@ async def test_a_stalled_feed_goes_stale_and_recovers(
     channel = BitoproTickerChannel(
         bitopro_sim.ws_url.replace("/auth/account-balance", "/tickers"), ["BTC_TWD", "USDT_TWD"]
     )
-    client = PriceFeedClient(http, channel, graph.put, FAST)
+    client = PriceFeedClient(http, channel, graph.put, FAST, limiter=NO_LIMITS)
     client.start()
 
     def btc() -> Valued | Unvalued:
@@ -167,7 +174,7 @@ async def test_reconnects_when_the_socket_closes(
     channel = BitoproTickerChannel(
         bitopro_sim.ws_url.replace("/auth/account-balance", "/tickers"), ["BTC_TWD"]
     )
-    client = PriceFeedClient(http, channel, got.append, FAST)
+    client = PriceFeedClient(http, channel, got.append, FAST, limiter=NO_LIMITS)
     client.start()
     try:
         await until(lambda: client.connections == 1 and len(got) > 0)
@@ -192,7 +199,9 @@ async def test_deltadefi_market_price_key_never_logged(
     account = AccountConfig.model_validate(
         {"id": "ddf", "venue": "deltadefi", "api_key": CANARY_KEY, "ws_url": sim.ws_url}
     )
-    [client] = feed_clients(http, [account], {"ddf": ["ADA", "USDM"]}, got.append, FAST)
+    [client] = feed_clients(
+        http, [account], {"ddf": ["ADA", "USDM"]}, got.append, FAST, limiter=NO_LIMITS
+    )
     client.start()
     try:
         await until(lambda: len(got) > 0)
