@@ -97,6 +97,9 @@ async def start_history(
         engine,
         interval=settings.history_price_interval,
         threshold=settings.history_price_threshold,
+        # a private database (SQLite, its own consumer group) also keeps the prices this
+        # instance follows from other replicas; a shared one only this instance's feeds
+        record_followed=url.startswith("sqlite"),
     )
     writer.start()
     prices.start()
