@@ -27,7 +27,12 @@ CHANGE_COLUMNS = (
     "available", "locked", "updated_at", "venue_ts",
 )  # fmt: skip
 SERIES_COLUMNS = ("time", "total", "available", "locked", "reason")
-AMOUNT_COLUMNS = frozenset({"total", "available", "locked", "seq"})
+VALUE_COLUMNS = (
+    "t", "value", "by_count", "by_value", "priced", "holdings", "unpriced", "reason",
+)  # fmt: skip
+AMOUNT_COLUMNS = frozenset(
+    {"total", "available", "locked", "seq", "value", "by_count", "by_value", "price", "usd"}
+)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
