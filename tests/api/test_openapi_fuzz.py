@@ -101,4 +101,4 @@ async def test_no_server_error_on_any_generated_request(service_factory: Service
         operations = await asyncio.wait_for(
             asyncio.to_thread(fuzz, svc.base, document, svc.headers()), 120
         )
-        assert operations == 12  # 8 + /v1/prices + /v1/history, …/series, …/gaps
+        assert operations == 13  # 8 + /v1/prices + /v1/history, …/series, …/value, …/gaps
