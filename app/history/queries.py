@@ -127,20 +127,8 @@ async def state_at(
         records[(row.account, row.wallet, row.asset)] = _record(row)
     c = schema.changes
     window = [c.c.seq > base_seq, c.c.time_us <= time_us, *_filters(c, accounts, assets)]
-    latest = (
-        select(func.max(c.c.seq).label("seq"))
-        .where(*window)
-        .group_by(c.c.account, c.c.wallet, c.c.asset)
-        .subquery()
-    )
+    await _apply_latest(conn, records, window)
     seq = base_seq
-    result = await conn.execute(select(c).join(latest, c.c.seq == latest.c.seq))
-    for row in result:
-        key = (row.account, row.wallet, row.asset)
-        if row.kind == "removed":
-            records.pop(key, None)
-        else:
-            records[key] = _record(row)
     newest = (await conn.execute(select(func.max(c.c.seq)).where(*window[:2]))).scalar()
     seq = max(seq, int(newest or 0))
     s = schema.statuses
@@ -160,6 +148,82 @@ async def state_at(
     for row in result:
         live[row.account] = row.state == "live"
     return StateAt(seq, time_us, records, live)
+
+
+async def _apply_latest(
+    conn: AsyncConnection, records: dict[Key, dict[str, Any]], window: Sequence[Any]
+) -> None:
+    """Apply the newest change per key among the changes matching ``window``."""
+    c = schema.changes
+    latest = (
+        select(func.max(c.c.seq).label("seq"))
+        .where(*window)
+        .group_by(c.c.account, c.c.wallet, c.c.asset)
+        .subquery()
+    )
+    result = await conn.execute(select(c).join(latest, c.c.seq == latest.c.seq))
+    for row in result:
+        key = (row.account, row.wallet, row.asset)
+        if row.kind == "removed":
+            records.pop(key, None)
+        else:
+            records[key] = _record(row)
+
+
+async def write_checkpoint(conn: AsyncConnection, safe_seq: int, every: int) -> int | None:
+    """Store the state through ``safe_seq`` as a checkpoint snapshot; return its seq.
+
+    ``?at=`` then reads the newest snapshot at or before the instant plus the changes
+    after it, not every change since history began. ``safe_seq`` must be a seq at or below
+    which every change is committed (the writer derives it from the consumer group: all
+    delivered entries below the oldest unacknowledged one). Nothing is written when fewer
+    than ``every`` seqs passed since the newest snapshot, or when a gap begins after it
+    (the gap's own snapshot is the next base). The checkpoint's time is the newest time of
+    the changes it folds in, so for every instant at or after it, the answer is the same
+    as replaying those changes; earlier instants keep using the previous base.
+    """
+    snaps = schema.snapshots
+    base = (
+        await conn.execute(
+            select(snaps.c.seq, snaps.c.time_us)
+            .where(snaps.c.seq <= safe_seq)
+            .order_by(snaps.c.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    if base is None or safe_seq - int(base.seq) < every:
+        return None
+    base_seq = int(base.seq)
+    g = schema.gaps
+    gap = (
+        await conn.execute(
+            select(g.c.from_seq).where(g.c.from_seq > base_seq, g.c.from_seq <= safe_seq).limit(1)
+        )
+    ).first()
+    if gap is not None:
+        return None
+    c = schema.changes
+    window = [c.c.seq > base_seq, c.c.seq <= safe_seq]
+    found = (
+        await conn.execute(select(func.max(c.c.seq), func.max(c.c.time_us)).where(*window))
+    ).first()
+    if found is None or found[0] is None:
+        return None
+    seq, time_us = int(found[0]), max(int(found[1]), int(base.time_us))
+    rows = schema.snapshot_rows
+    records: dict[Key, dict[str, Any]] = {}
+    for row in await conn.execute(select(rows).where(rows.c.snapshot_seq == base_seq)):
+        records[(row.account, row.wallet, row.asset)] = _record(row)
+    await _apply_latest(conn, records, window)
+    await insert_ignore(conn, snaps, [{"seq": seq, "time_us": time_us, "reason": "checkpoint"}])
+    out = [
+        {"snapshot_seq": seq, **{k: v for k, v in r.items() if k != "extra"},
+         "extra": orjson.dumps(r["extra"]).decode()}
+        for r in records.values()
+    ]  # fmt: skip
+    if out:
+        await insert_ignore(conn, rows, out)
+    return seq
 
 
 def balance_records(state: StateAt, nonzero: bool = False) -> list[dict[str, Any]]:
@@ -283,12 +347,14 @@ async def apply_retention(engine: AsyncEngine, cutoff_us: int) -> bool:
             ]  # fmt: skip
             if rows:
                 await insert_ignore(conn, schema.snapshot_rows, rows)
-            states = [
-                {"seq": seq, "account": a, "state": "live" if ok else "stale", "time_us": cutoff_us}
-                for a, ok in state.live.items()
-            ]  # fmt: skip
-            if states:
-                await insert_ignore(conn, schema.statuses, states)
+        # the statuses at the base, also when a snapshot (a checkpoint) already sits there:
+        # older statuses are deleted below
+        states = [
+            {"seq": seq, "account": a, "state": "live" if ok else "stale", "time_us": cutoff_us}
+            for a, ok in state.live.items()
+        ]  # fmt: skip
+        if states:
+            await insert_ignore(conn, schema.statuses, states)
         await conn.execute(delete(schema.changes).where(schema.changes.c.seq <= seq))
         await conn.execute(delete(schema.statuses).where(schema.statuses.c.seq < seq))
         await conn.execute(

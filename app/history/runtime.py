@@ -94,6 +94,7 @@ async def start_history(
         batch=settings.history_batch,
         claim_idle_ms=settings.history_claim_idle_ms,
         retention_days=settings.history_retention_days,
+        checkpoint_every=settings.history_checkpoint_every,
         metrics=metrics,
     )
     prices = PriceRecorder(
