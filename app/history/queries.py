@@ -60,11 +60,16 @@ class StateAt:
 
 
 def _record(row: Any) -> dict[str, Any]:
+    account, venue, wallet, asset, symbol, total, available, locked, updated, vts, extra = (
+        row.account, row.venue, row.wallet, row.asset, row.symbol, row.total, row.available,
+        row.locked, row.updated_at, row.venue_ts, row.extra,
+    )  # fmt: skip
     return {
-        "account": row.account, "venue": row.venue, "wallet": row.wallet,
-        "asset": row.asset, "symbol": row.symbol, "total": row.total,
-        "available": row.available, "locked": row.locked, "updated_at": row.updated_at,
-        "venue_ts": row.venue_ts, "extra": orjson.loads(row.extra) if row.extra else {},
+        "account": account, "venue": venue, "wallet": wallet, "asset": asset,
+        "symbol": symbol, "total": total, "available": available, "locked": locked,
+        "updated_at": updated, "venue_ts": vts,
+        # most records carry no extra fields: skip the parse for the empty object
+        "extra": orjson.loads(extra) if extra and extra != "{}" else {},
     }  # fmt: skip
 
 
@@ -155,11 +160,19 @@ async def _apply_latest(
 ) -> None:
     """Apply the newest change per key among the changes matching ``window``."""
     c = schema.changes
-    latest = (
-        select(func.max(c.c.seq).label("seq"))
+    # The window is read first, by its seq range, as a subquery the planner cannot flatten
+    # (the LIMIT): grouped directly, SQLite scans the whole (account, wallet, asset, seq)
+    # index instead, which grows with all of history rather than with the window.
+    window_rows = (
+        select(c.c.seq, c.c.account, c.c.wallet, c.c.asset)
         .where(*window)
-        .group_by(c.c.account, c.c.wallet, c.c.asset)
+        .order_by(c.c.seq)
+        .limit(2**62)
         .subquery()
+    )
+    w = window_rows.c
+    latest = (
+        select(func.max(w.seq).label("seq")).group_by(w.account, w.wallet, w.asset).subquery()
     )
     result = await conn.execute(select(c).join(latest, c.c.seq == latest.c.seq))
     for row in result:
