@@ -171,9 +171,7 @@ async def _apply_latest(
         .subquery()
     )
     w = window_rows.c
-    latest = (
-        select(func.max(w.seq).label("seq")).group_by(w.account, w.wallet, w.asset).subquery()
-    )
+    latest = select(func.max(w.seq).label("seq")).group_by(w.account, w.wallet, w.asset).subquery()
     result = await conn.execute(select(c).join(latest, c.c.seq == latest.c.seq))
     for row in result:
         key = (row.account, row.wallet, row.asset)
