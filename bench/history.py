@@ -141,8 +141,22 @@ async def at_run(url: str, n: int, name: str, every: int = 10_000) -> dict[str, 
             "max_ms": round(times[-1], 2)}  # fmt: skip
 
 
+class _Bench(Bench):
+    """Adds each simulator account once (fold_run adds its ceiling accounts every run)."""
+
+    def __init__(self, stack: Stack, sizes: Sizes) -> None:
+        super().__init__(stack, sizes)
+        self._added: set[str] = set()
+
+    async def add_accounts(self, names: list[str], assets: int = 20) -> None:
+        new = [n for n in names if n not in self._added]
+        self._added.update(new)
+        if new:
+            await super().add_accounts(new, assets)
+
+
 async def fold_on_off(stack: Stack, frames: int, accounts: int, rounds: int) -> dict[str, Any]:
-    b = Bench(stack, Sizes())
+    b = _Bench(stack, Sizes())
     runs: dict[str, list[float]] = {"on": [], "off": []}
     try:
         services = {}

@@ -121,7 +121,12 @@ async def state_at(
     accounts: Sequence[str] | None = None,
     assets: Sequence[str] | None = None,
 ) -> StateAt:
-    """The exact records at ``time_us``: the base snapshot plus every later change up to it."""
+    """The exact records at ``time_us``: the base snapshot plus every later change up to it.
+
+    "Up to it" is stream order: every change up to the newest one written at or before
+    ``time_us``, so the answer is always a state the change stream really passed through
+    (with one clock, exactly the changes timed at or before the instant).
+    """
     base_seq, _base_time = await _base(conn, time_us)
     rows = schema.snapshot_rows
     records: dict[Key, dict[str, Any]] = {}
@@ -131,11 +136,21 @@ async def state_at(
     for row in result:
         records[(row.account, row.wallet, row.asset)] = _record(row)
     c = schema.changes
-    window = [c.c.seq > base_seq, c.c.time_us <= time_us, *_filters(c, accounts, assets)]
+    # The newest change written at or before the instant (by the time index, one lookup);
+    # the state is every change up to it in stream order. Both ends of the window are
+    # seqs, so it is one primary-key range no longer than the checkpoint interval, however
+    # long history is (a window open at the top would walk to the newest change).
+    newest_time = (
+        await conn.execute(select(func.max(c.c.time_us)).where(c.c.time_us <= time_us))
+    ).scalar()
+    last = None
+    if newest_time is not None:  # of the changes sharing that µs, the last one
+        last = (
+            await conn.execute(select(func.max(c.c.seq)).where(c.c.time_us == newest_time))
+        ).scalar()
+    seq = max(base_seq, int(last or 0))
+    window = [c.c.seq > base_seq, c.c.seq <= seq, *_filters(c, accounts, assets)]
     await _apply_latest(conn, records, window)
-    seq = base_seq
-    newest = (await conn.execute(select(func.max(c.c.seq)).where(*window[:2]))).scalar()
-    seq = max(seq, int(newest or 0))
     s = schema.statuses
     newest_status = (
         select(s.c.account, func.max(s.c.seq).label("seq"))
