@@ -94,6 +94,11 @@ async def test_no_server_error_on_any_generated_request(service_factory: Service
         for name in ("ex-a", "ex-b"):
             svc.owner.submit_status(name, status_doc(name, "live"))  # so /readyz says 200
         await svc.settle()
+        # and history's schema is in place, so its routes answer rather than 503 "not yet"
+        deadline = asyncio.get_running_loop().time() + 30
+        while not svc.app.state.history.ready:
+            assert asyncio.get_running_loop().time() < deadline, "history never became ready"
+            await asyncio.sleep(0.05)
         async with svc.http.get(svc.base + "/openapi.json", headers=svc.headers()) as r:
             assert r.status == 200
             document = await r.json()
