@@ -29,7 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from app.auth import RequestGuard, error_body, is_open_path
-from app.history.api import balances_at
+from app.history import export
+from app.history.api import Format, balances_at
 from app.history.api import router as history_router
 from app.hub import StreamHub, Subscriber, normalize_assets, record_json
 from app.logs import SCRUBBER
@@ -358,7 +359,7 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
     @app.get(
         "/v1/balances",
         response_model=BalancesResponse | ValuedBalancesResponse,
-        responses=_errors(401, 409, 422, 503),
+        responses=_errors(401, 409, 422, 503) | export.OPENAPI_CSV,
         tags=["balances"],
         summary="Current balances of every account (valued with quote=, or past ones with at=)",
     )
@@ -369,6 +370,20 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         nonzero: NonzeroFlag = False,
         at: HistoryAt = None,
         quote: OptionalQuote = None,
+        format: Format = None,
+    ) -> Response:
+        return export.from_json(  # CSV: format=csv or Accept: text/csv
+            request, format, await _get_balances(request, account, asset, nonzero, at, quote),
+            "balances",
+        )  # fmt: skip
+
+    async def _get_balances(
+        request: Request,
+        account: list[str] | None,
+        asset: list[str] | None,
+        nonzero: bool,
+        at: str | None,
+        quote: str | None,
     ) -> Response:
         if at is not None:  # a past state comes from history, not from the live mirror
             if quote is not None:
@@ -394,7 +409,7 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
     @app.get(
         "/v1/balances/{account}",
         response_model=BalancesResponse | ValuedBalancesResponse,
-        responses=_errors(401, 404, 422, 503),
+        responses=_errors(401, 404, 422, 503) | export.OPENAPI_CSV,
         tags=["balances"],
         summary="Current balances of one account (valued with ?quote=)",
     )
@@ -404,6 +419,19 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         asset: AssetFilter = None,
         nonzero: NonzeroFlag = False,
         quote: OptionalQuote = None,
+        format: Format = None,
+    ) -> Response:
+        return export.from_json(
+            request, format, _get_account_balances(request, account, asset, nonzero, quote),
+            "balances",
+        )  # fmt: skip
+
+    def _get_account_balances(
+        request: Request,
+        account: str,
+        asset: list[str] | None,
+        nonzero: bool,
+        quote: str | None,
     ) -> Response:
         rt = _runtime(request)
         if rt is None:
@@ -423,7 +451,7 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
     @app.get(
         "/v1/totals",
         response_model=TotalsResponse,
-        responses=_errors(401, 422, 503),
+        responses=_errors(401, 422, 503) | export.OPENAPI_CSV,
         tags=["balances"],
         summary="Exact totals per symbol across accounts, valued in the quote currency",
     )
@@ -431,7 +459,11 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         request: Request,
         quote: Quote = "USD",
         account: AccountFilter = None,
+        format: Format = None,
     ) -> Response:
+        return export.from_json(request, format, _get_totals(request, quote, account), "totals")
+
+    def _get_totals(request: Request, quote: str, account: list[str] | None) -> Response:
         rt = _runtime(request)
         if rt is None:
             return _not_started()
@@ -705,6 +737,9 @@ class FastBalanceReads:
         rt: Runtime | None = getattr(scope["app"].state, "runtime", None)
         if rt is None or not rt.hub.loaded:
             return None
+        for name, value in scope["headers"]:
+            if name == b"accept" and b"text/csv" in value:
+                return None  # CSV is rendered by the route (format=csv falls through below)
         hub = rt.hub
         accounts: list[str] | None = None
         single = path != self._PREFIX

@@ -134,7 +134,20 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
         def on_price_reject(feed: str, reason: str) -> None:
             metrics.price_feed_errors.labels(feed, reason).inc()
 
-        runtime.prices = PriceService(settings, writer, client, keys, on_reject=on_price_reject)
+        # -- history (app/history): after Redis, stopped before it --------------------
+        history: History | None = await start_history(
+            settings, url, keys, runtime.account_ids, metrics
+        )
+        app.state.history = history
+        # -- end history ----------------------------------------------------------------
+        runtime.prices = PriceService(
+            settings,
+            writer,
+            client,
+            keys,
+            on_reject=on_price_reject,
+            on_price=history.prices.offer if history is not None else None,
+        )
         runtime.hub = StreamHub(runtime)
         runtime.prices.listeners.append(runtime.hub.publish_price)
         metrics.registry.register(
@@ -150,12 +163,6 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
                 settings.host,
             )
         writer.start()
-        # -- history (app/history): after Redis, stopped before it --------------------
-        history: History | None = await start_history(
-            settings, url, keys, runtime.account_ids, metrics
-        )
-        app.state.history = history
-        # -- end history ----------------------------------------------------------------
         try:
             await runtime.prices.restore()
             await runtime.hub.start()

@@ -248,6 +248,7 @@ class Settings(AccountSourceSettings):
     history_retention_days: int = Field(default=0, ge=0)  # 0 keeps everything
     history_batch: int = Field(default=2_000, ge=1, le=100_000)
     history_claim_idle_ms: int = Field(default=30_000, ge=1_000)
+    history_checkpoint_every: int = Field(default=10_000, ge=0)  # seqs; 0: no checkpoints
     history_price_interval: float = Field(default=60.0, gt=0)
     history_price_threshold: Decimal = Field(default=Decimal("0.005"), gt=0)
     # serve --workers: worker processes on one shared port ("auto" = CPU cores), and an

@@ -1,5 +1,7 @@
 """``python -m bench [--quick | --smoke] [--json-only] [--out FILE] [--compare FILE]``.
 
+``python -m bench --history [--quick]`` measures balance history instead (bench/history.py).
+
 stdout: the first line is one JSON object with every figure; unless ``--json-only``, a
 line ``---`` and two markdown tables follow: every figure against its SPEC §16 target,
 and the acceptance targets of issue 15 with pass/miss. ``--compare FILE`` adds a third:
@@ -342,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ping", type=float, default=20.0, help="simulator ping interval in seconds (BitoPro: 20)"
     )
+    parser.add_argument("--history", action="store_true", help="history figures only")
     args = parser.parse_args(argv)
+    if args.history:
+        return history_main(args.quick, args.smoke, args.out)
     before = json.loads(args.compare.read_text()) if args.compare is not None else None
     if args.render is not None:
         saved = json.loads(args.render.read_text())
@@ -385,6 +390,22 @@ def main(argv: list[str] | None = None) -> int:
         if before is not None:
             sys.stdout.write("\n" + compare(doc, before) + "\n")
     sys.stdout.flush()
+    return 0
+
+
+def history_main(quick: bool, smoke: bool, out: Path | None) -> int:
+    import uvloop
+
+    from bench.history import history_table, run_history
+
+    changes, at_changes = (2_000, 20_000) if smoke else (100_000, 1_000_000)
+    load_before = os.getloadavg()
+    doc = uvloop.run(run_history(changes, at_changes, fold=not smoke, quick=quick))
+    load = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    doc["meta"] = {"mode": "history", "cpus": os.cpu_count(), "loadavg_1m": load}
+    if out is not None:
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+    sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n---\n" + history_table(doc) + "\n")
     return 0
 
 

@@ -163,6 +163,7 @@ class Service:
         prefix: str,
         heartbeat: float = 20.0,
         workers: int = 1,
+        history: bool = True,
     ) -> None:
         self.port = free_port()
         self.prefix = prefix
@@ -182,6 +183,7 @@ class Service:
             "BALAGG_STREAM_MAXLEN": "1000000",
             "BALAGG_INSTANCE_ID": prefix,
             "BALAGG_WORKERS": str(workers),
+            "BALAGG_HISTORY": "on" if history else "off",
         }
         self.base = f"http://127.0.0.1:{self.port}"
         self.live = 0  # accounts live at the last look of wait_live

@@ -1,5 +1,5 @@
 """History over HTTP (SPEC §8, §17): ``/v1/history``, ``/v1/history/series``,
-``/v1/history/gaps`` and the ``at=`` branch of ``GET /v1/balances``.
+``/v1/history/value``, ``/v1/history/gaps`` and the ``at=`` branch of ``GET /v1/balances``.
 
 An :class:`~fastapi.APIRouter` mounted by :func:`app.api.install_routes`. Every route
 answers JSON or, with ``format=csv`` or ``Accept: text/csv``, a streamed CSV
@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import error_body
-from app.history import export, queries
+from app.history import export, queries, value
 from app.history.runtime import History
 from app.history.times import BadTime, iso_us, parse_iso_us, parse_step_us
 from app.settings import ACCOUNT_ID_RE
@@ -118,6 +118,40 @@ class SeriesResponse(BaseModel):
     gaps: list[Gap]
 
 
+class ValueCoverage(BaseModel):
+    by_count: str | None = Field(description="valued symbols / held symbols, rounded down")
+    by_value: str | None = Field(description="valued value / all value; null if unknowable")
+    priced: int
+    holdings: int = Field(description="symbols with a non-zero total")
+
+
+class ValueUnpriced(BaseModel):
+    symbol: str
+    reason: Literal["no_price", "no_path", "stale_price"]
+
+
+class ValuePoint(BaseModel):
+    t: str = Field(description="the instant (ISO 8601 UTC)")
+    value: str | None = Field(description="sum of the valued symbols; null with reason")
+    coverage: ValueCoverage | None
+    unpriced: list[ValueUnpriced]
+    reason: Literal["gap", "not_covered"] | None = Field(
+        default=None, description="why the state at t is unknown (value and coverage null)"
+    )
+
+
+class SpanOnly(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+
+
+class ValueResponse(BaseModel):
+    quote: str
+    step: str
+    points: list[ValuePoint]
+    gaps: list[SpanOnly]
+
+
 class GapsResponse(BaseModel):
     gaps: list[Gap]
 
@@ -187,6 +221,23 @@ def _time(value: str | None, name: str) -> int | None:
         return parse_iso_us(value)
     except BadTime as exc:
         raise _Problem(422, "invalid_request", f"{name}: {exc}") from None
+
+
+def _span(from_: str | None, to: str | None, step: str, default_days: int) -> tuple[int, int, int]:
+    """``from``, ``to`` (at most now; the future is not history) and ``step`` in µs."""
+    step_us = parse_step_us(step)
+    now_us = time.time_ns() // 1000
+    to_us = min(_time(to, "to") or now_us, now_us)
+    from_us = _time(from_, "from")
+    if from_us is None:
+        from_us = to_us - default_days * 86_400 * 1_000_000
+    if from_us > to_us:
+        raise _Problem(422, "invalid_request", "from: must not be after to")
+    if (to_us - from_us) // step_us + 2 > queries.MAX_POINTS:
+        raise _Problem(
+            422, "invalid_request", f"at most {queries.MAX_POINTS} points: use a larger step"
+        )
+    return from_us, to_us, step_us
 
 
 def _history(request: Request) -> History:
@@ -329,18 +380,7 @@ async def get_series(
         assets = _assets(asset)
         if assets is None:
             raise _Problem(422, "invalid_request", "asset: required")
-        step_us = parse_step_us(step)
-        now_us = time.time_ns() // 1000
-        to_us = min(_time(to, "to") or now_us, now_us)  # the future is not history
-        from_us = _time(from_, "from")
-        if from_us is None:
-            from_us = to_us - 24 * 3600 * 1_000_000
-        if from_us > to_us:
-            raise _Problem(422, "invalid_request", "from: must not be after to")
-        if (to_us - from_us) // step_us + 2 > queries.MAX_POINTS:
-            raise _Problem(
-                422, "invalid_request", f"at most {queries.MAX_POINTS} points: use a larger step"
-            )
+        from_us, to_us, step_us = _span(from_, to, step, 1)
     except BadTime as exc:
         return _error(422, "invalid_request", str(exc))
     except _Problem as exc:
@@ -366,6 +406,59 @@ async def get_series(
     return _json(
         {"asset": assets, "account": accounts, "step": step, "points": collected, "gaps": gaps}
     )
+
+
+@router.get(
+    "/v1/history/value",
+    response_model=ValueResponse,
+    responses=_responses(401, 422, 503),
+    summary="Portfolio value in a quote at each step, from past balances and past prices",
+)
+async def get_value(
+    request: Request,
+    quote: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")] = "USD",
+    account: AccountFilter = None,
+    from_: From = None,
+    to: To = None,
+    step: Annotated[str, Query(description="e.g. 1h, 1d, 1w")] = "1d",
+    format: Format = None,
+) -> Response:
+    try:
+        history = _history(request)
+        accounts = _split(account, "account", ACCOUNT_ID_RE)
+        from_us, to_us, step_us = _span(from_, to, step, 30)
+    except BadTime as exc:
+        return _error(422, "invalid_request", str(exc))
+    except _Problem as exc:
+        return _error(exc.status, exc.code, exc.message)
+    engine, rules = history.engine, history.rules
+
+    async def points() -> AsyncIterator[list[dict[str, Any]]]:
+        async with engine.connect() as conn:
+            async for point in value.value_points(
+                conn, rules, quote=quote, accounts=accounts, from_us=from_us, to_us=to_us,
+                step_us=step_us,
+            ):  # fmt: skip
+                yield [point]
+
+    if export.wants_csv(request, format):
+
+        async def rows() -> AsyncIterator[list[dict[str, Any]]]:
+            async for batch in points():
+                yield [value.csv_row(p) for p in batch]
+
+        return export.csv_response(export.VALUE_COLUMNS, rows(), "value.csv")
+    try:
+        collected = [p async for batch in points() for p in batch]
+        async with engine.connect() as conn:
+            gaps = await queries.gaps_between(conn, from_us, to_us)
+    except (SQLAlchemyError, OSError) as exc:
+        return _db_down(exc)
+    quote_name = quote if len(quote) > 12 else quote.upper()  # a mint keeps its case
+    return _json(
+        {"quote": quote_name, "step": step, "points": collected,
+         "gaps": [{"from": g["from"], "to": g["to"]} for g in gaps]}
+    )  # fmt: skip
 
 
 @router.get(

@@ -1,9 +1,15 @@
 """Prices over time, so a past value can be computed from past balances and past prices.
 
-Valuation calls :meth:`PriceRecorder.record_price` for every price it learns (memory
-only, never awaits). A price is kept when its pair was last kept at least ``interval``
-seconds ago, or when it moved by more than ``threshold`` (relative) since the last kept
-price of that pair and source; everything else is dropped as redundant. Kept prices are
+The price service (:mod:`app.prices.service`) hands every price its graph takes to
+:meth:`PriceRecorder.offer`, which calls :meth:`PriceRecorder.record_price` (memory
+only, never awaits). Which prices are offered for recording: those from a feed socket of
+this instance always; those followed from another replica (``P:prices``) only when this
+database is private to this instance (``record_followed``, the SQLite default). On a
+shared database the replica whose feed received a price records it, so it is stored once.
+
+A price is kept when its pair was last kept at least ``interval`` seconds ago, or when
+it moved by more than ``threshold`` (relative) since the last kept price of that pair and
+source; everything else is dropped as redundant. Kept prices are
 written in batches by :meth:`flush` (the service runs :meth:`run`). The buffer is
 bounded: when the database is down for long, the oldest unwritten samples are dropped and
 counted, and a later reader sees no price at those times (``null`` with a reason), never
@@ -23,6 +29,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.history import schema
+from app.prices.model import Price
 from app.store import decimal_str
 
 log = logging.getLogger(__name__)
@@ -39,16 +46,28 @@ class PriceRecorder:
         threshold: Decimal = Decimal("0.005"),
         max_buffer: int = 100_000,
         flush_every: float = 1.0,
+        record_followed: bool = False,
     ) -> None:
         self._engine = schema.writes(engine)
         self._interval = interval
         self._threshold = threshold
         self._max_buffer = max_buffer
         self._flush_every = flush_every
+        self.record_followed = record_followed
         self._last: dict[tuple[str, str], tuple[float, Decimal]] = {}
         self._buffer: deque[dict[str, Any]] = deque()
         self.dropped = 0
         self._task: asyncio.Task[None] | None = None
+
+    def offer(self, price: Price, own: bool) -> bool:
+        """A price the valuation took: ``own`` when a feed of this instance received it.
+
+        Recorded as ``BASE/QUOTE`` from its source at its receive time. True when kept.
+        """
+        if not own and not self.record_followed:
+            return False  # the replica that received it records it
+        pair = f"{price.base}/{price.quote}"
+        return self.record_price(pair, price.source.value, price.price, price.received)
 
     def record_price(self, pair: str, source: str, price: Decimal, at: float | None = None) -> bool:
         """Offer a price of ``pair`` (``BASE/QUOTE``) from ``source`` seen at ``at`` (epoch s).

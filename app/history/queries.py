@@ -60,11 +60,16 @@ class StateAt:
 
 
 def _record(row: Any) -> dict[str, Any]:
+    account, venue, wallet, asset, symbol, total, available, locked, updated, vts, extra = (
+        row.account, row.venue, row.wallet, row.asset, row.symbol, row.total, row.available,
+        row.locked, row.updated_at, row.venue_ts, row.extra,
+    )  # fmt: skip
     return {
-        "account": row.account, "venue": row.venue, "wallet": row.wallet,
-        "asset": row.asset, "symbol": row.symbol, "total": row.total,
-        "available": row.available, "locked": row.locked, "updated_at": row.updated_at,
-        "venue_ts": row.venue_ts, "extra": orjson.loads(row.extra) if row.extra else {},
+        "account": account, "venue": venue, "wallet": wallet, "asset": asset,
+        "symbol": symbol, "total": total, "available": available, "locked": locked,
+        "updated_at": updated, "venue_ts": vts,
+        # most records carry no extra fields: skip the parse for the empty object
+        "extra": orjson.loads(extra) if extra and extra != "{}" else {},
     }  # fmt: skip
 
 
@@ -116,7 +121,12 @@ async def state_at(
     accounts: Sequence[str] | None = None,
     assets: Sequence[str] | None = None,
 ) -> StateAt:
-    """The exact records at ``time_us``: the base snapshot plus every later change up to it."""
+    """The exact records at ``time_us``: the base snapshot plus every later change up to it.
+
+    "Up to it" is stream order: every change up to the newest one written at or before
+    ``time_us``, so the answer is always a state the change stream really passed through
+    (with one clock, exactly the changes timed at or before the instant).
+    """
     base_seq, _base_time = await _base(conn, time_us)
     rows = schema.snapshot_rows
     records: dict[Key, dict[str, Any]] = {}
@@ -126,23 +136,21 @@ async def state_at(
     for row in result:
         records[(row.account, row.wallet, row.asset)] = _record(row)
     c = schema.changes
-    window = [c.c.seq > base_seq, c.c.time_us <= time_us, *_filters(c, accounts, assets)]
-    latest = (
-        select(func.max(c.c.seq).label("seq"))
-        .where(*window)
-        .group_by(c.c.account, c.c.wallet, c.c.asset)
-        .subquery()
-    )
-    seq = base_seq
-    result = await conn.execute(select(c).join(latest, c.c.seq == latest.c.seq))
-    for row in result:
-        key = (row.account, row.wallet, row.asset)
-        if row.kind == "removed":
-            records.pop(key, None)
-        else:
-            records[key] = _record(row)
-    newest = (await conn.execute(select(func.max(c.c.seq)).where(*window[:2]))).scalar()
-    seq = max(seq, int(newest or 0))
+    # The newest change written at or before the instant (by the time index, one lookup);
+    # the state is every change up to it in stream order. Both ends of the window are
+    # seqs, so it is one primary-key range no longer than the checkpoint interval, however
+    # long history is (a window open at the top would walk to the newest change).
+    newest_time = (
+        await conn.execute(select(func.max(c.c.time_us)).where(c.c.time_us <= time_us))
+    ).scalar()
+    last = None
+    if newest_time is not None:  # of the changes sharing that µs, the last one
+        last = (
+            await conn.execute(select(func.max(c.c.seq)).where(c.c.time_us == newest_time))
+        ).scalar()
+    seq = max(base_seq, int(last or 0))
+    window = [c.c.seq > base_seq, c.c.seq <= seq, *_filters(c, accounts, assets)]
+    await _apply_latest(conn, records, window)
     s = schema.statuses
     newest_status = (
         select(s.c.account, func.max(s.c.seq).label("seq"))
@@ -160,6 +168,88 @@ async def state_at(
     for row in result:
         live[row.account] = row.state == "live"
     return StateAt(seq, time_us, records, live)
+
+
+async def _apply_latest(
+    conn: AsyncConnection, records: dict[Key, dict[str, Any]], window: Sequence[Any]
+) -> None:
+    """Apply the newest change per key among the changes matching ``window``."""
+    c = schema.changes
+    # The window is read first, by its seq range, as a subquery the planner cannot flatten
+    # (the LIMIT): grouped directly, SQLite scans the whole (account, wallet, asset, seq)
+    # index instead, which grows with all of history rather than with the window.
+    window_rows = (
+        select(c.c.seq, c.c.account, c.c.wallet, c.c.asset)
+        .where(*window)
+        .order_by(c.c.seq)
+        .limit(2**62)
+        .subquery()
+    )
+    w = window_rows.c
+    latest = select(func.max(w.seq).label("seq")).group_by(w.account, w.wallet, w.asset).subquery()
+    result = await conn.execute(select(c).join(latest, c.c.seq == latest.c.seq))
+    for row in result:
+        key = (row.account, row.wallet, row.asset)
+        if row.kind == "removed":
+            records.pop(key, None)
+        else:
+            records[key] = _record(row)
+
+
+async def write_checkpoint(conn: AsyncConnection, safe_seq: int, every: int) -> int | None:
+    """Store the state through ``safe_seq`` as a checkpoint snapshot; return its seq.
+
+    ``?at=`` then reads the newest snapshot at or before the instant plus the changes
+    after it, not every change since history began. ``safe_seq`` must be a seq at or below
+    which every change is committed (the writer derives it from the consumer group: all
+    delivered entries below the oldest unacknowledged one). Nothing is written when fewer
+    than ``every`` seqs passed since the newest snapshot, or when a gap begins after it
+    (the gap's own snapshot is the next base). The checkpoint's time is the newest time of
+    the changes it folds in, so for every instant at or after it, the answer is the same
+    as replaying those changes; earlier instants keep using the previous base.
+    """
+    snaps = schema.snapshots
+    base = (
+        await conn.execute(
+            select(snaps.c.seq, snaps.c.time_us)
+            .where(snaps.c.seq <= safe_seq)
+            .order_by(snaps.c.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    if base is None or safe_seq - int(base.seq) < every:
+        return None
+    base_seq = int(base.seq)
+    g = schema.gaps
+    gap = (
+        await conn.execute(
+            select(g.c.from_seq).where(g.c.from_seq > base_seq, g.c.from_seq <= safe_seq).limit(1)
+        )
+    ).first()
+    if gap is not None:
+        return None
+    c = schema.changes
+    window = [c.c.seq > base_seq, c.c.seq <= safe_seq]
+    found = (
+        await conn.execute(select(func.max(c.c.seq), func.max(c.c.time_us)).where(*window))
+    ).first()
+    if found is None or found[0] is None:
+        return None
+    seq, time_us = int(found[0]), max(int(found[1]), int(base.time_us))
+    rows = schema.snapshot_rows
+    records: dict[Key, dict[str, Any]] = {}
+    for row in await conn.execute(select(rows).where(rows.c.snapshot_seq == base_seq)):
+        records[(row.account, row.wallet, row.asset)] = _record(row)
+    await _apply_latest(conn, records, window)
+    await insert_ignore(conn, snaps, [{"seq": seq, "time_us": time_us, "reason": "checkpoint"}])
+    out = [
+        {"snapshot_seq": seq, **{k: v for k, v in r.items() if k != "extra"},
+         "extra": orjson.dumps(r["extra"]).decode()}
+        for r in records.values()
+    ]  # fmt: skip
+    if out:
+        await insert_ignore(conn, rows, out)
+    return seq
 
 
 def balance_records(state: StateAt, nonzero: bool = False) -> list[dict[str, Any]]:
@@ -283,12 +373,14 @@ async def apply_retention(engine: AsyncEngine, cutoff_us: int) -> bool:
             ]  # fmt: skip
             if rows:
                 await insert_ignore(conn, schema.snapshot_rows, rows)
-            states = [
-                {"seq": seq, "account": a, "state": "live" if ok else "stale", "time_us": cutoff_us}
-                for a, ok in state.live.items()
-            ]  # fmt: skip
-            if states:
-                await insert_ignore(conn, schema.statuses, states)
+        # the statuses at the base, also when a snapshot (a checkpoint) already sits there:
+        # older statuses are deleted below
+        states = [
+            {"seq": seq, "account": a, "state": "live" if ok else "stale", "time_us": cutoff_us}
+            for a, ok in state.live.items()
+        ]  # fmt: skip
+        if states:
+            await insert_ignore(conn, schema.statuses, states)
         await conn.execute(delete(schema.changes).where(schema.changes.c.seq <= seq))
         await conn.execute(delete(schema.statuses).where(schema.statuses.c.seq < seq))
         await conn.execute(

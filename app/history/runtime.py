@@ -11,15 +11,17 @@ import hashlib
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.history.prices import PriceRecorder
 from app.history.schema import default_url, make_engine, redacted
+from app.history.value import ValuationRules
 from app.history.writer import GROUP, HistoryWriter
 from app.metrics import Metrics
+from app.prices.service import STABLE_MINTS
 from app.settings import Settings
 from app.store import Keys
 
@@ -32,6 +34,7 @@ class History:
     writer: HistoryWriter
     prices: PriceRecorder
     redis: aioredis.Redis
+    rules: ValuationRules = field(default_factory=ValuationRules)
 
     @property
     def ready(self) -> bool:
@@ -91,14 +94,31 @@ async def start_history(
         batch=settings.history_batch,
         claim_idle_ms=settings.history_claim_idle_ms,
         retention_days=settings.history_retention_days,
+        checkpoint_every=settings.history_checkpoint_every,
         metrics=metrics,
     )
     prices = PriceRecorder(
         engine,
         interval=settings.history_price_interval,
         threshold=settings.history_price_threshold,
+        # a private database (SQLite, its own consumer group) also keeps the prices this
+        # instance follows from other replicas; a shared one only this instance's feeds
+        record_followed=url.startswith("sqlite"),
     )
     writer.start()
     prices.start()
     log.info("history into %s", redacted(url))
-    return History(engine=engine, writer=writer, prices=prices, redis=client)
+    return History(
+        engine=engine, writer=writer, prices=prices, redis=client, rules=valuation_rules(settings)
+    )
+
+
+def valuation_rules(settings: Settings) -> ValuationRules:
+    """The live valuation's rules (app/prices/service.py), for past values."""
+    return ValuationRules(
+        max_age=settings.price_max_age,
+        max_ages=dict(settings.price_max_ages),
+        pegs=dict(settings.price_pegs),
+        identities=dict(STABLE_MINTS),
+        static=dict(settings.static_prices),
+    )

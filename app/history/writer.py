@@ -13,6 +13,12 @@ If the writer falls further behind than the capped stream keeps, the changes it 
 read are gone. It then records a **gap** (the seqs and the time span whose state is
 unknown), writes a full snapshot of the current state as a new starting point, and moves
 the group past it. History never claims continuity it does not have.
+
+Every ``checkpoint_every`` seqs the writer also stores a **checkpoint**: the full state as
+a snapshot (reason ``checkpoint``), so ``?at=`` reads one snapshot plus the changes after
+it, however long history grows (:func:`app.history.queries.write_checkpoint`). Only a seq
+below every unacknowledged entry of the group is checkpointed: a change another replica
+read and has not committed yet is never left out of one.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.history import schema
-from app.history.queries import apply_retention, insert_ignore
+from app.history.queries import apply_retention, insert_ignore, write_checkpoint
 from app.metrics import Metrics
 from app.store import BalanceReader, Keys, decimal_str
 
@@ -85,6 +91,8 @@ class HistoryWriter:
         claim_idle_ms: int = 30_000,
         block_ms: int = 500,
         retention_days: int = 0,
+        checkpoint_every: int = 10_000,
+        checkpoint_check_s: float = 5.0,
         metrics: Metrics | None = None,
     ) -> None:
         self._redis = redis
@@ -98,6 +106,10 @@ class HistoryWriter:
         self._claim_idle_ms = claim_idle_ms
         self._block_ms = block_ms
         self._retention_days = retention_days
+        self._checkpoint_every = checkpoint_every  # 0: no checkpoints
+        self._checkpoint_check_s = checkpoint_check_s
+        self._next_checkpoint = 0.0
+        self.checkpoints = 0  # checkpoints this writer stored
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -261,6 +273,7 @@ class HistoryWriter:
         if len(entries) < self._batch:
             self._behind_since_us = None
         self._report_lag()
+        await self._maybe_checkpoint()
         return len(entries)
 
     async def catch_up(self, max_rounds: int = 100_000) -> int:
@@ -305,6 +318,38 @@ class HistoryWriter:
         first = await self._first_seq()
         if first is not None and first > delivered + 1:
             await self._gap(delivered + 1, move_group=True)
+
+    async def _maybe_checkpoint(self) -> None:
+        """Store a checkpoint when enough committed changes passed since the last snapshot."""
+        now = time.monotonic()
+        if not self._checkpoint_every or now < self._next_checkpoint:
+            return
+        self._next_checkpoint = now + self._checkpoint_check_s
+        safe = await self._committed_through()
+        if safe is None:
+            return
+        async with self._engine.begin() as conn:
+            seq = await write_checkpoint(conn, safe, self._checkpoint_every)
+        if seq is not None:
+            self.checkpoints += 1
+            log.debug("history checkpoint at seq %d", seq)
+
+    async def _committed_through(self) -> int | None:
+        """A seq at or below which every entry of the stream is committed (or not history's).
+
+        Pending entries are read before the group's last delivered id: an entry delivered
+        before that id was read and is not pending any more has been acknowledged, and
+        acknowledgement follows the commit.
+        """
+        pending: Any = await self._redis.xpending(self._keys.changes, self.group)
+        info = await self._group_info()
+        if info is None:
+            return None
+        last = info.get("last-delivered-id")
+        delivered = _seq(last) if last else 0
+        if pending and pending.get("pending") and pending.get("min") is not None:
+            delivered = min(delivered, _seq(pending["min"]) - 1)
+        return delivered if delivered > 0 else None
 
     # -- writing -----------------------------------------------------------------------
 

@@ -122,8 +122,11 @@ class PriceRecorder:
         self._writer = writer
         self._on_new = on_new  # e.g. the stream hub's fan-out; must not block either
 
-    def __call__(self, price: Price) -> None:
-        if self._graph.put(price):
-            self._writer.submit_market_price(price.key, encode_price(price))
-            if self._on_new is not None:
-                self._on_new(price)
+    def __call__(self, price: Price) -> bool:
+        """Take ``price``; True when it was new to the graph (and so stored and announced)."""
+        if not self._graph.put(price):
+            return False
+        self._writer.submit_market_price(price.key, encode_price(price))
+        if self._on_new is not None:
+            self._on_new(price)
+        return True

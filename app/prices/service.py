@@ -18,6 +18,11 @@ so it is taken with its original receive time (its age stays honest and it goes 
 its own when that feed stops). A stored price received before this process started is
 only *restored*: served, marked stale, until a feed answers again. A price feed's failure
 never reaches balances or account state: it only leaves prices to go stale.
+
+Price history (docs/operations.md, "Price history"): every price the graph takes is handed
+to the optional ``on_price(price, own)`` listener, ``own`` true for a price from a feed
+socket of this instance and false for one followed from another replica. Restored prices
+are never handed over: no feed confirmed them.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class PriceService:
         keys: Keys,
         *,
         on_reject: Callable[[str, str], None] | None = None,
+        on_price: Callable[[Price, bool], object] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         s = settings
@@ -87,6 +93,7 @@ class PriceService:
         self._redis = redis
         self._keys = keys
         self._on_reject = on_reject
+        self._on_price = on_price
         self.started = clock()
         self.options = FeedOptions(
             heartbeat=s.heartbeat,
@@ -105,9 +112,17 @@ class PriceService:
             except Exception as exc:  # a listener's fault never loses the price
                 log.warning("price listener failed (%s)", type(exc).__name__)
 
+    def _history(self, price: Price, own: bool) -> None:
+        if self._on_price is not None:
+            try:
+                self._on_price(price, own)
+            except Exception as exc:  # history's fault never loses the live price
+                log.warning("price history listener failed (%s)", type(exc).__name__)
+
     def record(self, price: Price) -> None:
         """A price from a live feed of this instance: into the graph, queued for Redis."""
-        self._recorder(price)
+        if self._recorder(price):
+            self._history(price, True)
 
     async def restore(self, timeout: float = 2.0) -> int:
         """Startup: what Redis holds, served as stale until a feed answers. Best effort."""
@@ -128,6 +143,7 @@ class PriceService:
                 # a live feed of this deployment confirmed it
                 if self.graph.put(price):
                     self._announce(price)
+                    self._history(price, False)
             else:
                 before.append(price)
         return self.graph.restore(before)

@@ -68,3 +68,28 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
         line for line in proc.stdout.decode().splitlines() if line.startswith("| fold 2w 3 acct")
     ]
     assert compared and all("| 1.00 |" in line for line in compared), compared
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_bench_history_smoke_produces_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "history.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--history", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    first, _, rest = proc.stdout.decode().partition("\n")
+    doc = json.loads(first)
+    assert json.loads(out.read_text()) == doc
+    assert rest.startswith("---\n| history figure |")
+    for run in doc["writer_runs"]:
+        assert run["stored"] == run["changes"]  # every change written, once
+        _numbers(run, ("changes_per_s",))
+    assert {r["database"] for r in doc["at_runs"]} >= {"sqlite"}
+    for run in doc["at_runs"]:
+        assert run["records_per_answer"] == 2_000
+        _numbers(run, ("p50_ms", "p99_ms", "max_ms"))

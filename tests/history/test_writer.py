@@ -284,3 +284,93 @@ async def test_database_outage_loses_nothing_the_stream_still_holds(
 
 async def _has(engine: AsyncEngine, n: int) -> bool:
     return len(await stored_seqs(engine)) >= n
+
+
+async def _checkpoint_seqs(engine: AsyncEngine) -> list[int]:
+    snaps = schema.snapshots
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            select(snaps.c.seq).where(snaps.c.reason == "checkpoint").order_by(snaps.c.seq)
+        )
+        return [r.seq for r in result]
+
+
+async def test_checkpoints_keep_at_exact_and_never_skip_an_unacknowledged_change(
+    redis_client: aioredis.Redis, key_prefix: str, owner: BalanceWriter, engine: AsyncEngine
+) -> None:
+    keys = Keys(key_prefix)
+    reader = BalanceReader(redis_client, keys)
+    rng = random.Random(11)
+    instants: list[tuple[int, list[tuple[str, str, str, str, str, str]]]] = []
+
+    async def walk(rounds: int) -> None:
+        for _ in range(rounds):
+            await random_changes(owner, rng, 40)
+            snap = await reader.snapshot(ACCOUNTS)
+            instants.append((time.time_ns() // 1000, _rows(snap.records)))
+            await asyncio.sleep(0.003)
+
+    writers = [
+        make_writer(redis_client, key_prefix, engine, f"replica-{i}", batch=30,
+                    checkpoint_every=20, checkpoint_check_s=0, claim_idle_ms=600_000)
+        for i in range(3)
+    ]  # fmt: skip
+    for w in writers:
+        w.start()
+    try:
+        await walk(6)
+
+        async def caught_up() -> bool:
+            expected = await stream_change_seqs(redis_client, key_prefix)
+            return sorted(await stored_seqs(engine)) == expected
+
+        await wait_for(caught_up)
+
+        async def checkpointed() -> bool:
+            return len(await _checkpoint_seqs(engine)) >= 1
+
+        await wait_for(checkpointed)
+        # a replica reads entries and dies before committing them: they stay pending
+        for w in writers:
+            await w.stop()
+        await random_changes(owner, rng, 10, each=True)
+        dead: Any = await redis_client.xreadgroup(
+            "history", "dead-replica", {keys.changes: ">"}, count=5
+        )
+        held = [int(e[0].decode().partition("-")[0]) for e in dead[0][1]]
+        assert len(held) == 5
+        for w in writers:
+            w.start()
+        await walk(6)
+
+        async def all_but_held() -> bool:
+            expected = await stream_change_seqs(redis_client, key_prefix)
+            wanted = [s for s in expected if s not in held]
+            return sorted(await stored_seqs(engine)) == wanted
+
+        await wait_for(all_but_held)
+        for w in writers:
+            await w.stop()
+        for w in writers:
+            await w.step()  # a checkpoint attempt after everything else is committed
+        assert all(seq < min(held) for seq in await _checkpoint_seqs(engine))
+    finally:
+        for w in writers:
+            await w.stop()
+    # another replica claims the dead one's entries; checkpoints resume past them
+    rescuer = make_writer(redis_client, key_prefix, engine, "rescuer", claim_idle_ms=1,
+                          checkpoint_every=20, checkpoint_check_s=0)  # fmt: skip
+    await rescuer.bootstrap()
+    await rescuer.catch_up()
+    await rescuer.step()
+    assert sorted(await stored_seqs(engine)) == await stream_change_seqs(redis_client, key_prefix)
+    checkpoints = await _checkpoint_seqs(engine)
+    assert len(checkpoints) >= 2 and max(checkpoints) > max(held)
+    async with engine.connect() as conn:
+        for at_us, rows in instants:
+            state = await queries.state_at(conn, at_us)
+            got = sorted(
+                (r["account"], r["wallet"], r["asset"], r["total"], r["available"], r["locked"])
+                for r in state.records.values()
+            )
+            assert got == rows
