@@ -121,6 +121,7 @@ class HistoryWriter:
         self.healthy = False
         self.last_error = ""
         self.written = 0  # rows committed by this writer (redeliveries included)
+        self._committing = False  # a database transaction is in progress: stop waits for it
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -130,17 +131,21 @@ class HistoryWriter:
             self._task = asyncio.create_task(self._run(), name=f"history-writer-{self.consumer}")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Finish the round in progress (a transaction is never cut in half), then stop."""
+        """Finish a commit in progress (a transaction is never cut in half), then stop.
+
+        A read or a wait between rounds is cancelled at once: what was read but not
+        committed is still pending in the group and is read again on the next start.
+        """
         if self._task is None:
             return
         self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
+        task, self._task = self._task, None
+        if self._committing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -354,6 +359,14 @@ class HistoryWriter:
     # -- writing -----------------------------------------------------------------------
 
     async def _commit(self, entries: Sequence[tuple[Any, Any]]) -> None:
+        """Store ``entries`` and acknowledge them; :meth:`stop` lets this finish."""
+        self._committing = True
+        try:
+            await self._store_and_ack(entries)
+        finally:
+            self._committing = False
+
+    async def _store_and_ack(self, entries: Sequence[tuple[Any, Any]]) -> None:
         rows: list[dict[str, Any]] = []
         states: list[dict[str, Any]] = []
         ids: list[Any] = []
