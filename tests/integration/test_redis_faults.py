@@ -181,6 +181,24 @@ async def test_no_partial_state_is_shown_live_after_redis_lost_its_data(
                             continue
                         shown = {(r.wallet, r.asset) for r in rt.hub.records([account.id])}
                         assert shown == expected[account.id], (account.id, shown)
+
+            # a push made while its connection was dropped reached no one: once the sockets
+            # are back, send the stream-only balances again so the service can know them
+            async def delivered() -> bool:
+                key = sims.default_keys["sfox"]
+                (network, address, currency), wallet = next(
+                    iter(sims.sfox.account(key).web3.items())
+                )
+                sent = await sims.sfox.push_web3(
+                    key, address, network, currency, str(wallet.balance)
+                )
+                amount = sims.solanatracker.holdings[DEMO_WALLETS[0]][USDC]
+                pushed = await sims.solanatracker.push(
+                    _STREAM_ONLY_KEY, {DEMO_WALLETS[0]: {USDC: str(amount)}}
+                )
+                return bool(sent and pushed)
+
+            assert await wait_until(delivered, 15, 0.2)
             await _assert_truth_and_live(rt, sims, accounts)
     finally:
         server.stop()
