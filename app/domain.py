@@ -9,11 +9,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from app.prices.model import Price
+
+
+EXACT: Final = Context(prec=100, traps=[Inexact, Rounded, InvalidOperation])
+"""Arithmetic context for balance sums: it never rounds (it raises instead). Venue amounts
+are bounded to 40 integer and 40 fraction digits, so sums of them are exact."""
 
 
 class Venue(enum.StrEnum):

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from app.domain import BalanceRecord
-from app.prices.graph import CONTEXT, Conversion, GraphView, QuoteView, Unvalued, Valuation, Valued
+from app.domain import EXACT, BalanceRecord
+from app.prices.graph import Conversion, GraphView, QuoteView, Unvalued, Valuation, Valued
 from app.prices.totals import Holding, SymbolTotal, value_totals
 from app.store import decimal_str
 
@@ -79,9 +79,9 @@ def totals_doc(
         row = sums.get(symbol)
         if row is None:
             row = sums[symbol] = {"t": _ZERO, "a": _ZERO, "l": _ZERO, "accounts": set()}
-        row["t"] = CONTEXT.add(row["t"], record.total)
-        row["a"] = CONTEXT.add(row["a"], record.available)
-        row["l"] = CONTEXT.add(row["l"], record.locked)
+        row["t"] = EXACT.add(row["t"], record.total)
+        row["a"] = EXACT.add(row["a"], record.available)
+        row["l"] = EXACT.add(row["l"], record.locked)
         row["accounts"].add(record.account)
         holdings.append(Holding.of(record))
     totals = value_totals(view, holdings, quote)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Final
 
-from app.domain import BalanceRecord
+from app.domain import EXACT, BalanceRecord
 from app.prices.graph import CONTEXT, GraphView, Reason, Unvalued, Valuation, Valued
 
 SHARE_PLACES: Final = Decimal("1E-4")
@@ -94,7 +94,7 @@ def value_totals(view: GraphView, holdings: Iterable[Holding], quote: str) -> To
         items = grouped[symbol]
         amount = _ZERO
         for holding, _ in items:
-            amount = CONTEXT.add(amount, holding.amount)
+            amount = EXACT.add(amount, holding.amount)  # a balance sum: exact, never rounded
         reasons = {v.reason for _, v in items if isinstance(v, Unvalued)}
         if reasons:
             reason = next(r for r in _REASON_ORDER if r in reasons)

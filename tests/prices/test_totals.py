@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from app.domain import BalanceRecord
 from app.prices.graph import PriceGraph, Reason
 from app.prices.model import Price, PriceSource
+from app.prices.report import totals_doc
 from app.prices.totals import Holding, value_totals
 from tests.venues.conftest import TRUMP
 
@@ -94,3 +96,31 @@ def test_nothing_held() -> None:
     totals = value_totals(graph().view(), [], "USD")
     assert totals.rows == () and totals.value == 0
     assert totals.coverage.by_count is None and totals.coverage.by_value is None
+
+
+def test_a_symbols_amount_is_the_exact_sum_of_long_holdings() -> None:
+    # two holdings of 40 integer and 40 fraction digits: 80 significant digits each, more
+    # than any valuation context keeps; the amount is a balance sum and must not round
+    long = "1234567890123456789012345678901234567890.1234567890123456789012345678901234567891"
+    holdings = [hold("a", "sfox", "ZZZ", long), hold("b", "sfox", "ZZZ", long)]
+    totals = value_totals(graph().view(), holdings, "usd")
+    (row,) = totals.rows
+    assert row.amount == Decimal(
+        "2469135780246913578024691357802469135780.2469135780246913578024691357802469135782"
+    )
+
+
+def test_totals_document_sums_long_balances_exactly() -> None:
+    long = "1234567890123456789012345678901234567890.1234567890123456789012345678901234567891"
+
+    def record(account: str) -> BalanceRecord:
+        amount = Decimal(long)
+        return BalanceRecord(
+            account, "sfox", "", "ZZZ", "ZZZ", amount, amount, Decimal(0),
+            "2026-11-28T00:00:00.000Z", None, False, {},
+        )  # fmt: skip
+
+    doc = totals_doc(graph().view(), [record("a"), record("b")], "usd", 7)
+    (row,) = doc["totals"]
+    twice = "2469135780246913578024691357802469135780.2469135780246913578024691357802469135782"
+    assert (row["total"], row["available"], row["locked"]) == (twice, twice, "0")
