@@ -495,6 +495,12 @@ async def _fault(
         await asyncio.to_thread(fleet.redis_restart, keep)
         chaos.outage = (chaos.outage[0], time.monotonic())
         chaos.log(f"redis restarted {'with' if keep else 'WITHOUT'} its data")
+        if not keep and len(fleet.running()) > 1:
+            # with every lease gone, another instance may take an account over before its
+            # owner takes it back; the new owner starts from the empty Redis and cannot
+            # know the stream-only balances until the venue sends them again (the
+            # limitation docs/operations.md describes)
+            chaos.unknowable.update(_stream_only(chaos))
     elif kind == "kill":
         victim = rng.choice(fleet.running())
         fleet.kill(victim)
