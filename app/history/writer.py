@@ -71,6 +71,57 @@ def _seq(entry_id: bytes | str) -> int:
     return int(eid.partition("-")[0])
 
 
+Entry = tuple[bytes | str, int, str, bytes | str | None]
+"""A stream entry as the writer needs it: its id, seq, ``t`` (epoch µs, may be empty) and
+the message ``m``; ``m`` is None for an entry the stream no longer holds (pending, trimmed)."""
+
+
+def _entry(entry_id: bytes | str, fields: dict[Any, Any] | None) -> Entry:
+    if not fields:
+        return entry_id, _seq(entry_id), "", None
+    m = fields.get(b"m", fields.get("m"))
+    return entry_id, _seq(entry_id), _text(fields, "t"), m if m is not None else b""
+
+
+# XREADGROUP as a script that returns only what the writer reads, as one string: per
+# entry a header line "<id> <t> <length of m>" and then m itself (length-prefixed, so m's
+# bytes need no escaping; t is blanked unless it is digits, so a header is always one
+# line of three words). Parsing the full reply (an id plus four field/value pairs per
+# entry, each a separate RESP element, in redis-py's pure-Python parser) cost the writer
+# more than its database did. Scripts cannot block, so an empty answer falls back to the
+# blocking XREADGROUP. Reading inside a script changes nothing in the group's semantics:
+# the entries are delivered to this consumer and stay pending until XACK.
+_READ_NEW = """
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                     'STREAMS', KEYS[1], '>')
+if not r then return '' end
+local out = {}
+for _, e in ipairs(r[1][2]) do
+  local f, t, m = e[2], '', ''
+  for i = 1, #f, 2 do
+    if f[i] == 't' then t = f[i + 1] elseif f[i] == 'm' then m = f[i + 1] end
+  end
+  if not string.match(t, '^%d+$') then t = '' end
+  out[#out + 1] = e[1] .. ' ' .. t .. ' ' .. #m .. '\\n' .. m
+end
+return table.concat(out)
+"""
+
+
+def _unframe(blob: bytes) -> list[Entry]:
+    """The entries of one :data:`_READ_NEW` answer."""
+    out: list[Entry] = []
+    pos, end = 0, len(blob)
+    while pos < end:
+        eol = blob.index(b"\n", pos)
+        entry_id, t, size = blob[pos:eol].split(b" ")
+        pos = eol + 1 + int(size)
+        out.append((entry_id, _seq(entry_id), t.decode(), blob[eol + 1 : pos]))
+    if pos != end:
+        raise ValueError("history: malformed stream read (a message overran the answer)")
+    return out
+
+
 class ForeignHistory(Exception):
     """The history database was written by another deployment (its seqs are ahead)."""
 
@@ -111,6 +162,7 @@ class HistoryWriter:
         self._next_checkpoint = 0.0
         self.checkpoints = 0  # checkpoints this writer stored
         self._metrics = metrics
+        self._read_script = redis.register_script(_READ_NEW)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._retry_pending = True  # re-read our own pending entries first
@@ -257,24 +309,33 @@ class HistoryWriter:
             if not entries:
                 self._retry_pending = False
                 return 0
-            await self._commit(entries)
+            await self._commit([_entry(eid, fields) for eid, fields in entries])
             return len(entries)
         await self._check_trimmed()
-        reply = await self._redis.xreadgroup(
+        new = await self._read_new()
+        if new:
+            await self._commit(new)
+        if len(new) < self._batch:
+            self._behind_since_us = None
+        self._report_lag()
+        await self._maybe_checkpoint()
+        return len(new)
+
+    async def _read_new(self) -> list[Entry]:
+        """Up to a batch of entries never delivered to the group (see :data:`_READ_NEW`)."""
+        blob: Any = await self._read_script(
+            keys=[self._keys.changes], args=[self.group, self.consumer, self._batch]
+        )
+        if blob:
+            return _unframe(blob.encode() if isinstance(blob, str) else blob)
+        reply: Any = await self._redis.xreadgroup(
             self.group,
             self.consumer,
             {self._keys.changes: ">"},
             count=self._batch,
             block=self._block_ms,
         )
-        entries = reply[0][1] if reply else []
-        if entries:
-            await self._commit(entries)
-        if len(entries) < self._batch:
-            self._behind_since_us = None
-        self._report_lag()
-        await self._maybe_checkpoint()
-        return len(entries)
+        return [_entry(eid, fields) for eid, fields in (reply[0][1] if reply else [])]
 
     async def catch_up(self, max_rounds: int = 100_000) -> int:
         """Run rounds until one finds nothing new (used at shutdown and by tests)."""
@@ -303,7 +364,7 @@ class HistoryWriter:
             # a dead consumer's entries the stream trimmed meanwhile: lost, say so
             await self._gap(min(deleted), move_group=False)
         if entries:
-            await self._commit(entries)
+            await self._commit([_entry(eid, fields) for eid, fields in entries])
         return len(entries) + len(deleted)
 
     async def _check_trimmed(self) -> None:
@@ -353,21 +414,19 @@ class HistoryWriter:
 
     # -- writing -----------------------------------------------------------------------
 
-    async def _commit(self, entries: Sequence[tuple[Any, Any]]) -> None:
+    async def _commit(self, entries: Sequence[Entry]) -> None:
         rows: list[tuple[Any, ...]] = []  # in CHANGE_COLUMNS order
         states: list[dict[str, Any]] = []
-        ids: list[Any] = []
+        ids: list[bytes | str] = []
         trimmed: list[int] = []
         fallback_us = _now_us()
-        for entry_id, fields in entries:
+        for entry_id, seq, t, m in entries:  # t: epoch µs
             ids.append(entry_id)
-            seq = _seq(entry_id)
-            if not fields:
+            if m is None:
                 trimmed.append(seq)  # pending, but the stream no longer holds it
                 continue
-            message = orjson.loads(_text(fields, "m") or "{}")
+            message = orjson.loads(m or b"{}")
             kind = message.get("type")
-            t = _text(fields, "t")  # epoch µs
             if t.isdigit():
                 time_us = int(t)
             else:  # written before entries carried t: the record's time, else now
