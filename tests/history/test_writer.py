@@ -399,13 +399,11 @@ async def test_entries_are_read_byte_exact_whatever_their_messages_hold(
         # pretty-printed: raw newlines and spaces between the tokens
         (json.dumps({"type": "balance", "balance": btc}, indent=2), str(base_us + 1)),
         (json.dumps({"type": "balance", "balance": eth}), "not a time 5"),
-        (json.dumps(removed), ""),
+        (json.dumps(removed), str(base_us + 3)),
         (json.dumps({"type": "balance", "balance": balance("SOL", "7", "◎\n")}), str(base_us + 4)),
     ]
     for seq, (m, t) in enumerate(messages, start=1):
-        fields: dict[str, str] = {"a": "acct-a", "s": "x", "m": m}
-        if t:
-            fields["t"] = t
+        fields: dict[str, str] = {"a": "acct-a", "s": "x", "m": m, "t": t}
         await redis_client.xadd(keys.changes, fields, id=f"{seq}-0")  # type: ignore[arg-type]
     await redis_client.set(keys.seq, len(messages))
     writer = make_writer(redis_client, key_prefix, engine, "exact")
@@ -426,7 +424,25 @@ async def test_entries_are_read_byte_exact_whatever_their_messages_hold(
         updated_us,
     )
     assert (rows[3].kind, rows[3].asset, rows[3].total) == ("removed", "BTC", None)
-    assert rows[3].time_us >= base_us  # no t, no record: the time it was written
+    assert rows[3].time_us == base_us + 3
     assert (rows[4].symbol, rows[4].total, rows[4].time_us) == ("◎\n", "7", base_us + 4)
     pending: Any = await redis_client.xpending(keys.changes, writer.group)
     assert pending["pending"] == 0
+    # the state, read from the changes and then from a checkpoint holding them, is the same
+    # (extra fields included)
+    later = time.time_ns() // 1000 + 10_000_000
+    expected = {
+        ("acct-a", "w 1\nx", "ETH"): ("12345678901234567890.000000001", "Ξ"),
+        ("acct-a", "w 1\nx", "SOL"): ("7", "◎\n"),
+    }
+    for checkpoint in (False, True):
+        async with schema.writes(engine).begin() as conn:
+            if checkpoint:
+                assert await queries.write_checkpoint(conn, 4, 1) == 4
+            state = await queries.state_at(conn, later)
+        assert state.seq == 4
+        got = {k: (r["total"], r["symbol"]) for k, r in state.records.items()}
+        assert got == expected
+        assert all(r["extra"] == {"note": "a\nb 12 34\n"} for r in state.records.values())
+        assert all(r["updated_at"] == "2026-11-28T08:00:00.000001+00:00"
+                   for r in state.records.values())  # fmt: skip
