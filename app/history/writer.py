@@ -7,7 +7,9 @@ to exactly one writer. A batch is inserted in one transaction, idempotently on `
 (``ON CONFLICT DO NOTHING``), and acknowledged (``XACK``) only after it committed: a
 crash or a database outage leaves the entries pending, and they are written on retry
 (the writer re-reads its own pending entries first) or claimed by another replica
-(``XAUTOCLAIM`` after ``claim_idle_ms``).
+(``XAUTOCLAIM`` after ``claim_idle_ms``). While full batches keep coming, the next batch
+is read while the previous one commits (up to :data:`OVERLAP_BATCHES` per round); a batch
+read ahead is pending like any other until its own commit.
 
 If the writer falls further behind than the capped stream keeps, the changes it never
 read are gone. It then records a **gap** (the seqs and the time span whose state is
@@ -45,6 +47,10 @@ from app.store import BalanceReader, Keys, decimal_str
 log = logging.getLogger(__name__)
 
 GROUP = "history"
+
+OVERLAP_BATCHES = 8
+"""Most batches one round takes while full batches keep coming (each next batch is read
+while the previous one commits); the round then checkpoints and reports lag."""
 
 
 def _now_us() -> int:
@@ -311,15 +317,36 @@ class HistoryWriter:
                 return 0
             await self._commit([_entry(eid, fields) for eid, fields in entries])
             return len(entries)
-        await self._check_trimmed()
-        new = await self._read_new()
-        if new:
-            await self._commit(new)
-        if len(new) < self._batch:
+        taken, last = 0, 0
+        new = await self._checked_read()
+        for round_ in range(OVERLAP_BATCHES):
+            last = len(new)
+            if not new:
+                break
+            # A full batch means more is waiting: read the next one while this one
+            # commits. The read only delivers entries to this consumer; they stay
+            # pending until their own commit, as any read entry does.
+            more = last == self._batch and round_ + 1 < OVERLAP_BATCHES
+            ahead = asyncio.create_task(self._checked_read()) if more else None
+            try:
+                await self._commit(new)
+            except BaseException:
+                if ahead is not None:  # its entries stay pending: the retry reads them
+                    ahead.cancel()
+                    with contextlib.suppress(BaseException):
+                        await ahead
+                raise
+            taken += last
+            new = await ahead if ahead is not None else []
+        if last < self._batch:
             self._behind_since_us = None
         self._report_lag()
         await self._maybe_checkpoint()
-        return len(new)
+        return taken
+
+    async def _checked_read(self) -> list[Entry]:
+        await self._check_trimmed()
+        return await self._read_new()
 
     async def _read_new(self) -> list[Entry]:
         """Up to a batch of entries never delivered to the group (see :data:`_READ_NEW`)."""

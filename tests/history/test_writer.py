@@ -284,6 +284,49 @@ async def test_database_outage_loses_nothing_the_stream_still_holds(
         server.destroy()
 
 
+async def test_an_outage_while_the_next_batch_is_read_ahead_loses_nothing(
+    redis_client: aioredis.Redis, key_prefix: str, owner: BalanceWriter
+) -> None:
+    """Small batches and a backlog: every round reads the next batch while one commits.
+    The database dies mid-backlog; the batches read ahead stay pending and are written
+    once it is back, each change exactly once, with no gap."""
+    server = PrivatePostgres()
+    server.start()
+    url = server.create_database()
+    eng = schema.make_engine(url)
+    metrics = Metrics()
+    await random_changes(owner, random.Random(11), 1500, each=True)
+    writer = make_writer(redis_client, key_prefix, eng, "ahead", batch=10, metrics=metrics)
+    writer.start()
+    try:
+        await wait_for(lambda: _has(eng, 20))
+        server.stop()
+
+        async def failing() -> bool:
+            return not writer.healthy
+
+        await wait_for(failing)
+        server.start()
+        await random_changes(owner, random.Random(12), 200, each=True)
+        expected = await stream_change_seqs(redis_client, key_prefix)
+
+        async def caught_up() -> bool:
+            return sorted(await stored_seqs(eng)) == expected
+
+        await wait_for(caught_up, 60)
+        assert metrics.history_gaps._value.get() == 0
+
+        async def nothing_pending() -> bool:
+            pending: Any = await redis_client.xpending(Keys(key_prefix).changes, writer.group)
+            return bool(pending["pending"] == 0)
+
+        await wait_for(nothing_pending)
+    finally:
+        await writer.stop()
+        await eng.dispose()
+        server.destroy()
+
+
 async def _has(engine: AsyncEngine, n: int) -> bool:
     return len(await stored_seqs(engine)) >= n
 
