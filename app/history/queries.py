@@ -59,6 +59,43 @@ class StateAt:
     live: dict[str, bool]
 
 
+RECORD_COLUMNS = (
+    "account", "venue", "wallet", "asset", "symbol", "total", "available", "locked",
+    "updated_at", "venue_ts", "extra",
+)  # fmt: skip
+"""A record's columns, in the order :func:`_raw_records` reads them (same names in
+``history_changes`` and ``history_snapshot_rows``)."""
+
+RawRecord = tuple[Any, ...]  # the RECORD_COLUMNS values of one row, as stored
+
+
+def _from_raw(raw: RawRecord) -> dict[str, Any]:
+    account, venue, wallet, asset, symbol, total, available, locked, updated, vts, extra = raw
+    return {
+        "account": account, "venue": venue, "wallet": wallet, "asset": asset,
+        "symbol": symbol, "total": total, "available": available, "locked": locked,
+        "updated_at": updated, "venue_ts": vts,
+        # most records carry no extra fields: skip the parse for the empty object
+        "extra": orjson.loads(extra) if extra and extra != "{}" else {},
+    }  # fmt: skip
+
+
+async def _raw_records(
+    conn: AsyncConnection, base_seq: int, where: Sequence[Any]
+) -> dict[Key, RawRecord]:
+    """The rows of snapshot ``base_seq`` (also matching ``where``) as stored, by key.
+
+    Rows stay plain tuples until the state is complete: most of a snapshot's records are
+    replaced by a later change in the window, and building a record only to drop it was
+    most of an answer's time.
+    """
+    rows = schema.snapshot_rows
+    result = await conn.execute(
+        select(*[rows.c[n] for n in RECORD_COLUMNS]).where(rows.c.snapshot_seq == base_seq, *where)
+    )
+    return {(r[0], r[2], r[3]): tuple(r) for r in result}
+
+
 def _record(row: Any) -> dict[str, Any]:
     account, venue, wallet, asset, symbol, total, available, locked, updated, vts, extra = (
         row.account, row.venue, row.wallet, row.asset, row.symbol, row.total, row.available,
@@ -128,13 +165,7 @@ async def state_at(
     (with one clock, exactly the changes timed at or before the instant).
     """
     base_seq, _base_time = await _base(conn, time_us)
-    rows = schema.snapshot_rows
-    records: dict[Key, dict[str, Any]] = {}
-    result = await conn.execute(
-        select(rows).where(rows.c.snapshot_seq == base_seq, *_filters(rows, accounts, assets))
-    )
-    for row in result:
-        records[(row.account, row.wallet, row.asset)] = _record(row)
+    raw = await _raw_records(conn, base_seq, _filters(schema.snapshot_rows, accounts, assets))
     c = schema.changes
     # The newest change written at or before the instant (by the time index, one lookup);
     # the state is every change up to it in stream order. Both ends of the window are
@@ -150,7 +181,8 @@ async def state_at(
         ).scalar()
     seq = max(base_seq, int(last or 0))
     window = [c.c.seq > base_seq, c.c.seq <= seq, *_filters(c, accounts, assets)]
-    await _apply_latest(conn, records, window)
+    await _apply_latest(conn, raw, window)
+    records = {key: _from_raw(r) for key, r in raw.items()}
     s = schema.statuses
     newest_status = (
         select(s.c.account, func.max(s.c.seq).label("seq"))
@@ -171,7 +203,7 @@ async def state_at(
 
 
 async def _apply_latest(
-    conn: AsyncConnection, records: dict[Key, dict[str, Any]], window: Sequence[Any]
+    conn: AsyncConnection, records: dict[Key, RawRecord], window: Sequence[Any]
 ) -> None:
     """Apply the newest change per key among the changes matching ``window``."""
     c = schema.changes
@@ -187,13 +219,15 @@ async def _apply_latest(
     )
     w = window_rows.c
     latest = select(func.max(w.seq).label("seq")).group_by(w.account, w.wallet, w.asset).subquery()
-    result = await conn.execute(select(c).join(latest, c.c.seq == latest.c.seq))
+    result = await conn.execute(
+        select(c.c.kind, *[c.c[n] for n in RECORD_COLUMNS]).join(latest, c.c.seq == latest.c.seq)
+    )
     for row in result:
-        key = (row.account, row.wallet, row.asset)
-        if row.kind == "removed":
+        key = (row[1], row[3], row[4])
+        if row[0] == "removed":
             records.pop(key, None)
         else:
-            records[key] = _record(row)
+            records[key] = tuple(row)[1:]
 
 
 async def write_checkpoint(conn: AsyncConnection, safe_seq: int, every: int) -> int | None:
@@ -236,19 +270,17 @@ async def write_checkpoint(conn: AsyncConnection, safe_seq: int, every: int) -> 
     if found is None or found[0] is None:
         return None
     seq, time_us = int(found[0]), max(int(found[1]), int(base.time_us))
-    rows = schema.snapshot_rows
-    records: dict[Key, dict[str, Any]] = {}
-    for row in await conn.execute(select(rows).where(rows.c.snapshot_seq == base_seq)):
-        records[(row.account, row.wallet, row.asset)] = _record(row)
+    records = await _raw_records(conn, base_seq, [])
     await _apply_latest(conn, records, window)
     await insert_ignore(conn, snaps, [{"seq": seq, "time_us": time_us, "reason": "checkpoint"}])
+    # the stored values carried over as they are (extra is already its JSON text)
     out = [
-        {"snapshot_seq": seq, **{k: v for k, v in r.items() if k != "extra"},
-         "extra": orjson.dumps(r["extra"]).decode()}
+        {"snapshot_seq": seq, **dict(zip(RECORD_COLUMNS[:-1], r[:-1], strict=True)),
+         "extra": r[-1] or "{}"}
         for r in records.values()
     ]  # fmt: skip
     if out:
-        await insert_ignore(conn, rows, out)
+        await insert_ignore(conn, schema.snapshot_rows, out)
     return seq
 
 

@@ -7,7 +7,9 @@ to exactly one writer. A batch is inserted in one transaction, idempotently on `
 (``ON CONFLICT DO NOTHING``), and acknowledged (``XACK``) only after it committed: a
 crash or a database outage leaves the entries pending, and they are written on retry
 (the writer re-reads its own pending entries first) or claimed by another replica
-(``XAUTOCLAIM`` after ``claim_idle_ms``).
+(``XAUTOCLAIM`` after ``claim_idle_ms``). While full batches keep coming, the next batch
+is read while the previous one commits (up to :data:`OVERLAP_BATCHES` per round); a batch
+read ahead is pending like any other until its own commit.
 
 If the writer falls further behind than the capped stream keeps, the changes it never
 read are gone. It then records a **gap** (the seqs and the time span whose state is
@@ -46,6 +48,10 @@ log = logging.getLogger(__name__)
 
 GROUP = "history"
 
+OVERLAP_BATCHES = 8
+"""Most batches one round takes while full batches keep coming (each next batch is read
+while the previous one commits); the round then checkpoints and reports lag."""
+
 
 def _now_us() -> int:
     return time.time_ns() // 1000
@@ -69,6 +75,57 @@ def _text(fields: dict[Any, Any], name: str) -> str:
 def _seq(entry_id: bytes | str) -> int:
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(eid.partition("-")[0])
+
+
+Entry = tuple[bytes | str, int, str, bytes | str | None]
+"""A stream entry as the writer needs it: its id, seq, ``t`` (epoch µs, may be empty) and
+the message ``m``; ``m`` is None for an entry the stream no longer holds (pending, trimmed)."""
+
+
+def _entry(entry_id: bytes | str, fields: dict[Any, Any] | None) -> Entry:
+    if not fields:
+        return entry_id, _seq(entry_id), "", None
+    m = fields.get(b"m", fields.get("m"))
+    return entry_id, _seq(entry_id), _text(fields, "t"), m if m is not None else b""
+
+
+# XREADGROUP as a script that returns only what the writer reads, as one string: per
+# entry a header line "<id> <t> <length of m>" and then m itself (length-prefixed, so m's
+# bytes need no escaping; t is blanked unless it is digits, so a header is always one
+# line of three words). Parsing the full reply (an id plus four field/value pairs per
+# entry, each a separate RESP element, in redis-py's pure-Python parser) cost the writer
+# more than its database did. Scripts cannot block, so an empty answer falls back to the
+# blocking XREADGROUP. Reading inside a script changes nothing in the group's semantics:
+# the entries are delivered to this consumer and stay pending until XACK.
+_READ_NEW = """
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                     'STREAMS', KEYS[1], '>')
+if not r then return '' end
+local out = {}
+for _, e in ipairs(r[1][2]) do
+  local f, t, m = e[2], '', ''
+  for i = 1, #f, 2 do
+    if f[i] == 't' then t = f[i + 1] elseif f[i] == 'm' then m = f[i + 1] end
+  end
+  if not string.match(t, '^%d+$') then t = '' end
+  out[#out + 1] = e[1] .. ' ' .. t .. ' ' .. #m .. '\\n' .. m
+end
+return table.concat(out)
+"""
+
+
+def _unframe(blob: bytes) -> list[Entry]:
+    """The entries of one :data:`_READ_NEW` answer."""
+    out: list[Entry] = []
+    pos, end = 0, len(blob)
+    while pos < end:
+        eol = blob.index(b"\n", pos)
+        entry_id, t, size = blob[pos:eol].split(b" ")
+        pos = eol + 1 + int(size)
+        out.append((entry_id, _seq(entry_id), t.decode(), blob[eol + 1 : pos]))
+    if pos != end:
+        raise ValueError("history: malformed stream read (a message overran the answer)")
+    return out
 
 
 class ForeignHistory(Exception):
@@ -111,6 +168,7 @@ class HistoryWriter:
         self._next_checkpoint = 0.0
         self.checkpoints = 0  # checkpoints this writer stored
         self._metrics = metrics
+        self._read_script = redis.register_script(_READ_NEW)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._retry_pending = True  # re-read our own pending entries first
@@ -121,7 +179,9 @@ class HistoryWriter:
         self.healthy = False
         self.last_error = ""
         self.written = 0  # rows committed by this writer (redeliveries included)
-        self._committing = False  # a database transaction is in progress: stop waits for it
+        # set while no database transaction is in progress: stop waits for one to end
+        self._not_committing = asyncio.Event()
+        self._not_committing.set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -131,7 +191,7 @@ class HistoryWriter:
             self._task = asyncio.create_task(self._run(), name=f"history-writer-{self.consumer}")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Finish a commit in progress (a transaction is never cut in half), then stop.
+        """Let a commit in progress finish (bounded by ``timeout``), then stop.
 
         A read or a wait between rounds is cancelled at once: what was read but not
         committed is still pending in the group and is read again on the next start.
@@ -140,9 +200,10 @@ class HistoryWriter:
             return
         self._stopping.set()
         task, self._task = self._task, None
-        if self._committing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._not_committing.wait(), timeout)
+        # even a commit cut short is safe: its transaction rolls back and its entries stay
+        # pending in the group (writes are idempotent on seq), so the next start redoes it
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -262,24 +323,54 @@ class HistoryWriter:
             if not entries:
                 self._retry_pending = False
                 return 0
-            await self._commit(entries)
+            await self._commit([_entry(eid, fields) for eid, fields in entries])
             return len(entries)
+        taken, last = 0, 0
+        new = await self._checked_read()
+        for round_ in range(OVERLAP_BATCHES):
+            last = len(new)
+            if not new:
+                break
+            # A full batch means more is waiting: read the next one while this one
+            # commits. The read only delivers entries to this consumer; they stay
+            # pending until their own commit, as any read entry does.
+            more = last == self._batch and round_ + 1 < OVERLAP_BATCHES
+            ahead = asyncio.create_task(self._checked_read()) if more else None
+            try:
+                await self._commit(new)
+            except BaseException:
+                if ahead is not None:  # its entries stay pending: the retry reads them
+                    ahead.cancel()
+                    with contextlib.suppress(BaseException):
+                        await ahead
+                raise
+            taken += last
+            new = await ahead if ahead is not None else []
+        if last < self._batch:
+            self._behind_since_us = None
+        self._report_lag()
+        await self._maybe_checkpoint()
+        return taken
+
+    async def _checked_read(self) -> list[Entry]:
         await self._check_trimmed()
-        reply = await self._redis.xreadgroup(
+        return await self._read_new()
+
+    async def _read_new(self) -> list[Entry]:
+        """Up to a batch of entries never delivered to the group (see :data:`_READ_NEW`)."""
+        blob: Any = await self._read_script(
+            keys=[self._keys.changes], args=[self.group, self.consumer, self._batch]
+        )
+        if blob:
+            return _unframe(blob.encode() if isinstance(blob, str) else blob)
+        reply: Any = await self._redis.xreadgroup(
             self.group,
             self.consumer,
             {self._keys.changes: ">"},
             count=self._batch,
             block=self._block_ms,
         )
-        entries = reply[0][1] if reply else []
-        if entries:
-            await self._commit(entries)
-        if len(entries) < self._batch:
-            self._behind_since_us = None
-        self._report_lag()
-        await self._maybe_checkpoint()
-        return len(entries)
+        return [_entry(eid, fields) for eid, fields in (reply[0][1] if reply else [])]
 
     async def catch_up(self, max_rounds: int = 100_000) -> int:
         """Run rounds until one finds nothing new (used at shutdown and by tests)."""
@@ -308,7 +399,7 @@ class HistoryWriter:
             # a dead consumer's entries the stream trimmed meanwhile: lost, say so
             await self._gap(min(deleted), move_group=False)
         if entries:
-            await self._commit(entries)
+            await self._commit([_entry(eid, fields) for eid, fields in entries])
         return len(entries) + len(deleted)
 
     async def _check_trimmed(self) -> None:
@@ -358,29 +449,27 @@ class HistoryWriter:
 
     # -- writing -----------------------------------------------------------------------
 
-    async def _commit(self, entries: Sequence[tuple[Any, Any]]) -> None:
+    async def _commit(self, entries: Sequence[Entry]) -> None:
         """Store ``entries`` and acknowledge them; :meth:`stop` lets this finish."""
-        self._committing = True
+        self._not_committing.clear()
         try:
             await self._store_and_ack(entries)
         finally:
-            self._committing = False
+            self._not_committing.set()
 
-    async def _store_and_ack(self, entries: Sequence[tuple[Any, Any]]) -> None:
-        rows: list[dict[str, Any]] = []
+    async def _store_and_ack(self, entries: Sequence[Entry]) -> None:
+        rows: list[tuple[Any, ...]] = []  # in CHANGE_COLUMNS order
         states: list[dict[str, Any]] = []
-        ids: list[Any] = []
+        ids: list[bytes | str] = []
         trimmed: list[int] = []
         fallback_us = _now_us()
-        for entry_id, fields in entries:
+        for entry_id, seq, t, m in entries:  # t: epoch µs
             ids.append(entry_id)
-            seq = _seq(entry_id)
-            if not fields:
+            if m is None:
                 trimmed.append(seq)  # pending, but the stream no longer holds it
                 continue
-            message = orjson.loads(_text(fields, "m") or "{}")
+            message = orjson.loads(m or b"{}")
             kind = message.get("type")
-            t = _text(fields, "t")  # epoch µs
             if t.isdigit():
                 time_us = int(t)
             else:  # written before entries carried t: the record's time, else now
@@ -392,13 +481,8 @@ class HistoryWriter:
                 rows.append(_balance_row(seq, time_us, message["balance"]))
             elif kind == "removed":
                 rows.append(
-                    {
-                        "seq": seq, "time_us": time_us, "kind": "removed",
-                        "account": message["account"], "venue": None,
-                        "wallet": message["wallet"], "asset": message["asset"],
-                        "symbol": None, "total": None, "available": None, "locked": None,
-                        "updated_at": None, "venue_ts": None, "extra": None,
-                    }
+                    (seq, time_us, "removed", message["account"], None, message["wallet"],
+                     message["asset"], None, None, None, None, None, None, None)
                 )  # fmt: skip
             elif kind == "status":
                 doc = message.get("account") or {}
@@ -410,7 +494,7 @@ class HistoryWriter:
             # venue events never change balances; history does not keep them
         async with self._engine.begin() as conn:
             if rows:
-                await insert_ignore(conn, schema.changes, rows)
+                await insert_changes(conn, rows)
             if states:
                 await insert_ignore(conn, schema.statuses, states)
         if trimmed:
@@ -465,23 +549,47 @@ class HistoryWriter:
             self._metrics.history_lag_seconds.set(self.lag_seconds())
 
 
-def _balance_row(seq: int, time_us: int, b: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "time_us": time_us,
-        "kind": "balance",
-        "account": b["account"],
-        "venue": b.get("venue"),
-        "wallet": b["wallet"],
-        "asset": b["asset"],
-        "symbol": b.get("symbol"),
-        "total": b["total"],
-        "available": b["available"],
-        "locked": b["locked"],
-        "updated_at": b.get("updated_at"),
-        "venue_ts": b.get("venue_ts"),
-        "extra": orjson.dumps(b.get("extra") or {}).decode(),
-    }
+def _balance_row(seq: int, time_us: int, b: dict[str, Any]) -> tuple[Any, ...]:
+    extra = b.get("extra")
+    return (
+        seq, time_us, "balance", b["account"], b.get("venue"), b["wallet"], b["asset"],
+        b.get("symbol"), b["total"], b["available"], b["locked"], b.get("updated_at"),
+        b.get("venue_ts"), orjson.dumps(extra).decode() if extra else "{}",
+    )  # fmt: skip
+
+
+CHANGE_COLUMNS = (
+    "seq", "time_us", "kind", "account", "venue", "wallet", "asset", "symbol", "total",
+    "available", "locked", "updated_at", "venue_ts", "extra",
+)  # fmt: skip
+"""The order of a change row's values (:func:`_balance_row`, :func:`insert_changes`)."""
+
+
+def _insert_changes_sql(dialect: str) -> str:
+    marks = (
+        [f"${i}" for i in range(1, len(CHANGE_COLUMNS) + 1)]
+        if dialect == "postgresql"
+        else ["?"] * len(CHANGE_COLUMNS)
+    )
+    return (
+        f"INSERT INTO {schema.changes.name} ({', '.join(CHANGE_COLUMNS)}) "
+        f"VALUES ({', '.join(marks)}) ON CONFLICT (seq) DO NOTHING"
+    )
+
+
+_INSERT_CHANGES = {d: _insert_changes_sql(d) for d in ("postgresql", "sqlite")}
+
+
+async def insert_changes(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert change rows (positional, :data:`CHANGE_COLUMNS` order), skipping stored seqs.
+
+    The same idempotent insert as :func:`app.history.queries.insert_ignore`, but handed to
+    the driver's own ``executemany`` as positional tuples (asyncpg's pipelined
+    executemany, sqlite3's C loop): SQLAlchemy's per-row parameter processing of dicts
+    cost more than the database did at the writer's rates. It runs in the caller's
+    transaction like any statement on ``conn``.
+    """
+    await conn.exec_driver_sql(_INSERT_CHANGES[conn.dialect.name], list(rows))
 
 
 async def _time_before(conn: AsyncConnection, seq: int) -> int:

@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -180,3 +181,17 @@ async def test_lag_grows_while_the_database_is_unreachable_from_the_start(
     finally:
         await writer.stop()
         await dead.dispose()
+
+
+async def test_an_embedded_history_commit_is_on_disk_before_it_returns(tmp_path: Path) -> None:
+    """The writer acknowledges stream entries as soon as their batch committed: the commit
+    must survive a power loss (WAL synced at every commit, ``synchronous=FULL``), or an
+    acknowledged batch could vanish without a gap being recorded."""
+    eng = schema.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'h.sqlite3'}")
+    try:
+        async with eng.connect() as conn:
+            mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+            level = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
+    finally:
+        await eng.dispose()
+    assert (mode, level) == ("wal", 2)  # 2: FULL

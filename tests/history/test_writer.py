@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
@@ -282,6 +284,49 @@ async def test_database_outage_loses_nothing_the_stream_still_holds(
         server.destroy()
 
 
+async def test_an_outage_while_the_next_batch_is_read_ahead_loses_nothing(
+    redis_client: aioredis.Redis, key_prefix: str, owner: BalanceWriter
+) -> None:
+    """Small batches and a backlog: every round reads the next batch while one commits.
+    The database dies mid-backlog; the batches read ahead stay pending and are written
+    once it is back, each change exactly once, with no gap."""
+    server = PrivatePostgres()
+    server.start()
+    url = server.create_database()
+    eng = schema.make_engine(url)
+    metrics = Metrics()
+    await random_changes(owner, random.Random(11), 1500, each=True)
+    writer = make_writer(redis_client, key_prefix, eng, "ahead", batch=10, metrics=metrics)
+    writer.start()
+    try:
+        await wait_for(lambda: _has(eng, 20))
+        server.stop()
+
+        async def failing() -> bool:
+            return not writer.healthy
+
+        await wait_for(failing)
+        server.start()
+        await random_changes(owner, random.Random(12), 200, each=True)
+        expected = await stream_change_seqs(redis_client, key_prefix)
+
+        async def caught_up() -> bool:
+            return sorted(await stored_seqs(eng)) == expected
+
+        await wait_for(caught_up, 60)
+        assert metrics.history_gaps._value.get() == 0
+
+        async def nothing_pending() -> bool:
+            pending: Any = await redis_client.xpending(Keys(key_prefix).changes, writer.group)
+            return bool(pending["pending"] == 0)
+
+        await wait_for(nothing_pending)
+    finally:
+        await writer.stop()
+        await eng.dispose()
+        server.destroy()
+
+
 async def _has(engine: AsyncEngine, n: int) -> bool:
     return len(await stored_seqs(engine)) >= n
 
@@ -374,3 +419,73 @@ async def test_checkpoints_keep_at_exact_and_never_skip_an_unacknowledged_change
                 for r in state.records.values()
             )
             assert got == rows
+
+
+async def test_entries_are_read_byte_exact_whatever_their_messages_hold(
+    redis_client: aioredis.Redis, key_prefix: str, engine: AsyncEngine
+) -> None:
+    """Messages with newlines, spaces and multi-byte text, entries without a usable ``t``:
+    each change is stored under its own seq with its own exact values."""
+    keys = Keys(key_prefix)
+    base_us = time.time_ns() // 1000 - 1_000_000
+
+    def balance(asset: str, total: str, symbol: str) -> dict[str, Any]:
+        return {"account": "acct-a", "venue": "sfox", "wallet": "w 1\nx", "asset": asset,
+                "symbol": symbol, "total": total, "available": total, "locked": "0",
+                "updated_at": "2026-11-28T08:00:00.000001+00:00", "venue_ts": None,
+                "extra": {"note": "a\nb 12 34\n"}}  # fmt: skip
+
+    btc = balance("BTC", "0.1", "₿ 比特币")
+    eth = balance("ETH", "12345678901234567890.000000001", "Ξ")
+    removed = {"type": "removed", "account": "acct-a", "wallet": "w 1\nx", "asset": "BTC"}
+    messages = [
+        # pretty-printed: raw newlines and spaces between the tokens
+        (json.dumps({"type": "balance", "balance": btc}, indent=2), str(base_us + 1)),
+        (json.dumps({"type": "balance", "balance": eth}), "not a time 5"),
+        (json.dumps(removed), str(base_us + 3)),
+        (json.dumps({"type": "balance", "balance": balance("SOL", "7", "◎\n")}), str(base_us + 4)),
+    ]
+    for seq, (m, t) in enumerate(messages, start=1):
+        fields: dict[str, str] = {"a": "acct-a", "s": "x", "m": m, "t": t}
+        await redis_client.xadd(keys.changes, fields, id=f"{seq}-0")  # type: ignore[arg-type]
+    await redis_client.set(keys.seq, len(messages))
+    writer = make_writer(redis_client, key_prefix, engine, "exact")
+    await writer.bootstrap()
+    await writer.catch_up()
+    async with engine.connect() as conn:
+        rows = {r.seq: r for r in await conn.execute(select(schema.changes))}
+    updated_us = 1_795_852_800_000_001  # 2026-11-28T08:00:00.000001Z
+    assert sorted(rows) == [1, 2, 3, 4]
+    first = (rows[1].kind, rows[1].asset, rows[1].symbol, rows[1].total, rows[1].wallet)
+    assert first == ("balance", "BTC", "₿ 比特币", "0.1", "w 1\nx")
+    assert rows[1].time_us == base_us + 1
+    assert orjson.loads(rows[1].extra) == {"note": "a\nb 12 34\n"}
+    # no usable t: the record's own time
+    assert (rows[2].total, rows[2].symbol, rows[2].time_us) == (
+        "12345678901234567890.000000001",
+        "Ξ",
+        updated_us,
+    )
+    assert (rows[3].kind, rows[3].asset, rows[3].total) == ("removed", "BTC", None)
+    assert rows[3].time_us == base_us + 3
+    assert (rows[4].symbol, rows[4].total, rows[4].time_us) == ("◎\n", "7", base_us + 4)
+    pending: Any = await redis_client.xpending(keys.changes, writer.group)
+    assert pending["pending"] == 0
+    # the state, read from the changes and then from a checkpoint holding them, is the same
+    # (extra fields included)
+    later = time.time_ns() // 1000 + 10_000_000
+    expected = {
+        ("acct-a", "w 1\nx", "ETH"): ("12345678901234567890.000000001", "Ξ"),
+        ("acct-a", "w 1\nx", "SOL"): ("7", "◎\n"),
+    }
+    for checkpoint in (False, True):
+        async with schema.writes(engine).begin() as conn:
+            if checkpoint:
+                assert await queries.write_checkpoint(conn, 4, 1) == 4
+            state = await queries.state_at(conn, later)
+        assert state.seq == 4
+        got = {k: (r["total"], r["symbol"]) for k, r in state.records.items()}
+        assert got == expected
+        assert all(r["extra"] == {"note": "a\nb 12 34\n"} for r in state.records.values())
+        assert all(r["updated_at"] == "2026-11-28T08:00:00.000001+00:00"
+                   for r in state.records.values())  # fmt: skip
