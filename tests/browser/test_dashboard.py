@@ -185,9 +185,11 @@ async def running_service(
 async def _stop_server(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
     server.should_exit = True
     try:
-        await asyncio.wait_for(serving, 15)
+        # a guard against a shutdown that hangs, not a measure of its speed: on a loaded
+        # 2-core machine the orderly shutdown (sockets, writer, history) took over 15 s
+        await asyncio.wait_for(serving, 30)
     except TimeoutError:
-        raise AssertionError("the service did not shut down within 15 s") from None
+        raise AssertionError("the service did not shut down within 30 s") from None
 
 
 @contextlib.asynccontextmanager
