@@ -94,7 +94,13 @@ async def _demo(settings: Settings, sim_port: int) -> int:
         accounts = demo_accounts(sims)
         app = create_app(settings, accounts)
         config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, ws="auto"
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            ws="auto",
+            timeout_graceful_shutdown=10,  # as serve: a half-open connection never holds Ctrl-C
         )
         server = _Server(config)
 

@@ -169,6 +169,9 @@ async def running_service(
             access_log=False,
             lifespan="on",
             ws="auto",
+            # as in production (run_service): a connection the browser left half-open
+            # must not hold the shutdown forever
+            timeout_graceful_shutdown=10,
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())

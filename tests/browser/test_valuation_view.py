@@ -50,7 +50,7 @@ async def serve(settings: Settings, accounts: list[AccountConfig]) -> AsyncItera
     app: FastAPI = create_app(settings, accounts)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_config=None, log_level="warning",
-        access_log=False, lifespan="on", ws="auto",
+        access_log=False, lifespan="on", ws="auto", timeout_graceful_shutdown=10,
     )  # fmt: skip
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

@@ -99,6 +99,7 @@ class LiveService:
             lifespan="on",
             ws="websockets-sansio",
             ws_per_message_deflate=False,
+            timeout_graceful_shutdown=10,  # as in production (run_service)
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())

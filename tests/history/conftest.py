@@ -39,8 +39,9 @@ def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     """Serve ``app`` (lifespan included) on a free loopback port; yield its base URL."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
-    )
+        app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=10,  # as in production (run_service)
+    )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
