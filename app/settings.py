@@ -262,6 +262,7 @@ class Settings(AccountSourceSettings):
         if isinstance(value, str) and value.strip().lower() == "auto":
             return auto_workers()
         return value
+
     # what the service sends each venue, per upstream host: JSON, e.g.
     # {"sfox": {"connect": ["20/60"], "rest": ["5/10", "20/60"], "sockets": 10}}
     venue_limits: dict[VenueName, VenueLimitsConfig] = Field(default_factory=dict)

@@ -36,6 +36,9 @@ _CSV_PAGE = 5_000
 
 router = APIRouter(tags=["history"])
 
+HISTORY_PREFIX = "/v1/history"
+"""Every route of this router lies under it (costly reads: see app/disconnects.py)."""
+
 
 # ---------------------------------------------------------------------------------------
 # Response models (OpenAPI)
