@@ -39,20 +39,35 @@ return 0
 """
 
 _RENEW_LUA = """
--- KEYS: lease, holder; ARGV: token, lease ms. 1 renewed, 2 taken back after a lapse,
--- 0 lost (another instance acquired the account)
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+-- KEYS: lease, holder of each account in turn; ARGV: lease ms, then each account's token.
+-- Per account: 1 renewed, 2 taken back after a lapse, 0 lost (another instance acquired it)
+local out = {}
+for i = 1, #ARGV - 1 do
+  local lease, holder, token = KEYS[2 * i - 1], KEYS[2 * i], ARGV[i + 1]
+  local current = redis.call('GET', lease)
+  if current == token then
+    redis.call('PEXPIRE', lease, ARGV[1])
+    out[i] = 1
+  elseif current then
+    out[i] = 0
+  else
+    local held = redis.call('GET', holder)
+    if held and held ~= token then
+      out[i] = 0
+    else
+      redis.call('SET', lease, token, 'PX', ARGV[1])
+      redis.call('SET', holder, token)
+      out[i] = 2
+    end
+  end
 end
-if current then return 0 end
-local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1])
-return 2
+return out
 """
+
+RENEW_BATCH = 500
+"""Leases renewed per script call: one call per few hundred accounts, not one each (the
+client's per-command cost dominated an idle service with thousands of accounts), short
+enough that Redis is never blocked for long."""
 
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -134,13 +149,14 @@ class LeaseManager:
         accounts = list(self.tokens)
         k = self._keys.account
         pipe = self._client.pipeline(transaction=False)
-        for account in accounts:
+        for start in range(0, len(accounts), RENEW_BATCH):
+            batch = accounts[start : start + RENEW_BATCH]
             await self._renew(
-                keys=[k(account, "lease"), k(account, "holder")],
-                args=[self.tokens[account], self.lease_ms],
+                keys=[key for a in batch for key in (k(a, "lease"), k(a, "holder"))],
+                args=[self.lease_ms, *(self.tokens[a] for a in batch)],
                 client=pipe,
             )
-        replies = await pipe.execute()
+        replies = [code for batch in await pipe.execute() for code in batch]
         lost: set[str] = set()
         retaken: set[str] = set()
         now = time.monotonic()

@@ -108,10 +108,16 @@ class Supervisor:
         """Keep the own price sockets matched to the owned accounts; follow ``P:prices``."""
         refresh = self.rt.settings.price_refresh
         last_follow = time.monotonic()
+        seen: tuple[tuple[object, ...], ...] = ()
         while True:
             await asyncio.sleep(1.0)
             try:
-                if self.http is not None:
+                # what the held assets depend on: an account that read no frame, took no
+                # seed and did not reconnect holds what it held (quiet accounts cost nothing)
+                now_seen = tuple(
+                    (r, r.frames, r.reconnects, r.state) for r in self.runners.values()
+                )
+                if self.http is not None and now_seen != seen:
                     runners = list(self.runners.values())
                     self.rt.prices.sync(
                         self.http,
@@ -119,6 +125,7 @@ class Supervisor:
                         [r.account for r in runners],
                         {r.account.id: r.fold.held_assets() for r in runners},
                     )
+                    seen = now_seen
                 if time.monotonic() - last_follow >= refresh:
                     last_follow = time.monotonic()
                     await self.rt.prices.follow()
@@ -213,7 +220,7 @@ class Supervisor:
                         len(lapsed),
                     )
                     self._outage_logged = True
-            self.rt.metrics.leases_held.set(len(self.leases.owned()))
+            self.rt.metrics.leases_held.set(len(self.leases.tokens))
             await asyncio.sleep(tick)
 
     async def _lease_tick(self, lease_s: float, first: bool) -> None:
@@ -226,7 +233,8 @@ class Supervisor:
         # write can pass the fence again, so it goes in together with what was held
         await self._check_data_set()
         now = time.monotonic()
-        if now - self._last_renew >= lease_s / 3 or self.rt.writer.data_lost:
+        renewing = now - self._last_renew >= lease_s / 3 or self.rt.writer.data_lost
+        if renewing:
             lost, retaken = await self.leases.renew_all()
             self._last_renew = now
             for lost_id in lost:
@@ -244,7 +252,10 @@ class Supervisor:
             await self._stop_runner(surplus, stale=False, discard=False)
             await self.rt.writer.drain(2)
             await self.leases.release(surplus)
-        else:
+        elif len(owned) < fair or renewing or self._orphans:
+            # holding a fair share, the owners are read with each renewal (and while an
+            # orphan waits to be confirmed), not every tick: with thousands of accounts
+            # that read was an idle service's largest cost
             owners = await self.leases.owners([a.id for a in enabled])
             orphans = {a.id for a in enabled if a.id not in owners}
             # an account nobody holds for two ticks in a row is taken even beyond the fair
@@ -252,7 +263,7 @@ class Supervisor:
             overdue = orphans & self._orphans
             self._orphans = orphans
             for account in enabled:
-                if len(self.leases.owned()) >= fair and account.id not in overdue:
+                if len(self.leases.tokens) >= fair and account.id not in overdue:
                     continue
                 if account.id in owned:
                     continue
