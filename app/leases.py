@@ -38,6 +38,21 @@ end
 return 0
 """
 
+_ACQUIRE_MANY_LUA = """
+-- KEYS: lease, holder of each account in turn; ARGV: lease ms, then each account's new
+-- token. Per account: 1 acquired, 0 someone holds it
+local out = {}
+for i = 1, #ARGV - 1 do
+  if redis.call('SET', KEYS[2 * i - 1], ARGV[i + 1], 'NX', 'PX', ARGV[1]) then
+    redis.call('SET', KEYS[2 * i], ARGV[i + 1])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
 _RENEW_LUA = """
 -- KEYS: lease, holder of each account in turn; ARGV: lease ms, then each account's token.
 -- Per account: 1 renewed, 2 taken back after a lapse, 0 lost (another instance acquired it)
@@ -88,6 +103,7 @@ class LeaseManager:
         self.tokens: dict[str, str] = {}
         self.renewed_at: dict[str, float] = {}
         self._acquire = client.register_script(_ACQUIRE_LUA)
+        self._acquire_many = client.register_script(_ACQUIRE_MANY_LUA)
         self._renew = client.register_script(_RENEW_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self.dataset = ""  # the P:dataset id seen by the last heartbeat
@@ -137,6 +153,31 @@ class LeaseManager:
             self.tokens[account] = token
             self.renewed_at[account] = time.monotonic()
         return bool(ok)
+
+    async def acquire_many(self, accounts: list[str]) -> list[str]:
+        """Try to acquire each of ``accounts`` (a few round trips for any number); return
+        those acquired, in the order given."""
+        if not accounts:
+            return []
+        tokens = {a: f"{self.instance_id}:{secrets.token_hex(8)}" for a in accounts}
+        k = self._keys.account
+        pipe = self._client.pipeline(transaction=False)
+        for start in range(0, len(accounts), RENEW_BATCH):
+            batch = accounts[start : start + RENEW_BATCH]
+            await self._acquire_many(
+                keys=[key for a in batch for key in (k(a, "lease"), k(a, "holder"))],
+                args=[self.lease_ms, *(tokens[a] for a in batch)],
+                client=pipe,
+            )
+        replies = [code for batch in await pipe.execute() for code in batch]
+        now = time.monotonic()
+        acquired = []
+        for account, reply in zip(accounts, replies, strict=True):
+            if int(reply) == 1:
+                self.tokens[account] = tokens[account]
+                self.renewed_at[account] = now
+                acquired.append(account)
+        return acquired
 
     async def renew_all(self) -> tuple[set[str], set[str]]:
         """Renew every held lease in one round trip.
