@@ -33,7 +33,7 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import HTMLResponse
 from starlette.types import Scope
 
-from app.api import install_routes
+from app.api.main import install_routes
 from app.dashboard import install_dashboard
 from app.disconnects import CancelOnDisconnect
 from app.history.api import HISTORY_PREFIX
