@@ -289,15 +289,15 @@ async def balances_at(
         return _error(409, exc.code, exc.message)
     except (SQLAlchemyError, OSError) as exc:
         return _db_down(exc)
-    records = queries.balance_records(state, nonzero)
     as_of = iso_us(at_us)
     if export.wants_csv(request, fmt):
+        records = queries.balance_records(state, nonzero)
 
         async def rows() -> AsyncIterator[list[dict[str, Any]]]:
             yield [{"as_of": as_of, **r} for r in records]
 
         return export.csv_response(export.BALANCE_COLUMNS, rows(), "balances.csv")
-    return _json({"seq": state.seq, "as_of": as_of, "balances": records})
+    return Response(queries.balances_json(state, as_of, nonzero), media_type="application/json")
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ only where they are summed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -49,16 +49,6 @@ async def insert_ignore(
 Key = tuple[str, str, str]  # account, wallet, asset
 
 
-@dataclass(slots=True)
-class StateAt:
-    """The records at ``time_us``; ``seq`` is the newest change they include."""
-
-    seq: int
-    time_us: int
-    records: dict[Key, dict[str, Any]]
-    live: dict[str, bool]
-
-
 RECORD_COLUMNS = (
     "account", "venue", "wallet", "asset", "symbol", "total", "available", "locked",
     "updated_at", "venue_ts", "extra",
@@ -80,6 +70,28 @@ def _from_raw(raw: RawRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@dataclass(slots=True)
+class StateAt:
+    """The records at ``time_us``; ``seq`` is the newest change they include.
+
+    ``raw`` holds each record as stored (:data:`RECORD_COLUMNS`); :attr:`records` builds
+    the record dicts on first use. The REST body is encoded straight from ``raw``
+    (:func:`balances_json`), so an answer builds each record once, as JSON.
+    """
+
+    seq: int
+    time_us: int
+    raw: dict[Key, RawRecord]
+    live: dict[str, bool]
+    _records: dict[Key, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def records(self) -> dict[Key, dict[str, Any]]:
+        if self._records is None:
+            self._records = {key: _from_raw(r) for key, r in self.raw.items()}
+        return self._records
+
+
 async def _raw_records(
     conn: AsyncConnection, base_seq: int, where: Sequence[Any]
 ) -> dict[Key, RawRecord]:
@@ -93,7 +105,8 @@ async def _raw_records(
     result = await conn.execute(
         select(*[rows.c[n] for n in RECORD_COLUMNS]).where(rows.c.snapshot_seq == base_seq, *where)
     )
-    return {(r[0], r[2], r[3]): tuple(r) for r in result}
+    # all() fetches the rows in one call; iterating the result fetches them one by one
+    return {(r[0], r[2], r[3]): tuple(r) for r in result.all()}
 
 
 def _record(row: Any) -> dict[str, Any]:
@@ -182,7 +195,6 @@ async def state_at(
     seq = max(base_seq, int(last or 0))
     window = [c.c.seq > base_seq, c.c.seq <= seq, *_filters(c, accounts, assets)]
     await _apply_latest(conn, raw, window)
-    records = {key: _from_raw(r) for key, r in raw.items()}
     s = schema.statuses
     newest_status = (
         select(s.c.account, func.max(s.c.seq).label("seq"))
@@ -199,7 +211,7 @@ async def state_at(
     )
     for row in result:
         live[row.account] = row.state == "live"
-    return StateAt(seq, time_us, records, live)
+    return StateAt(seq, time_us, raw, live)
 
 
 async def _apply_latest(
@@ -222,7 +234,7 @@ async def _apply_latest(
     result = await conn.execute(
         select(c.c.kind, *[c.c[n] for n in RECORD_COLUMNS]).join(latest, c.c.seq == latest.c.seq)
     )
-    for row in result:
+    for row in result.all():
         key = (row[1], row[3], row[4])
         if row[0] == "removed":
             records.pop(key, None)
@@ -284,16 +296,49 @@ async def write_checkpoint(conn: AsyncConnection, safe_seq: int, every: int) -> 
     return seq
 
 
+def _is_zero(amount: str) -> bool:
+    # amounts are stored canonical ("0" for zero); Decimal only for anything else
+    return amount == "0" or Decimal(amount) == 0
+
+
 def balance_records(state: StateAt, nonzero: bool = False) -> list[dict[str, Any]]:
     """The records in the REST shape, ordered by account, wallet, asset."""
     out = []
-    for key in sorted(state.records):
-        record = dict(state.records[key])
-        if nonzero and Decimal(record["total"]) == 0:
+    records = state.records
+    for key in sorted(records):
+        record = dict(records[key])
+        if nonzero and _is_zero(record["total"]):
             continue
         record["stale"] = not state.live.get(record["account"], False)
         out.append(record)
     return out
+
+
+_EMPTY_OBJECT = orjson.Fragment(b"{}")
+
+
+def balances_json(state: StateAt, as_of: str, nonzero: bool = False) -> bytes:
+    """The JSON body of ``GET /v1/balances?at=``: ``{"seq", "as_of", "balances"}``.
+
+    The same document as :func:`balance_records` would give, encoded straight from the
+    stored rows: no record dict is built twice and an empty ``extra`` is not parsed.
+    """
+    live = state.live.get
+    raw = state.raw
+    balances = []
+    for key in sorted(raw):
+        r = raw[key]
+        account, venue, wallet, asset, symbol, total, available, locked, updated, vts, extra = r
+        if nonzero and _is_zero(total):
+            continue
+        balances.append({
+            "account": account, "venue": venue, "wallet": wallet, "asset": asset,
+            "symbol": symbol, "total": total, "available": available, "locked": locked,
+            "updated_at": updated, "venue_ts": vts,
+            "extra": orjson.loads(extra) if extra and extra != "{}" else _EMPTY_OBJECT,
+            "stale": not live(account, False),
+        })  # fmt: skip
+    return orjson.dumps({"seq": state.seq, "as_of": as_of, "balances": balances})
 
 
 async def changes_page(
@@ -369,10 +414,10 @@ async def series(
                    "reason": exc.code}  # fmt: skip
         else:
             sums = [Decimal(0), Decimal(0), Decimal(0)]
-            for record in state.records.values():
-                sums[0] += Decimal(record["total"])
-                sums[1] += Decimal(record["available"])
-                sums[2] += Decimal(record["locked"])
+            for r in state.raw.values():  # total, available, locked as stored
+                sums[0] += Decimal(r[5])
+                sums[1] += Decimal(r[6])
+                sums[2] += Decimal(r[7])
             yield {"time": iso_us(t), "total": decimal_str(sums[0]),
                    "available": decimal_str(sums[1]), "locked": decimal_str(sums[2]),
                    "seq": state.seq}  # fmt: skip
@@ -398,10 +443,11 @@ async def apply_retention(engine: AsyncEngine, cutoff_us: int) -> bool:
             await insert_ignore(
                 conn, schema.snapshots, [{"seq": seq, "time_us": cutoff_us, "reason": "retention"}]
             )
+            # the stored values carried over as they are (extra is already its JSON text)
             rows = [
-                {"snapshot_seq": seq, **{k: v for k, v in r.items() if k != "extra"},
-                 "extra": orjson.dumps(r["extra"]).decode()}
-                for r in state.records.values()
+                {"snapshot_seq": seq, **dict(zip(RECORD_COLUMNS[:-1], r[:-1], strict=True)),
+                 "extra": r[-1] or "{}"}
+                for r in state.raw.values()
             ]  # fmt: skip
             if rows:
                 await insert_ignore(conn, schema.snapshot_rows, rows)
