@@ -282,7 +282,7 @@ async def balances_at(
         accounts = _split(account, "account", ACCOUNT_ID_RE)
         assets = _assets(asset)
         async with history.engine.connect() as conn:
-            state = await queries.state_at(conn, at_us, accounts, assets)
+            state = await queries.state_at(conn, at_us, accounts, assets, history.snapshots)
     except _Problem as exc:
         return _error(exc.status, exc.code, exc.message)
     except queries.NotCovered as exc:

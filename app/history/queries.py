@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.history import schema
+from app.history.snapshot_cache import SnapshotCache
 from app.history.times import iso_us
 from app.store import decimal_str
 
@@ -109,18 +110,39 @@ async def _raw_records(
     return {(r[0], r[2], r[3]): tuple(r) for r in result.all()}
 
 
-def _record(row: Any) -> dict[str, Any]:
-    account, venue, wallet, asset, symbol, total, available, locked, updated, vts, extra = (
-        row.account, row.venue, row.wallet, row.asset, row.symbol, row.total, row.available,
-        row.locked, row.updated_at, row.venue_ts, row.extra,
-    )  # fmt: skip
+async def _snapshot(
+    conn: AsyncConnection,
+    base_seq: int,
+    accounts: Sequence[str] | None,
+    assets: Sequence[str] | None,
+    snapshots: SnapshotCache | None,
+) -> dict[Key, RawRecord]:
+    """The rows of snapshot ``base_seq`` matching the filters, by key (a dict of its own)."""
+    kept = snapshots.get(base_seq) if snapshots is not None else None
+    if kept is None:
+        if accounts is not None or assets is not None:  # a part: read only that
+            return await _raw_records(
+                conn, base_seq, _filters(schema.snapshot_rows, accounts, assets)
+            )
+        kept = await _raw_records(conn, base_seq, [])
+        if snapshots is None:
+            return kept
+        snapshots.put(base_seq, kept)
+    if accounts is None and assets is None:
+        return dict(kept)
+    # the same rows the SQL filters select: exact matches on the stored text
+    want_accounts = set(accounts) if accounts is not None else None
+    want_assets = set(assets) if assets is not None else None
     return {
-        "account": account, "venue": venue, "wallet": wallet, "asset": asset,
-        "symbol": symbol, "total": total, "available": available, "locked": locked,
-        "updated_at": updated, "venue_ts": vts,
-        # most records carry no extra fields: skip the parse for the empty object
-        "extra": orjson.loads(extra) if extra and extra != "{}" else {},
-    }  # fmt: skip
+        key: r
+        for key, r in kept.items()
+        if (want_accounts is None or key[0] in want_accounts)
+        and (want_assets is None or key[2] in want_assets)
+    }
+
+
+def _record(row: Any) -> dict[str, Any]:
+    return _from_raw(tuple(row._mapping[n] for n in RECORD_COLUMNS))
 
 
 def _filters(
@@ -170,28 +192,27 @@ async def state_at(
     time_us: int,
     accounts: Sequence[str] | None = None,
     assets: Sequence[str] | None = None,
+    snapshots: SnapshotCache | None = None,
 ) -> StateAt:
     """The exact records at ``time_us``: the base snapshot plus every later change up to it.
 
     "Up to it" is stream order: every change up to the newest one written at or before
     ``time_us``, so the answer is always a state the change stream really passed through
-    (with one clock, exactly the changes timed at or before the instant).
+    (with one clock, exactly the changes timed at or before the instant). ``snapshots``
+    (one per database) keeps base snapshots read in full for the next answers.
     """
     base_seq, _base_time = await _base(conn, time_us)
-    raw = await _raw_records(conn, base_seq, _filters(schema.snapshot_rows, accounts, assets))
+    raw = await _snapshot(conn, base_seq, accounts, assets, snapshots)
     c = schema.changes
-    # The newest change written at or before the instant (by the time index, one lookup);
-    # the state is every change up to it in stream order. Both ends of the window are
-    # seqs, so it is one primary-key range no longer than the checkpoint interval, however
-    # long history is (a window open at the top would walk to the newest change).
-    newest_time = (
-        await conn.execute(select(func.max(c.c.time_us)).where(c.c.time_us <= time_us))
+    # The newest change written at or before the instant (by the time index, one lookup),
+    # and of the changes sharing that µs the last one; the state is every change up to it
+    # in stream order. Both ends of the window are seqs, so it is one primary-key range
+    # no longer than the checkpoint interval, however long history is (a window open at
+    # the top would walk to the newest change).
+    newest_time = select(func.max(c.c.time_us)).where(c.c.time_us <= time_us).scalar_subquery()
+    last = (
+        await conn.execute(select(func.max(c.c.seq)).where(c.c.time_us == newest_time))
     ).scalar()
-    last = None
-    if newest_time is not None:  # of the changes sharing that µs, the last one
-        last = (
-            await conn.execute(select(func.max(c.c.seq)).where(c.c.time_us == newest_time))
-        ).scalar()
     seq = max(base_seq, int(last or 0))
     window = [c.c.seq > base_seq, c.c.seq <= seq, *_filters(c, accounts, assets)]
     await _apply_latest(conn, raw, window)
