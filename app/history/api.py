@@ -273,15 +273,15 @@ async def balances_at(
     try:
         with _database():
             async with history.engine.connect() as conn:
-                state = await queries.state_at(conn, at_us, accounts, assets)
+                state = await queries.state_at(conn, at_us, accounts, assets, history.snapshots)
     except queries.NotCovered as exc:
         raise ApiError(409, exc.code, exc.message) from None
-    records = queries.balance_records(state, nonzero)
     as_of = iso_us(at_us)
     if export.wants_csv(request, fmt):
+        records = queries.balance_records(state, nonzero)
         rows = [{"as_of": as_of, **r} for r in records]
         return export.csv_of(export.BALANCE_COLUMNS, rows, "balances.csv")
-    return json_response(orjson.dumps({"seq": state.seq, "as_of": as_of, "balances": records}))
+    return Response(queries.balances_json(state, as_of, nonzero), media_type="application/json")
 
 
 # ---------------------------------------------------------------------------------------
