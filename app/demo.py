@@ -24,7 +24,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.logs import setup_logging
-from app.service import _Server, create_app
+from app.service import ServiceServer, create_app
 from app.settings import AccountConfig, ConfigError, Settings, describe_settings_error
 from app.simulators.runner import Simulators, start_simulators
 
@@ -102,7 +102,7 @@ async def _demo(settings: Settings, sim_port: int) -> int:
             ws="auto",
             timeout_graceful_shutdown=10,  # as serve: a half-open connection never holds Ctrl-C
         )
-        server = _Server(config)
+        server = ServiceServer(config)
 
         async def banner() -> None:
             while not server.started:  # noqa: ASYNC110 - uvicorn exposes only this flag

@@ -340,12 +340,12 @@ def serve_on(app: FastAPI, settings: Settings, sockets: list[socket.socket]) -> 
         ws_max_size=1 << 16,
         h11_max_incomplete_event_size=1 << 16,
     )
-    server = _Server(config)
+    server = ServiceServer(config)
     server.run(sockets=sockets)
     return 0 if server.started else 1
 
 
-class _Server(uvicorn.Server):
+class ServiceServer(uvicorn.Server):
     """uvicorn with the service's shutdown semantics (SPEC §14).
 
     uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, which makes the process die
