@@ -29,13 +29,14 @@ class Runtime:
     supervisor: Supervisor = field(init=False)
     hub: StreamHub = field(init=False)
     prices: PriceService = field(init=False)
+    _by_id: dict[str, AccountConfig] = field(init=False, default_factory=dict, repr=False)
 
     @property
     def account_ids(self) -> list[str]:
         return [a.id for a in self.accounts]
 
     def account(self, account_id: str) -> AccountConfig | None:
-        for account in self.accounts:
-            if account.id == account_id:
-                return account
-        return None
+        # a dict, not a scan: the supervisor asks once per account (quadratic at 10,000)
+        if len(self._by_id) != len(self.accounts):
+            self._by_id = {a.id: a for a in self.accounts}
+        return self._by_id.get(account_id)
