@@ -388,8 +388,9 @@ def install_routes(app: FastAPI, settings: Settings) -> None:
         if at is not None:  # a past state comes from history, not from the live mirror
             if quote is not None:
                 return _error(
-                    422, "invalid_request", "at= and quote= cannot be combined: a past value "
-                    "comes from /v1/history/value"
+                    422,
+                    "invalid_request",
+                    "at= and quote= cannot be combined: a past value comes from /v1/history/value",
                 )
             return await balances_at(request, at, account, asset, nonzero)
         rt = _runtime(request)

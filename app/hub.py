@@ -695,7 +695,7 @@ class StreamHub:
         pipe = self.rt.redis.pipeline(transaction=False)
         pipe.zrangebyscore(self.rt.keys.instances, now_ms - self.rt.settings.lease_ms, "+inf")
         for account in ids:
-            pipe.get(self.rt.keys.account(account, "lease"))
+            pipe.get(self.rt.keys.lease(account))
         replies = await pipe.execute()
         self._instances = {_text(m) for m in replies[0]}
         self._lease_owner = {
@@ -912,7 +912,7 @@ class StreamHub:
         pipe = self.rt.redis.pipeline(transaction=False)
         pipe.get(self.rt.keys.seq)
         for account in ids:
-            pipe.hget(self.rt.keys.account(account, "status"), "last_message_at")
+            pipe.hget(self.rt.keys.status(account), "last_message_at")
         replies = await pipe.execute()
         await self._read_owners()
         if self.loaded:

@@ -114,9 +114,9 @@ class LeaseManager:
 
     async def try_acquire(self, account: str) -> bool:
         token = f"{self.instance_id}:{secrets.token_hex(8)}"
-        k = self._keys.account
+        k = self._keys
         ok = await self._acquire(
-            keys=[k(account, "lease"), k(account, "holder")], args=[token, self.lease_ms]
+            keys=[k.lease(account), k.holder(account)], args=[token, self.lease_ms]
         )
         if int(ok) == 1:
             self.tokens[account] = token
@@ -132,11 +132,11 @@ class LeaseManager:
         if not self.tokens:
             return set(), set()
         accounts = list(self.tokens)
-        k = self._keys.account
+        k = self._keys
         pipe = self._client.pipeline(transaction=False)
         for account in accounts:
             await self._renew(
-                keys=[k(account, "lease"), k(account, "holder")],
+                keys=[k.lease(account), k.holder(account)],
                 args=[self.tokens[account], self.lease_ms],
                 client=pipe,
             )
@@ -167,13 +167,13 @@ class LeaseManager:
         token = self.tokens.get(account)
         self.forget(account)
         if token is not None:
-            await self._release(keys=[self._keys.account(account, "lease")], args=[token])
+            await self._release(keys=[self._keys.lease(account)], args=[token])
 
     async def owners(self, accounts: list[str]) -> dict[str, str]:
         """account -> owning instance id, for the accounts that have an owner (one MGET)."""
         if not accounts:
             return {}
-        values = await self._client.mget([self._keys.account(a, "lease") for a in accounts])
+        values = await self._client.mget([self._keys.lease(a) for a in accounts])
         out: dict[str, str] = {}
         for account, value in zip(accounts, values, strict=True):
             if value is not None:

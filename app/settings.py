@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from app.ratelimit import DEFAULT_VENUE_LIMITS, VenueLimits, parse_rule
+from app.store.keys import DEFAULT_PREFIX
 
 ACCOUNT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ID_RULE = "must be 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit"
@@ -215,7 +216,7 @@ class Settings(AccountSourceSettings):
     log_format: Literal["text", "json"] = "text"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     data_dir: Path = Path("data")
-    key_prefix: str = "balagg"
+    key_prefix: str = DEFAULT_PREFIX
     stream_maxlen: int = Field(default=100_000, ge=100)
     lease_ms: int = Field(default=10_000, ge=1_000)
     backoff_initial: float = Field(default=0.5, gt=0)
@@ -262,6 +263,7 @@ class Settings(AccountSourceSettings):
         if isinstance(value, str) and value.strip().lower() == "auto":
             return auto_workers()
         return value
+
     # what the service sends each venue, per upstream host: JSON, e.g.
     # {"sfox": {"connect": ["20/60"], "rest": ["5/10", "20/60"], "sockets": 10}}
     venue_limits: dict[VenueName, VenueLimitsConfig] = Field(default_factory=dict)

@@ -134,7 +134,7 @@ class Supervisor:
         over at once instead of after a lease time.
         """
         me = self.leases.instance_id
-        keys = [self.rt.keys.account(a.id, "lease") for a in self.rt.accounts]
+        keys = [self.rt.keys.lease(a.id) for a in self.rt.accounts]
         if keys:
             await self.rt.redis.delete(*keys)
         members: Any = await self.rt.redis.zrange(self.rt.keys.instances, 0, -1)

@@ -165,7 +165,7 @@ async def _stand_in_owner(
     """Make ``test-owner`` (whose statuses the tests write) a live owner, as a real one is:
     it holds the accounts' leases and heartbeats in ``P:instances`` (here: for an hour)."""
     for acct in accounts:
-        await client.set(keys.account(acct.id, "lease"), "test-owner:0", px=3_600_000)
+        await client.set(keys.lease(acct.id), "test-owner:0", px=3_600_000)
     await client.zadd(keys.instances, {"test-owner": int(time.time() * 1000) + 3_600_000})
 
 

@@ -154,7 +154,7 @@ async def running_service(
         client = aioredis.Redis.from_url(redis_url)
         stack.push_async_callback(client.aclose)
         for account in ACCOUNTS:  # another instance owns them: this one only serves them
-            await client.set(keys.account(account.id, "lease"), LEASE, px=120_000)
+            await client.set(keys.lease(account.id), LEASE, px=120_000)
         # ... and heartbeats, as a live instance does
         await client.zadd(keys.instances, {OWNER: int(time.time() * 1000) + 120_000})
         writer = BalanceWriter(client, keys, fence=lambda _account: LEASE)
