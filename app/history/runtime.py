@@ -21,7 +21,7 @@ from app.history.schema import default_url, make_engine, redacted
 from app.history.value import ValuationRules
 from app.history.writer import GROUP, HistoryWriter
 from app.metrics import Metrics
-from app.prices.service import STABLE_MINTS
+from app.mints import STABLE_MINTS
 from app.settings import Settings
 from app.store import Keys
 

@@ -37,6 +37,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.mints import STABLE_MINTS
 from app.prices.feed import (
     BitoproTickerChannel,
     DeltadefiMarketChannel,
@@ -55,13 +56,6 @@ from app.settings import AccountConfig, Settings
 from app.store import Keys
 
 log = logging.getLogger(__name__)
-
-STABLE_MINTS: dict[str, str] = {
-    "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v": "USDC",
-    "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB": "USDT",
-}
-"""Solana mints that ARE a stablecoin (graph identities): only these exact mints, because a
-token's symbol is chosen by whoever minted it and "USDC" alone proves nothing."""
 
 
 class PriceService:

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
+from app import mints
 from app.prices import Price, PriceSource
 from tests.api.conftest import VENUE, Service, ServiceFactory, StubSupervisor, account, bal
 from tests.api.conftest import status_doc as doc
 
 WALLET = "FV1r15rbNKkJanXLheoJA7fXEq6NDuMJ3bukXuhJWyV1"
 BONK = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263"
-USDC_MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+USDC_MINT = mints.USDC
 FAKE_USDC = "FakeUSDCmint1111111111111111111111111111111"
 
 

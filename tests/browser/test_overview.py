@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from app import mints
 from app.domain import AssetBalance
 from tests.browser.cdp import Page
 from tests.browser.test_dashboard import (
@@ -41,7 +42,7 @@ _ = chromium  # the fixture, re-exported for this module
 BIG_ADA = "1005153193511.66927422"
 MINT_LEARNT = "Bonk111111111111111111111111111111111111111"
 MINT_FROM = "Trump11111111111111111111111111111111111111"
-MINT_TO = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+MINT_TO = mints.USDC
 ORDER_ID = "550e8400-e29b-41d4-a716-446655440000"
 PRICES = {"ADA": Decimal("0.5"), "BTC": Decimal("97000")}
 
