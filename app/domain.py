@@ -17,8 +17,14 @@ if TYPE_CHECKING:
 
 
 EXACT: Final = Context(prec=100, traps=[Inexact, Rounded, InvalidOperation])
-"""Arithmetic context for balance sums: it never rounds (it raises instead). Venue amounts
-are bounded to 40 integer and 40 fraction digits, so sums of them are exact."""
+"""The one arithmetic context for amounts: it never rounds (it raises instead). Venue
+amounts are bounded to 40 integer and 40 fraction digits (app.venues._wire), so sums and
+differences of them are exact."""
+
+
+def adds_up(total: Decimal, available: Decimal, locked: Decimal) -> bool:
+    """The balance invariant ``total == available + locked``, computed exactly."""
+    return EXACT.add(available, locked) == total
 
 
 class Venue(enum.StrEnum):
@@ -49,8 +55,9 @@ ExtraValue = str | bool | int | None
 class AssetBalance:
     """One asset's balance in one wallet, as a venue reported it.
 
-    ``total == available + locked`` always holds; venues that send only two of the three
-    are completed by :meth:`from_total_available` / :meth:`from_available_locked`.
+    ``total == available + locked`` always holds (:func:`adds_up`, checked on creation);
+    venues that send only two of the three are completed by :meth:`from_total_available` /
+    :meth:`from_available_locked`.
     """
 
     wallet: str
@@ -60,6 +67,13 @@ class AssetBalance:
     locked: Decimal
     symbol: str | None = None
     extra: Mapping[str, ExtraValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not adds_up(self.total, self.available, self.locked):
+            raise ValueError(
+                f"{self.asset}: total {self.total} != available {self.available} + locked "
+                f"{self.locked}"
+            )
 
     @classmethod
     def from_total_available(
@@ -72,7 +86,8 @@ class AssetBalance:
         symbol: str | None = None,
         extra: Mapping[str, ExtraValue] | None = None,
     ) -> AssetBalance:
-        return cls(wallet, asset, total, available, total - available, symbol, extra or {})
+        locked = EXACT.subtract(total, available)
+        return cls(wallet, asset, total, available, locked, symbol, extra or {})
 
     @classmethod
     def from_available_locked(
@@ -85,7 +100,8 @@ class AssetBalance:
         symbol: str | None = None,
         extra: Mapping[str, ExtraValue] | None = None,
     ) -> AssetBalance:
-        return cls(wallet, asset, available + locked, available, locked, symbol, extra or {})
+        total = EXACT.add(available, locked)
+        return cls(wallet, asset, total, available, locked, symbol, extra or {})
 
 
 @dataclass(frozen=True, slots=True)
