@@ -29,11 +29,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from app.auth import RequestGuard, error_body, is_open_path
+from app.domain import AccountState, AccountStatus
 from app.history import export
 from app.history.api import Format, balances_at
 from app.history.api import router as history_router
 from app.hub import StreamHub, Subscriber, normalize_assets, record_json
 from app.logs import SCRUBBER
+from app.prices.model import PriceSource
 from app.prices.report import (
     assumptions_doc,
     balance_value,
@@ -152,7 +154,7 @@ class TotalsResponse(BaseModel):
 
 
 class PriceEntry(BaseModel):
-    source: Literal["bitopro", "sfox", "deltadefi", "solanatracker"]
+    source: PriceSource
     pair: str = Field(examples=["BTC_TWD"])
     base: str
     quote: str
@@ -171,20 +173,6 @@ class PricesResponse(BaseModel):
     prices: list[PriceEntry]
     assumptions: list[str] = Field(description="configured pegs and identities")
     static: dict[str, str] = Field(description="static last-resort prices, asset -> USD")
-
-
-AccountStateName = Literal["connecting", "syncing", "live", "stale", "auth_failed", "disabled"]
-
-
-class AccountStatus(BaseModel):
-    account: str
-    venue: str
-    state: AccountStateName
-    connected_since: str | None
-    last_message_at: str | None
-    reconnects: int
-    last_error: str | None
-    owner: str | None = Field(description="instance holding the account's lease")
 
 
 class AccountsResponse(BaseModel):
@@ -641,7 +629,9 @@ async def readiness_problems(rt: Runtime | None) -> list[str]:
     elif not hub.reader_ok:
         reasons.append(f"change stream reader is reconnecting ({hub.last_reader_error})")
     waiting = [
-        a.id for a in rt.accounts if a.enabled and hub.account_view(a.id)["state"] == "connecting"
+        a.id
+        for a in rt.accounts
+        if a.enabled and hub.account_view(a.id)["state"] == AccountState.CONNECTING
     ]
     if waiting:
         shown = ", ".join(waiting[:_READY_NAMES_SHOWN])

@@ -10,7 +10,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+from pydantic import Field
 
 if TYPE_CHECKING:
     from app.prices.model import Price
@@ -43,6 +45,55 @@ class AccountState(enum.StrEnum):
     STALE = "stale"
     AUTH_FAILED = "auth_failed"
     DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    """The lifecycle status of one account as stored, broadcast and served (SPEC §7).
+
+    The owner writes it (without ``last_message_at``, which the store keeps beside it) on
+    every state change; readers fill in ``last_message_at`` and defaults. It is also the
+    ``GET /v1/accounts`` response shape.
+    """
+
+    account: str
+    venue: Venue
+    state: AccountState
+    connected_since: str | None
+    last_message_at: str | None
+    reconnects: int
+    last_error: str | None
+    owner: Annotated[str | None, Field(description="instance holding the account's lease")]
+
+    @classmethod
+    def initial(cls, account: str, venue: Venue | str, state: AccountState) -> AccountStatus:
+        """An account nothing is known about yet beyond its ``state``."""
+        return cls(account, Venue(venue), state, None, None, 0, None, None)
+
+    def doc(self) -> dict[str, Any]:
+        """The lifecycle JSON the owner stores (``last_message_at`` is kept beside it)."""
+        return {
+            "account": self.account,
+            "venue": self.venue.value,
+            "state": self.state.value,
+            "connected_since": self.connected_since,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "owner": self.owner,
+        }
+
+    def view(self) -> dict[str, Any]:
+        """Every field, as ``GET /v1/accounts`` and the stream's snapshot show them."""
+        return {
+            "account": self.account,
+            "venue": self.venue.value,
+            "state": self.state.value,
+            "connected_since": self.connected_since,
+            "last_message_at": self.last_message_at,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "owner": self.owner,
+        }
 
 
 EXCHANGE_WALLET = ""

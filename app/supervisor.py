@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 from redis.exceptions import RedisError
 
-from app.domain import AccountState, AssetBalance
+from app.domain import AccountState, AccountStatus, AssetBalance
 from app.fold import AccountFold
 from app.leases import LeaseManager
 from app.ratelimit import VenueLimiter
@@ -147,12 +147,8 @@ class Supervisor:
     def _submit_disabled(self) -> None:
         for account in self.rt.accounts:
             if not account.enabled:
-                self.rt.writer.submit_status(
-                    account.id,
-                    {"account": account.id, "venue": account.venue, "state": "disabled",
-                     "connected_since": None, "reconnects": 0, "last_error": None,
-                     "owner": None},
-                )  # fmt: skip
+                status = AccountStatus.initial(account.id, account.venue, AccountState.DISABLED)
+                self.rt.writer.submit_status(account.id, status.doc())
 
     async def resync(self, account_id: str) -> None:
         """Reconnect and re-seed an account, on whichever instance owns it."""

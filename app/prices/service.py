@@ -37,6 +37,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.domain import Venue
 from app.mints import STABLE_MINTS
 from app.prices.feed import (
     BitoproTickerChannel,
@@ -161,7 +162,7 @@ class PriceService:
             pairs = bitopro_pairs(code for i in ids for code in held.get(i, ()))
             channels[f"bitopro|{url}"] = BitoproTickerChannel(url, pairs)
         for account in enabled:
-            if account.venue != "deltadefi" or account.api_key is None:
+            if account.venue != Venue.DELTADEFI or account.api_key is None:
                 continue
             for symbol in sorted(deltadefi_symbols(held.get(account.id, ()))):
                 key = f"deltadefi|{symbol}"
