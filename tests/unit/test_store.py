@@ -23,6 +23,7 @@ from app.store import (
     decimal_str,
     field_name,
 )
+from tests.polling import eventually
 
 
 def bal(asset: str, total: str, available: str | None = None, wallet: str = "") -> AssetBalance:
@@ -129,7 +130,9 @@ async def test_replace_is_atomic_for_concurrent_readers(redis_url: str, key_pref
         subset = assets if version % 2 else assets[:250]
         writer.submit_snapshot("big", "bitopro", "", [bal(a, str(version)) for a in subset])
         await writer.drain(5)
-        await asyncio.sleep(0.002)
+        # two reads more: at least one began after this version went in
+        wanted = reads + 2
+        await eventually(lambda: reads >= wanted, f"reads after version {version}")  # noqa: B023
     done.set()
     await asyncio.gather(*readers)
     assert reads > 30
@@ -318,6 +321,7 @@ async def test_nothing_is_lost_while_redis_is_down(tmp_path: Path, key_prefix: s
         if n % 100 == 0:
             await asyncio.sleep(0.01)
     assert writer.pending_keys() <= 6
+    await eventually(lambda: bool(errors) and not writer.healthy, "the writer saw Redis fail")
     assert not await writer.drain(0.3)
     assert errors and not writer.healthy
     await asyncio.to_thread(server.start)
