@@ -71,10 +71,10 @@ class Keys:
         self.resync = self.shared(GlobalKey.RESYNC)
 
     def shared(self, kind: GlobalKey) -> str:
-        return f"{self.prefix}:{kind.value}"
+        return f"{self.prefix}:{kind}"
 
     def account(self, account: str, kind: AccountKey) -> str:
-        return f"{self.prefix}:{{{account}}}:{kind.value}"
+        return f"{self.prefix}:{{{account}}}:{kind}"
 
     def balances(self, account: str) -> str:
         return self.account(account, AccountKey.BALANCES)
