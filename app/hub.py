@@ -88,6 +88,25 @@ Key = tuple[str, str, str]
 PRICE_KEY = "\x00price"  # never an account id
 
 
+_READ_REFRESH_LUA = """
+-- KEYS: seq, instances, then each account's status and lease; ARGV: oldest live heartbeat
+-- (ms). One reply for any number of accounts: seq, the live instances, and the accounts'
+-- lease values and last_message_at joined by \\31 (parsing thousands of replies was most
+-- of an idle service's CPU). Read-only.
+local leases, seen = {}, {}
+for i = 3, #KEYS, 2 do
+  seen[#seen + 1] = redis.call('HGET', KEYS[i], 'last_message_at') or ''
+  leases[#leases + 1] = redis.call('GET', KEYS[i + 1]) or ''
+end
+return {
+  redis.call('GET', KEYS[1]) or '0',
+  redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf'),
+  table.concat(leases, '\\31'),
+  table.concat(seen, '\\31'),
+}
+"""
+
+
 class ClientSocket(Protocol):
     """What the hub needs from a downstream connection (a Starlette ``WebSocket`` fits)."""
 
@@ -550,6 +569,7 @@ class StreamHub:
         self._active: set[Subscriber] = set()  # those still fed (not being closed)
         self._block_ms = block_ms
         self._refresh_s = refresh_s
+        self._read_refresh = runtime.redis.register_script(_READ_REFRESH_LUA)
         self._watch_s = watch_s
         self._tasks: list[asyncio.Task[None]] = []
         self._stream_client: aioredis.Redis | None = None
@@ -688,22 +708,31 @@ class StreamHub:
             return AccountState.STALE
         return str(state) if state else AccountState.CONNECTING
 
-    async def _read_owners(self) -> None:
-        """Which instances are alive and who holds each account's lease (one round trip)."""
+    async def _read_owners(self) -> int:
+        """Which instances are alive and who holds each account's lease, and each
+        account's ``last_message_at`` (one round trip, one reply); returns ``P:seq``."""
         ids = self.rt.account_ids
-        now_ms = int(time.time() * 1000)
-        pipe = self.rt.redis.pipeline(transaction=False)
-        pipe.zrangebyscore(self.rt.keys.instances, now_ms - self.rt.settings.lease_ms, "+inf")
+        keys = [self.rt.keys.seq, self.rt.keys.instances]
         for account in ids:
-            pipe.get(self.rt.keys.lease(account))
-        replies = await pipe.execute()
-        self._instances = {_text(m) for m in replies[0]}
+            keys += (self.rt.keys.status(account), self.rt.keys.lease(account))
+        oldest = int(time.time() * 1000) - self.rt.settings.lease_ms
+        seq, instances, leases, seen = await self._read_refresh(keys=keys, args=[oldest])
+        self._instances = {_text(m) for m in instances}
+        owners = _text(leases).split("\x1f") if ids else []
         self._lease_owner = {
-            account: _text(value).rsplit(":", 1)[0]
-            for account, value in zip(ids, replies[1:], strict=True)
-            if value is not None
+            account: value.rsplit(":", 1)[0]
+            for account, value in zip(ids, owners, strict=True)
+            if value
         }
         self._owners_read = True
+        changed = False
+        for account, text in zip(ids, _text(seen).split("\x1f") if ids else [], strict=True):
+            if text and self._last_message_at.get(account) != text:
+                self._last_message_at[account] = text
+                changed = True
+        if changed:
+            self.version += 1
+        return int(seq)
 
     def _owner_alive(self, account: str) -> bool:
         """False when the instance named as the status's owner is known to be gone."""
@@ -907,26 +936,10 @@ class StreamHub:
                 log.debug("status refresh failed: %s", type(exc).__name__)
 
     async def refresh_once(self) -> None:
-        ids = self.rt.account_ids
         seen = self.seq  # Redis can only be at or past this unless it lost data
-        pipe = self.rt.redis.pipeline(transaction=False)
-        pipe.get(self.rt.keys.seq)
-        for account in ids:
-            pipe.hget(self.rt.keys.status(account), "last_message_at")
-        replies = await pipe.execute()
-        await self._read_owners()
+        current = await self._read_owners()
         if self.loaded:
             self._recheck_owners()
-        current = int(replies[0]) if replies[0] is not None else 0
-        changed = False
-        for account, value in zip(ids, replies[1:], strict=True):
-            if value is not None:
-                text = value.decode() if isinstance(value, bytes) else str(value)
-                if self._last_message_at.get(account) != text:
-                    self._last_message_at[account] = text
-                    changed = True
-        if changed:
-            self.version += 1
         if self.loaded and current < seen:
             log.warning("Redis seq went back from %d to %d; reloading", seen, current)
             self._reload_needed = True

@@ -38,21 +38,51 @@ end
 return 0
 """
 
-_RENEW_LUA = """
--- KEYS: lease, holder; ARGV: token, lease ms. 1 renewed, 2 taken back after a lapse,
--- 0 lost (another instance acquired the account)
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+_ACQUIRE_MANY_LUA = """
+-- KEYS: lease, holder of each account in turn; ARGV: lease ms, then each account's new
+-- token. Per account: 1 acquired, 0 someone holds it
+local out = {}
+for i = 1, #ARGV - 1 do
+  if redis.call('SET', KEYS[2 * i - 1], ARGV[i + 1], 'NX', 'PX', ARGV[1]) then
+    redis.call('SET', KEYS[2 * i], ARGV[i + 1])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
 end
-if current then return 0 end
-local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1])
-return 2
+return out
 """
+
+_RENEW_LUA = """
+-- KEYS: lease, holder of each account in turn; ARGV: lease ms, then each account's token.
+-- Per account: 1 renewed, 2 taken back after a lapse, 0 lost (another instance acquired it)
+local out = {}
+for i = 1, #ARGV - 1 do
+  local lease, holder, token = KEYS[2 * i - 1], KEYS[2 * i], ARGV[i + 1]
+  local current = redis.call('GET', lease)
+  if current == token then
+    redis.call('PEXPIRE', lease, ARGV[1])
+    out[i] = 1
+  elseif current then
+    out[i] = 0
+  else
+    local held = redis.call('GET', holder)
+    if held and held ~= token then
+      out[i] = 0
+    else
+      redis.call('SET', lease, token, 'PX', ARGV[1])
+      redis.call('SET', holder, token)
+      out[i] = 2
+    end
+  end
+end
+return out
+"""
+
+RENEW_BATCH = 500
+"""Leases renewed per script call: one call per few hundred accounts, not one each (the
+client's per-command cost dominated an idle service with thousands of accounts), short
+enough that Redis is never blocked for long."""
 
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -73,6 +103,7 @@ class LeaseManager:
         self.tokens: dict[str, str] = {}
         self.renewed_at: dict[str, float] = {}
         self._acquire = client.register_script(_ACQUIRE_LUA)
+        self._acquire_many = client.register_script(_ACQUIRE_MANY_LUA)
         self._renew = client.register_script(_RENEW_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self.dataset = ""  # the P:dataset id seen by the last heartbeat
@@ -123,6 +154,31 @@ class LeaseManager:
             self.renewed_at[account] = time.monotonic()
         return bool(ok)
 
+    async def acquire_many(self, accounts: list[str]) -> list[str]:
+        """Try to acquire each of ``accounts`` (a few round trips for any number); return
+        those acquired, in the order given."""
+        if not accounts:
+            return []
+        tokens = {a: f"{self.instance_id}:{secrets.token_hex(8)}" for a in accounts}
+        k = self._keys
+        pipe = self._client.pipeline(transaction=False)
+        for start in range(0, len(accounts), RENEW_BATCH):
+            batch = accounts[start : start + RENEW_BATCH]
+            await self._acquire_many(
+                keys=[key for a in batch for key in (k.lease(a), k.holder(a))],
+                args=[self.lease_ms, *(tokens[a] for a in batch)],
+                client=pipe,
+            )
+        replies = [code for batch in await pipe.execute() for code in batch]
+        now = time.monotonic()
+        acquired = []
+        for account, reply in zip(accounts, replies, strict=True):
+            if int(reply) == 1:
+                self.tokens[account] = tokens[account]
+                self.renewed_at[account] = now
+                acquired.append(account)
+        return acquired
+
     async def renew_all(self) -> tuple[set[str], set[str]]:
         """Renew every held lease in one round trip.
 
@@ -134,13 +190,14 @@ class LeaseManager:
         accounts = list(self.tokens)
         k = self._keys
         pipe = self._client.pipeline(transaction=False)
-        for account in accounts:
+        for start in range(0, len(accounts), RENEW_BATCH):
+            batch = accounts[start : start + RENEW_BATCH]
             await self._renew(
-                keys=[k.lease(account), k.holder(account)],
-                args=[self.tokens[account], self.lease_ms],
+                keys=[key for a in batch for key in (k.lease(a), k.holder(a))],
+                args=[self.lease_ms, *(self.tokens[a] for a in batch)],
                 client=pipe,
             )
-        replies = await pipe.execute()
+        replies = [code for batch in await pipe.execute() for code in batch]
         lost: set[str] = set()
         retaken: set[str] = set()
         now = time.monotonic()

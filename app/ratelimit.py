@@ -1,7 +1,7 @@
 """Throttles for what clients can make the service do upstream.
 
-Where it sits: :mod:`app.api` asks :class:`ResyncThrottle` before it hands a
-``POST /v1/accounts/{id}/resync`` to the supervisor. A resync reconnects the account's
+Where it sits: :mod:`app.api.routes.accounts` asks :class:`ResyncThrottle` before it
+hands a ``POST /v1/accounts/{id}/resync`` to the supervisor. A resync reconnects the account's
 upstream socket and re-seeds it over REST, and venues block an IP that connects or asks
 too often (sFOX: 40 requests a minute, VENUES.md), so resyncs are coalesced per account:
 one per ``resync_min_interval`` seconds, in-process; the rest are refused with the

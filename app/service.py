@@ -23,16 +23,20 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 
 import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
+from starlette.types import Scope
 
-from app.api import install_routes
+from app.api.main import install_routes
 from app.dashboard import install_dashboard
+from app.disconnects import CancelOnDisconnect
+from app.history.api import HISTORY_PREFIX
 from app.history.runtime import History, start_history
 from app.httpproto import BoundedHttpToolsProtocol
 from app.hub import StreamHub
@@ -176,17 +180,16 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             yield
         finally:
             log.info("shutting down")
-            with contextlib.suppress(Exception):
-                await runtime.supervisor.stop()
-            with contextlib.suppress(Exception):
-                await runtime.hub.stop()
-            if not await writer.drain(10):
+            # Each step is bounded, so the whole shutdown fits an orchestrator's grace
+            # period (SIGKILL follows at 30 s by default) even when one part hangs.
+            await stop_within("supervisor", runtime.supervisor.stop(), 8)
+            await stop_within("stream hub", runtime.hub.stop(), 4)
+            if not await writer.drain(5):
                 log.warning("shutdown: %d pending write(s) not flushed", writer.pending_keys())
-            await writer.close(1)
+            await stop_within("writer", writer.close(1), 2)
             if history is not None:  # history: stopped before Redis goes away
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(history.stop(), 10)
-            await client.aclose()
+                await stop_within("history", history.stop(), 6)
+            await stop_within("redis client", client.aclose(), 2)
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
 
@@ -202,7 +205,39 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
     install_routes(app, settings)
     install_dashboard(app)
     install_docs(app)
+    # outermost: a history query whose client has gone stops at once (app/disconnects.py)
+    app.add_middleware(CancelOnDisconnect, watched=reads_history)
     return app
+
+
+def reads_history(scope: Scope) -> bool:
+    """A request answered from the history database: a path under ``/v1/history`` or
+    ``/v1/balances?at=`` (a past state)."""
+    path: str = scope["path"]
+    if path.startswith(HISTORY_PREFIX):
+        return True
+    query: bytes = scope.get("query_string", b"")
+    return path == "/v1/balances" and any(p.startswith(b"at=") for p in query.split(b"&"))
+
+
+async def stop_within(part: str, stopping: Awaitable[None], seconds: float) -> bool:
+    """Await one part's stop for at most ``seconds``; False (and a warning) past that.
+
+    A part that overruns is cancelled but not waited for: a stop that ignores its
+    cancellation must not hold the rest of the shutdown (``asyncio.wait_for`` would).
+    """
+    task = asyncio.ensure_future(stopping)
+    started = time.monotonic()
+    done, _ = await asyncio.wait([task], timeout=seconds)
+    if not done:
+        task.cancel()
+        log.warning("shutdown: %s did not stop within %.0f s; going on without it", part, seconds)
+        return False
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("shutdown: %s failed to stop (%s)", part, type(exc).__name__)
+        return False
+    log.debug("shutdown: %s stopped in %.2f s", part, time.monotonic() - started)
+    return True
 
 
 SWAGGER_ASSETS = "/static/swagger"

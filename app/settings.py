@@ -462,9 +462,14 @@ def _interpolate(value: Any, env: Mapping[str, str], missing: list[str]) -> Any:
     return value
 
 
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader where PyYAML has it: the pure-Python one took a third of the
+start-up time of a service with 2,000 accounts."""
+
+
 def _parse_accounts_text(text: str, where: str) -> list[Any]:
     try:
-        data = yaml.safe_load(text) if text.strip() else None
+        data = yaml.load(text, Loader=_SAFE_LOADER) if text.strip() else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""

@@ -108,10 +108,16 @@ class Supervisor:
         """Keep the own price sockets matched to the owned accounts; follow ``P:prices``."""
         refresh = self.rt.settings.price_refresh
         last_follow = time.monotonic()
+        seen: tuple[tuple[object, ...], ...] = ()
         while True:
             await asyncio.sleep(1.0)
             try:
-                if self.http is not None:
+                # what the held assets depend on: an account that read no frame, took no
+                # seed and did not reconnect holds what it held (quiet accounts cost nothing)
+                now_seen = tuple(
+                    (r, r.frames, r.reconnects, r.state) for r in self.runners.values()
+                )
+                if self.http is not None and now_seen != seen:
                     runners = list(self.runners.values())
                     self.rt.prices.sync(
                         self.http,
@@ -119,6 +125,7 @@ class Supervisor:
                         [r.account for r in runners],
                         {r.account.id: r.fold.held_assets() for r in runners},
                     )
+                    seen = now_seen
                 if time.monotonic() - last_follow >= refresh:
                     last_follow = time.monotonic()
                     await self.rt.prices.follow()
@@ -209,7 +216,7 @@ class Supervisor:
                         len(lapsed),
                     )
                     self._outage_logged = True
-            self.rt.metrics.leases_held.set(len(self.leases.owned()))
+            self.rt.metrics.leases_held.set(len(self.leases.tokens))
             await asyncio.sleep(tick)
 
     async def _lease_tick(self, lease_s: float, first: bool) -> None:
@@ -222,7 +229,8 @@ class Supervisor:
         # write can pass the fence again, so it goes in together with what was held
         await self._check_data_set()
         now = time.monotonic()
-        if now - self._last_renew >= lease_s / 3 or self.rt.writer.data_lost:
+        renewing = now - self._last_renew >= lease_s / 3 or self.rt.writer.data_lost
+        if renewing:
             lost, retaken = await self.leases.renew_all()
             self._last_renew = now
             for lost_id in lost:
@@ -240,25 +248,34 @@ class Supervisor:
             await self._stop_runner(surplus, stale=False, discard=False)
             await self.rt.writer.drain(2)
             await self.leases.release(surplus)
-        else:
+        elif len(owned) < fair or renewing or self._orphans:
+            # holding a fair share, the owners are read with each renewal (and while an
+            # orphan waits to be confirmed), not every tick: with thousands of accounts
+            # that read was an idle service's largest cost
             owners = await self.leases.owners([a.id for a in enabled])
             orphans = {a.id for a in enabled if a.id not in owners}
             # an account nobody holds for two ticks in a row is taken even beyond the fair
             # share: an unowned account is worse than an uneven spread (rebalanced later)
             overdue = orphans & self._orphans
             self._orphans = orphans
+            room = fair - len(self.leases.tokens)
+            wanted: list[str] = []
             for account in enabled:
-                if len(self.leases.owned()) >= fair and account.id not in overdue:
-                    continue
                 if account.id in owned:
                     continue
                 had_owner = owners.get(account.id)
-                if had_owner is None and await self.leases.try_acquire(account.id):
-                    if account.id in self._known_takeover:
-                        self.rt.metrics.lease_takeovers.inc()
-                    await self._start_runner(account.id)
-                elif had_owner is not None and had_owner != self.leases.instance_id:
-                    self._known_takeover.add(account.id)
+                if had_owner is not None:
+                    if had_owner != self.leases.instance_id:
+                        self._known_takeover.add(account.id)
+                elif len(wanted) < room or account.id in overdue:
+                    wanted.append(account.id)
+            # one round trip for every lease and one for every stored state: acquiring
+            # and loading account by account made a 2,000-account start take ~25 s
+            acquired = await self.leases.acquire_many(wanted)
+            for account_id in acquired:
+                if account_id in self._known_takeover:
+                    self.rt.metrics.lease_takeovers.inc()
+            await self._start_runners(acquired)
         await self._poll_resync()
 
     async def _check_data_set(self) -> None:
@@ -313,28 +330,36 @@ class Supervisor:
 
     # -- runners -----------------------------------------------------------------------
 
-    async def _start_runner(self, account_id: str) -> None:
-        account = self.rt.account(account_id)
-        if account is None or account_id in self.runners or self._stopping:
+    async def _start_runners(self, account_ids: list[str]) -> None:
+        """Start the upstream of each newly owned account from its stored state."""
+        accounts = [
+            account
+            for account in (self.rt.account(a) for a in account_ids)
+            if account is not None and account.id not in self.runners
+        ]
+        if not accounts or self._stopping:
             return
         assert self.http is not None
-        fold = AccountFold(account.id, account.venue, self.rt.writer)
-        snapshot = await self.rt.reader.snapshot([account.id])
-        fold.load(
-            AssetBalance(
-                r.wallet, r.asset, Decimal(r.total), Decimal(r.available), Decimal(r.locked),
-                r.symbol, dict(r.extra),
+        snapshot = await self.rt.reader.snapshot([a.id for a in accounts])
+        stored: dict[str, list[AssetBalance]] = {a.id: [] for a in accounts}
+        for r in snapshot.records:
+            amounts = Decimal(r.total), Decimal(r.available), Decimal(r.locked)
+            balance = AssetBalance(r.wallet, r.asset, *amounts, r.symbol, dict(r.extra))
+            stored[r.account].append(balance)
+        for account in accounts:
+            fold = AccountFold(account.id, account.venue, self.rt.writer)
+            fold.load(stored[account.id])
+            runner = AccountRunner(
+                self.rt, account, self.http, fold, self.rt.settings.instance_id,
+                limiter=self.limiter,
+            )  # fmt: skip
+            previous = snapshot.statuses.get(account.id, {})
+            runner.reconnects = int(previous.get("reconnects") or 0)
+            self.runners[account.id] = runner
+            self.tasks[account.id] = asyncio.create_task(
+                runner.run(), name=f"upstream-{account.id}"
             )
-            for r in snapshot.records
-        )  # fmt: skip
-        runner = AccountRunner(
-            self.rt, account, self.http, fold, self.rt.settings.instance_id, limiter=self.limiter
-        )
-        previous = snapshot.statuses.get(account.id, {})
-        runner.reconnects = int(previous.get("reconnects") or 0)
-        self.runners[account_id] = runner
-        self.tasks[account_id] = asyncio.create_task(runner.run(), name=f"upstream-{account_id}")
-        log.info("%s: owned by this instance; starting upstream", account_id)
+            log.info("%s: owned by this instance; starting upstream", account.id)
 
     async def _stop_runner(self, account_id: str, *, stale: bool, discard: bool = True) -> None:
         runner = self.runners.pop(account_id, None)

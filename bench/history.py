@@ -7,10 +7,12 @@
 - **at**: ``?at=`` over a million stored changes (target < 50 ms): the tables are filled
   directly (100 accounts x 20 assets as in the main bench, 100 µs apart), checkpoints are
   written as the writer writes them (every ``BALAGG_HISTORY_CHECKPOINT_EVERY`` seqs), then
-  :func:`app.history.queries.state_at` answers 50 random instants (p50/p99/max, in the
-  process: the HTTP layer adds the same ~1 ms as any route). PostgreSQL is analyzed
-  first (``VACUUM ANALYZE``, as autovacuum would have by then); SQLite has no statistics
-  unless someone runs ``ANALYZE``, and the service does not.
+  :func:`app.history.queries.state_at` answers 50 random instants (with a snapshot cache,
+  as the service keeps one) and :func:`~app.history.queries.balances_json` encodes each
+  answer as the route does (p50/p99/max, in the process: the HTTP layer adds the same
+  ~1 ms as any route). PostgreSQL is analyzed first (``VACUUM ANALYZE``, as autovacuum
+  would have by then); SQLite has no statistics unless someone runs ``ANALYZE``, and the
+  service does not.
 - **fold**: fold throughput of ``python -m app serve`` with history on and off (target:
   on within 5 % of off), the same ``fold_run`` as the main bench, alternated on/off.
 
@@ -34,6 +36,8 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select
 
 from app.history import queries, schema
+from app.history.snapshot_cache import SnapshotCache
+from app.history.times import iso_us
 from app.history.writer import HistoryWriter
 from app.redis_server import EmbeddedRedis
 from app.store import Keys
@@ -130,6 +134,7 @@ async def at_run(url: str, n: int, name: str, every: int = 10_000) -> dict[str, 
         async with engine.connect() as conn:
             auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
             await auto.exec_driver_sql("VACUUM ANALYZE")
+    snapshots = SnapshotCache()  # as the service keeps one per database
     rng = random.Random(3)
     times: list[float] = []
     sizes: list[int] = []
@@ -138,7 +143,8 @@ async def at_run(url: str, n: int, name: str, every: int = 10_000) -> dict[str, 
             at = rng.randint(first, last)
             s = time.perf_counter()
             async with engine.connect() as conn:
-                state = await queries.state_at(conn, at)
+                state = await queries.state_at(conn, at, snapshots=snapshots)
+            queries.balances_json(state, iso_us(at))  # the route's JSON body
             times.append((time.perf_counter() - s) * 1000)
             sizes.append(len(state.records))
     finally:

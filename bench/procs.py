@@ -184,6 +184,11 @@ class Service:
             "BALAGG_INSTANCE_ID": prefix,
             "BALAGG_WORKERS": str(workers),
             "BALAGG_HISTORY": "on" if history else "off",
+            # the simulator host is no venue: the venues' connection and REST budgets
+            # (app/ratelimit.py) would spread 2,000 connects over an hour
+            "BALAGG_VENUE_LIMITS": json.dumps(
+                {"bitopro": {"connect": ["1000000/1"], "rest": ["1000000/1"]}}
+            ),
         }
         self.base = f"http://127.0.0.1:{self.port}"
         self.live = 0  # accounts live at the last look of wait_live

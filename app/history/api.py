@@ -1,19 +1,21 @@
 """History over HTTP (SPEC §8, §17): ``/v1/history``, ``/v1/history/series``,
 ``/v1/history/value``, ``/v1/history/gaps`` and the ``at=`` branch of ``GET /v1/balances``.
 
-An :class:`~fastapi.APIRouter` mounted by :func:`app.api.install_routes`. Every route
-answers JSON or, with ``format=csv`` or ``Accept: text/csv``, a streamed CSV
-(:mod:`app.history.export`). Errors use the project's ``{"error": {"code", "message"}}``:
-422 for bad parameters, 409 when history cannot know the answer (an instant before it
-starts or inside a gap), 503 when history is off or its database is unavailable.
+An :class:`~fastapi.APIRouter` mounted by :func:`app.api.main.install_routes`. Every
+route answers JSON or, with ``format=csv`` or ``Accept: text/csv``, a streamed CSV
+(:mod:`app.history.export`). Parameters are read as the live routes read them
+(:mod:`app.api.params`). Errors are raised as :class:`~app.api.errors.ApiError` and
+rendered by the app's handler as ``{"error": {"code", "message"}}``: 422 for bad
+parameters, 409 when history cannot know the answer (an instant before it starts or inside
+a gap), 503 when history is off or its database is unavailable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -21,20 +23,23 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth import error_body
+from app.api.errors import ApiError, BadParam, openapi_errors
+from app.api.models import json_response
+from app.api.params import Format, account_list, asset_list
 from app.history import export, queries, value
 from app.history.runtime import History
 from app.history.times import BadTime, iso_us, parse_iso_us, parse_step_us
-from app.settings import ACCOUNT_ID_RE
 
 log = logging.getLogger(__name__)
 
-_ASSET_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
-_MAX_FILTER_ITEMS = 1_000
 _CSV_PAGE = 5_000
 
 router = APIRouter(tags=["history"])
+
+HISTORY_PREFIX = "/v1/history"
+"""Every route of this router lies under it (costly reads: see app/disconnects.py)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,58 +162,25 @@ class GapsResponse(BaseModel):
 
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {401: "Missing or wrong bearer token", 409: "History does not cover that time",
-            422: "Invalid parameters", 503: "History is off or unavailable"}  # fmt: skip
-    out: dict[int | str, dict[str, Any]] = {
-        200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
-    }
-    out.update({s: {"model": _Error, "description": text[s]} for s in statuses})
-    return out
+    return export.OPENAPI_CSV | openapi_errors(
+        *statuses, model=_Error, descriptions={503: "History is off or unavailable"}
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # Parameters and errors
 
 
-AccountFilter = Annotated[
+HistoryAccounts = Annotated[
     list[str] | None, Query(description="account ids (comma-separated or repeated)")
 ]
-AssetFilter = Annotated[list[str] | None, Query(description="asset codes or mints")]
-Format = Annotated[
-    Literal["json", "csv"] | None, Query(description="csv streams a CSV (also Accept: text/csv)")
-]
+HistoryAssets = Annotated[list[str] | None, Query(description="asset codes or mints")]
 From = Annotated[str | None, Query(alias="from", description="ISO 8601 time (inclusive)")]
 To = Annotated[str | None, Query(description="ISO 8601 time (exclusive; default now)")]
 
 
-class _Problem(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    return Response(error_body(code, message), status_code=status, media_type="application/json")
-
-
-def _split(values: Sequence[str] | None, name: str, pattern: re.Pattern[str]) -> list[str] | None:
-    if values is None:
-        return None
-    items = [i.strip() for v in values for i in v.split(",") if i.strip()]
-    if not items:
-        return None
-    if len(items) > _MAX_FILTER_ITEMS:
-        raise _Problem(422, "invalid_request", f"{name}: at most {_MAX_FILTER_ITEMS} values")
-    for item in items:
-        if not pattern.match(item):
-            raise _Problem(422, "invalid_request", f"{name}: {item[:64]!r} is not a valid value")
-    return items
-
-
 def _assets(values: Sequence[str] | None) -> list[str] | None:
-    items = _split(values, "asset", _ASSET_RE)
+    items = asset_list(values)
     if items is None:
         return None
     return sorted({*items, *(i.upper() for i in items)})  # btc finds BTC, as in REST
@@ -220,42 +192,57 @@ def _time(value: str | None, name: str) -> int | None:
     try:
         return parse_iso_us(value)
     except BadTime as exc:
-        raise _Problem(422, "invalid_request", f"{name}: {exc}") from None
+        raise BadParam(f"{name}: {exc}") from None
 
 
 def _span(from_: str | None, to: str | None, step: str, default_days: int) -> tuple[int, int, int]:
     """``from``, ``to`` (at most now; the future is not history) and ``step`` in µs."""
-    step_us = parse_step_us(step)
+    try:
+        step_us = parse_step_us(step)
+    except BadTime as exc:
+        raise BadParam(str(exc)) from None
     now_us = time.time_ns() // 1000
     to_us = min(_time(to, "to") or now_us, now_us)
     from_us = _time(from_, "from")
     if from_us is None:
         from_us = to_us - default_days * 86_400 * 1_000_000
     if from_us > to_us:
-        raise _Problem(422, "invalid_request", "from: must not be after to")
+        raise BadParam("from: must not be after to")
     if (to_us - from_us) // step_us + 2 > queries.MAX_POINTS:
-        raise _Problem(
-            422, "invalid_request", f"at most {queries.MAX_POINTS} points: use a larger step"
-        )
+        raise BadParam(f"at most {queries.MAX_POINTS} points: use a larger step")
     return from_us, to_us, step_us
 
 
 def _history(request: Request) -> History:
     history: History | None = getattr(request.app.state, "history", None)
     if history is None:
-        raise _Problem(503, "history_off", "history is disabled (BALAGG_HISTORY=off)")
+        raise ApiError(503, "history_off", "history is disabled (BALAGG_HISTORY=off)")
     if not history.ready:
-        raise _Problem(503, "history_unavailable", "the history database is not reachable yet")
+        raise ApiError(503, "history_unavailable", "the history database is not reachable yet")
     return history
 
 
-def _db_down(exc: BaseException) -> Response:
-    log.warning("history query failed (%s)", type(exc).__name__)
-    return _error(503, "history_unavailable", "the history database is not reachable")
+@contextlib.contextmanager
+def _database() -> Iterator[None]:
+    """A query that fails on the database's side answers 503 (logged without its text)."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("history query failed (%s)", type(exc).__name__)
+        raise ApiError(
+            503, "history_unavailable", "the history database is not reachable"
+        ) from None
 
 
-def _json(doc: Any) -> Response:
-    return Response(orjson.dumps(doc), media_type="application/json")
+async def _collect_with_gaps(
+    points: AsyncIterator[list[dict[str, Any]]], engine: AsyncEngine, from_us: int, to_us: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every point of a JSON answer, and the gaps of its span."""
+    with _database():
+        collected = [p async for batch in points for p in batch]
+        async with engine.connect() as conn:
+            gaps = await queries.gaps_between(conn, from_us, to_us)
+    return collected, gaps
 
 
 # ---------------------------------------------------------------------------------------
@@ -270,34 +257,31 @@ async def balances_at(
     nonzero: bool,
     fmt: str | None = None,
 ) -> Response:
-    """The exact state at ``at`` from history; called by ``GET /v1/balances`` when ``at`` is set."""
+    """The exact state at ``at`` from history; called by ``GET /v1/balances`` when ``at`` is set.
+
+    Raises :class:`~app.api.errors.ApiError` (the app's handler renders it).
+    """
     if fmt is None:
         fmt = request.query_params.get("format")
     if fmt not in (None, "json", "csv"):
-        return _error(422, "invalid_request", "format: use json or csv")
+        raise BadParam("format: use json or csv")
+    history = _history(request)
+    at_us = _time(at, "at")
+    assert at_us is not None
+    accounts = account_list(account)
+    assets = _assets(asset)
     try:
-        history = _history(request)
-        at_us = _time(at, "at")
-        assert at_us is not None
-        accounts = _split(account, "account", ACCOUNT_ID_RE)
-        assets = _assets(asset)
-        async with history.engine.connect() as conn:
-            state = await queries.state_at(conn, at_us, accounts, assets)
-    except _Problem as exc:
-        return _error(exc.status, exc.code, exc.message)
+        with _database():
+            async with history.engine.connect() as conn:
+                state = await queries.state_at(conn, at_us, accounts, assets, history.snapshots)
     except queries.NotCovered as exc:
-        return _error(409, exc.code, exc.message)
-    except (SQLAlchemyError, OSError) as exc:
-        return _db_down(exc)
-    records = queries.balance_records(state, nonzero)
+        raise ApiError(409, exc.code, exc.message) from None
     as_of = iso_us(at_us)
     if export.wants_csv(request, fmt):
-
-        async def rows() -> AsyncIterator[list[dict[str, Any]]]:
-            yield [{"as_of": as_of, **r} for r in records]
-
-        return export.csv_response(export.BALANCE_COLUMNS, rows(), "balances.csv")
-    return _json({"seq": state.seq, "as_of": as_of, "balances": records})
+        records = queries.balance_records(state, nonzero)
+        rows = [{"as_of": as_of, **r} for r in records]
+        return export.csv_of(export.BALANCE_COLUMNS, rows, "balances.csv")
+    return Response(queries.balances_json(state, as_of, nonzero), media_type="application/json")
 
 
 # ---------------------------------------------------------------------------------------
@@ -312,21 +296,18 @@ async def balances_at(
 )
 async def get_history(
     request: Request,
-    account: AccountFilter = None,
-    asset: AssetFilter = None,
+    account: HistoryAccounts = None,
+    asset: HistoryAssets = None,
     from_: From = None,
     to: To = None,
     cursor: Annotated[int, Query(ge=0, le=2**62, description="seq of the last change seen")] = 0,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE)] = 1_000,
     format: Format = None,
 ) -> Response:
-    try:
-        history = _history(request)
-        accounts = _split(account, "account", ACCOUNT_ID_RE)
-        assets = _assets(asset)
-        from_us, to_us = _time(from_, "from"), _time(to, "to")
-    except _Problem as exc:
-        return _error(exc.status, exc.code, exc.message)
+    history = _history(request)
+    accounts = account_list(account)
+    assets = _assets(asset)
+    from_us, to_us = _time(from_, "from"), _time(to, "to")
     engine = history.engine
     if export.wants_csv(request, format):
         # the whole range, streamed page by page (cursor and limit pick the first page)
@@ -346,15 +327,13 @@ async def get_history(
                     return
 
         return export.csv_response(export.CHANGE_COLUMNS, pages(), "history.csv")
-    try:
+    with _database():
         async with engine.connect() as conn:
             page = await queries.changes_page(
                 conn, accounts=accounts, assets=assets, from_us=from_us, to_us=to_us,
                 after_seq=cursor, limit=limit,
             )  # fmt: skip
             gaps = await queries.gaps_between(conn, from_us, to_us)
-    except (SQLAlchemyError, OSError) as exc:
-        return _db_down(exc)
     next_cursor = page[-1]["seq"] if len(page) == limit else None
     return _json({"changes": page, "next_cursor": next_cursor, "gaps": gaps})
 
@@ -368,23 +347,18 @@ async def get_history(
 async def get_series(
     request: Request,
     asset: Annotated[list[str], Query(description="asset code or mint (required)")],
-    account: AccountFilter = None,
+    account: HistoryAccounts = None,
     from_: From = None,
     to: To = None,
     step: Annotated[str, Query(description="e.g. 90s, 5m, 1h, 1d, 1w")] = "1h",
     format: Format = None,
 ) -> Response:
-    try:
-        history = _history(request)
-        accounts = _split(account, "account", ACCOUNT_ID_RE)
-        assets = _assets(asset)
-        if assets is None:
-            raise _Problem(422, "invalid_request", "asset: required")
-        from_us, to_us, step_us = _span(from_, to, step, 1)
-    except BadTime as exc:
-        return _error(422, "invalid_request", str(exc))
-    except _Problem as exc:
-        return _error(exc.status, exc.code, exc.message)
+    history = _history(request)
+    accounts = account_list(account)
+    assets = _assets(asset)
+    if assets is None:
+        raise BadParam("asset: required")
+    from_us, to_us, step_us = _span(from_, to, step, 1)
     engine = history.engine
 
     async def points() -> AsyncIterator[list[dict[str, Any]]]:
@@ -397,12 +371,7 @@ async def get_series(
 
     if export.wants_csv(request, format):
         return export.csv_response(export.SERIES_COLUMNS, points(), "series.csv")
-    try:
-        collected = [p async for batch in points() for p in batch]
-        async with engine.connect() as conn:
-            gaps = await queries.gaps_between(conn, from_us, to_us)
-    except (SQLAlchemyError, OSError) as exc:
-        return _db_down(exc)
+    collected, gaps = await _collect_with_gaps(points(), engine, from_us, to_us)
     return _json(
         {"asset": assets, "account": accounts, "step": step, "points": collected, "gaps": gaps}
     )
@@ -417,20 +386,15 @@ async def get_series(
 async def get_value(
     request: Request,
     quote: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")] = "USD",
-    account: AccountFilter = None,
+    account: HistoryAccounts = None,
     from_: From = None,
     to: To = None,
     step: Annotated[str, Query(description="e.g. 1h, 1d, 1w")] = "1d",
     format: Format = None,
 ) -> Response:
-    try:
-        history = _history(request)
-        accounts = _split(account, "account", ACCOUNT_ID_RE)
-        from_us, to_us, step_us = _span(from_, to, step, 30)
-    except BadTime as exc:
-        return _error(422, "invalid_request", str(exc))
-    except _Problem as exc:
-        return _error(exc.status, exc.code, exc.message)
+    history = _history(request)
+    accounts = account_list(account)
+    from_us, to_us, step_us = _span(from_, to, step, 30)
     engine, rules = history.engine, history.rules
 
     async def points() -> AsyncIterator[list[dict[str, Any]]]:
@@ -448,12 +412,7 @@ async def get_value(
                 yield [value.csv_row(p) for p in batch]
 
         return export.csv_response(export.VALUE_COLUMNS, rows(), "value.csv")
-    try:
-        collected = [p async for batch in points() for p in batch]
-        async with engine.connect() as conn:
-            gaps = await queries.gaps_between(conn, from_us, to_us)
-    except (SQLAlchemyError, OSError) as exc:
-        return _db_down(exc)
+    collected, gaps = await _collect_with_gaps(points(), engine, from_us, to_us)
     quote_name = quote if len(quote) > 12 else quote.upper()  # a mint keeps its case
     return _json(
         {"quote": quote_name, "step": step, "points": collected,
@@ -468,19 +427,14 @@ async def get_value(
     summary="Spans whose changes the stream no longer held when history came to write them",
 )
 async def get_gaps(request: Request, format: Format = None) -> Response:
-    try:
-        history = _history(request)
-    except _Problem as exc:
-        return _error(exc.status, exc.code, exc.message)
-    try:
+    history = _history(request)
+    with _database():
         async with history.engine.connect() as conn:
             gaps = await queries.gaps_between(conn)
-    except (SQLAlchemyError, OSError) as exc:
-        return _db_down(exc)
     if export.wants_csv(request, format):
-
-        async def rows() -> AsyncIterator[list[dict[str, Any]]]:
-            yield gaps
-
-        return export.csv_response(("from_seq", "to_seq", "from", "to"), rows(), "gaps.csv")
+        return export.csv_of(export.GAP_COLUMNS, gaps, "gaps.csv")
     return _json({"gaps": gaps})
+
+
+def _json(doc: Any) -> Response:
+    return json_response(orjson.dumps(doc))

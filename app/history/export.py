@@ -2,7 +2,9 @@
 
 The one home of CSV rendering: the history routes (:mod:`app.history.api`) and the live
 ``/v1/balances``, ``/v1/balances/{account}`` and ``/v1/totals`` (:func:`from_json`, which
-turns the route's own JSON answer into CSV, so both formats always say the same).
+turns the route's own JSON answer into CSV, so both formats always say the same; routes in
+:mod:`app.api.routes`). A CSV is streamed from batches of rows (:func:`csv_response`) or
+from rows already in memory (:func:`csv_of`).
 
 Amounts are written exactly as stored (canonical decimal text, never a float), so a
 spreadsheet or ``Decimal(cell)`` reads back the same value. Text cells that a spreadsheet
@@ -44,6 +46,7 @@ TOTALS_COLUMNS = (
     "price", "price_source", "path", "price_age_s", "reason",
 )  # fmt: skip
 SERIES_COLUMNS = ("time", "total", "available", "locked", "reason")
+GAP_COLUMNS = ("from_seq", "to_seq", "from", "to")
 VALUE_COLUMNS = (
     "t", "value", "by_count", "by_value", "priced", "holdings", "unpriced", "reason",
 )  # fmt: skip
@@ -108,6 +111,13 @@ async def _chunks(rows: Sequence[Mapping[str, Any]]) -> AsyncIterator[Sequence[M
         yield rows[start : start + _CHUNK]
 
 
+def csv_of(
+    columns: Sequence[str], rows: Sequence[Mapping[str, Any]], filename: str
+) -> StreamingResponse:
+    """A CSV of rows already in memory (sent in chunks of a thousand rows)."""
+    return csv_response(columns, _chunks(rows), filename)
+
+
 def from_json(request: Request, fmt: str | None, response: Response, kind: str) -> Response:
     """``response`` (a route's JSON answer) as CSV when the request asks for CSV.
 
@@ -124,7 +134,7 @@ def from_json(request: Request, fmt: str | None, response: Response, kind: str) 
     common = {"as_of": as_of, "seq": doc.get("seq"), "quote": doc.get("quote")}
     if kind == "totals":
         rows = [{**common, **row} for row in doc["totals"]]
-        return csv_response(TOTALS_COLUMNS, _chunks(rows), "totals.csv")
+        return csv_of(TOTALS_COLUMNS, rows, "totals.csv")
     columns = BALANCE_COLUMNS + (VALUATION_COLUMNS if "quote" in doc else ())
     rows = [{**common, **row} for row in doc["balances"]]
-    return csv_response(columns, _chunks(rows), "balances.csv")
+    return csv_of(columns, rows, "balances.csv")

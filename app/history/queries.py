@@ -9,7 +9,7 @@ only where they are summed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import AccountState
 from app.history import schema
+from app.history.snapshot_cache import SnapshotCache
 from app.history.times import iso_us
 from app.store import decimal_str
 
@@ -50,16 +51,6 @@ async def insert_ignore(
 Key = tuple[str, str, str]  # account, wallet, asset
 
 
-@dataclass(slots=True)
-class StateAt:
-    """The records at ``time_us``; ``seq`` is the newest change they include."""
-
-    seq: int
-    time_us: int
-    records: dict[Key, dict[str, Any]]
-    live: dict[str, bool]
-
-
 RECORD_COLUMNS = (
     "account", "venue", "wallet", "asset", "symbol", "total", "available", "locked",
     "updated_at", "venue_ts", "extra",
@@ -81,6 +72,28 @@ def _from_raw(raw: RawRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@dataclass(slots=True)
+class StateAt:
+    """The records at ``time_us``; ``seq`` is the newest change they include.
+
+    ``raw`` holds each record as stored (:data:`RECORD_COLUMNS`); :attr:`records` builds
+    the record dicts on first use. The REST body is encoded straight from ``raw``
+    (:func:`balances_json`), so an answer builds each record once, as JSON.
+    """
+
+    seq: int
+    time_us: int
+    raw: dict[Key, RawRecord]
+    live: dict[str, bool]
+    _records: dict[Key, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def records(self) -> dict[Key, dict[str, Any]]:
+        if self._records is None:
+            self._records = {key: _from_raw(r) for key, r in self.raw.items()}
+        return self._records
+
+
 async def _raw_records(
     conn: AsyncConnection, base_seq: int, where: Sequence[Any]
 ) -> dict[Key, RawRecord]:
@@ -94,21 +107,43 @@ async def _raw_records(
     result = await conn.execute(
         select(*[rows.c[n] for n in RECORD_COLUMNS]).where(rows.c.snapshot_seq == base_seq, *where)
     )
-    return {(r[0], r[2], r[3]): tuple(r) for r in result}
+    # all() fetches the rows in one call; iterating the result fetches them one by one
+    return {(r[0], r[2], r[3]): tuple(r) for r in result.all()}
+
+
+async def _snapshot(
+    conn: AsyncConnection,
+    base_seq: int,
+    accounts: Sequence[str] | None,
+    assets: Sequence[str] | None,
+    snapshots: SnapshotCache | None,
+) -> dict[Key, RawRecord]:
+    """The rows of snapshot ``base_seq`` matching the filters, by key (a dict of its own)."""
+    kept = snapshots.get(base_seq) if snapshots is not None else None
+    if kept is None:
+        if accounts is not None or assets is not None:  # a part: read only that
+            return await _raw_records(
+                conn, base_seq, _filters(schema.snapshot_rows, accounts, assets)
+            )
+        kept = await _raw_records(conn, base_seq, [])
+        if snapshots is None:
+            return kept
+        snapshots.put(base_seq, kept)
+    if accounts is None and assets is None:
+        return dict(kept)
+    # the same rows the SQL filters select: exact matches on the stored text
+    want_accounts = set(accounts) if accounts is not None else None
+    want_assets = set(assets) if assets is not None else None
+    return {
+        key: r
+        for key, r in kept.items()
+        if (want_accounts is None or key[0] in want_accounts)
+        and (want_assets is None or key[2] in want_assets)
+    }
 
 
 def _record(row: Any) -> dict[str, Any]:
-    account, venue, wallet, asset, symbol, total, available, locked, updated, vts, extra = (
-        row.account, row.venue, row.wallet, row.asset, row.symbol, row.total, row.available,
-        row.locked, row.updated_at, row.venue_ts, row.extra,
-    )  # fmt: skip
-    return {
-        "account": account, "venue": venue, "wallet": wallet, "asset": asset,
-        "symbol": symbol, "total": total, "available": available, "locked": locked,
-        "updated_at": updated, "venue_ts": vts,
-        # most records carry no extra fields: skip the parse for the empty object
-        "extra": orjson.loads(extra) if extra and extra != "{}" else {},
-    }  # fmt: skip
+    return _from_raw(tuple(row._mapping[n] for n in RECORD_COLUMNS))
 
 
 def _filters(
@@ -158,32 +193,30 @@ async def state_at(
     time_us: int,
     accounts: Sequence[str] | None = None,
     assets: Sequence[str] | None = None,
+    snapshots: SnapshotCache | None = None,
 ) -> StateAt:
     """The exact records at ``time_us``: the base snapshot plus every later change up to it.
 
     "Up to it" is stream order: every change up to the newest one written at or before
     ``time_us``, so the answer is always a state the change stream really passed through
-    (with one clock, exactly the changes timed at or before the instant).
+    (with one clock, exactly the changes timed at or before the instant). ``snapshots``
+    (one per database) keeps base snapshots read in full for the next answers.
     """
     base_seq, _base_time = await _base(conn, time_us)
-    raw = await _raw_records(conn, base_seq, _filters(schema.snapshot_rows, accounts, assets))
+    raw = await _snapshot(conn, base_seq, accounts, assets, snapshots)
     c = schema.changes
-    # The newest change written at or before the instant (by the time index, one lookup);
-    # the state is every change up to it in stream order. Both ends of the window are
-    # seqs, so it is one primary-key range no longer than the checkpoint interval, however
-    # long history is (a window open at the top would walk to the newest change).
-    newest_time = (
-        await conn.execute(select(func.max(c.c.time_us)).where(c.c.time_us <= time_us))
+    # The newest change written at or before the instant (by the time index, one lookup),
+    # and of the changes sharing that µs the last one; the state is every change up to it
+    # in stream order. Both ends of the window are seqs, so it is one primary-key range
+    # no longer than the checkpoint interval, however long history is (a window open at
+    # the top would walk to the newest change).
+    newest_time = select(func.max(c.c.time_us)).where(c.c.time_us <= time_us).scalar_subquery()
+    last = (
+        await conn.execute(select(func.max(c.c.seq)).where(c.c.time_us == newest_time))
     ).scalar()
-    last = None
-    if newest_time is not None:  # of the changes sharing that µs, the last one
-        last = (
-            await conn.execute(select(func.max(c.c.seq)).where(c.c.time_us == newest_time))
-        ).scalar()
     seq = max(base_seq, int(last or 0))
     window = [c.c.seq > base_seq, c.c.seq <= seq, *_filters(c, accounts, assets)]
     await _apply_latest(conn, raw, window)
-    records = {key: _from_raw(r) for key, r in raw.items()}
     s = schema.statuses
     newest_status = (
         select(s.c.account, func.max(s.c.seq).label("seq"))
@@ -200,7 +233,7 @@ async def state_at(
     )
     for row in result:
         live[row.account] = row.state == AccountState.LIVE
-    return StateAt(seq, time_us, records, live)
+    return StateAt(seq, time_us, raw, live)
 
 
 async def _apply_latest(
@@ -223,7 +256,7 @@ async def _apply_latest(
     result = await conn.execute(
         select(c.c.kind, *[c.c[n] for n in RECORD_COLUMNS]).join(latest, c.c.seq == latest.c.seq)
     )
-    for row in result:
+    for row in result.all():
         key = (row[1], row[3], row[4])
         if row[0] == "removed":
             records.pop(key, None)
@@ -285,16 +318,49 @@ async def write_checkpoint(conn: AsyncConnection, safe_seq: int, every: int) -> 
     return seq
 
 
+def _is_zero(amount: str) -> bool:
+    # amounts are stored canonical ("0" for zero); Decimal only for anything else
+    return amount == "0" or Decimal(amount) == 0
+
+
 def balance_records(state: StateAt, nonzero: bool = False) -> list[dict[str, Any]]:
     """The records in the REST shape, ordered by account, wallet, asset."""
     out = []
-    for key in sorted(state.records):
-        record = dict(state.records[key])
-        if nonzero and Decimal(record["total"]) == 0:
+    records = state.records
+    for key in sorted(records):
+        record = dict(records[key])
+        if nonzero and _is_zero(record["total"]):
             continue
         record["stale"] = not state.live.get(record["account"], False)
         out.append(record)
     return out
+
+
+_EMPTY_OBJECT = orjson.Fragment(b"{}")
+
+
+def balances_json(state: StateAt, as_of: str, nonzero: bool = False) -> bytes:
+    """The JSON body of ``GET /v1/balances?at=``: ``{"seq", "as_of", "balances"}``.
+
+    The same document as :func:`balance_records` would give, encoded straight from the
+    stored rows: no record dict is built twice and an empty ``extra`` is not parsed.
+    """
+    live = state.live.get
+    raw = state.raw
+    balances = []
+    for key in sorted(raw):
+        r = raw[key]
+        account, venue, wallet, asset, symbol, total, available, locked, updated, vts, extra = r
+        if nonzero and _is_zero(total):
+            continue
+        balances.append({
+            "account": account, "venue": venue, "wallet": wallet, "asset": asset,
+            "symbol": symbol, "total": total, "available": available, "locked": locked,
+            "updated_at": updated, "venue_ts": vts,
+            "extra": orjson.loads(extra) if extra and extra != "{}" else _EMPTY_OBJECT,
+            "stale": not live(account, False),
+        })  # fmt: skip
+    return orjson.dumps({"seq": state.seq, "as_of": as_of, "balances": balances})
 
 
 async def changes_page(
@@ -370,10 +436,10 @@ async def series(
                    "reason": exc.code}  # fmt: skip
         else:
             sums = [Decimal(0), Decimal(0), Decimal(0)]
-            for record in state.records.values():
-                sums[0] += Decimal(record["total"])
-                sums[1] += Decimal(record["available"])
-                sums[2] += Decimal(record["locked"])
+            for r in state.raw.values():  # total, available, locked as stored
+                sums[0] += Decimal(r[5])
+                sums[1] += Decimal(r[6])
+                sums[2] += Decimal(r[7])
             yield {"time": iso_us(t), "total": decimal_str(sums[0]),
                    "available": decimal_str(sums[1]), "locked": decimal_str(sums[2]),
                    "seq": state.seq}  # fmt: skip
@@ -399,10 +465,11 @@ async def apply_retention(engine: AsyncEngine, cutoff_us: int) -> bool:
             await insert_ignore(
                 conn, schema.snapshots, [{"seq": seq, "time_us": cutoff_us, "reason": "retention"}]
             )
+            # the stored values carried over as they are (extra is already its JSON text)
             rows = [
-                {"snapshot_seq": seq, **{k: v for k, v in r.items() if k != "extra"},
-                 "extra": orjson.dumps(r["extra"]).decode()}
-                for r in state.records.values()
+                {"snapshot_seq": seq, **dict(zip(RECORD_COLUMNS[:-1], r[:-1], strict=True)),
+                 "extra": r[-1] or "{}"}
+                for r in state.raw.values()
             ]  # fmt: skip
             if rows:
                 await insert_ignore(conn, schema.snapshot_rows, rows)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.history.prices import PriceRecorder
 from app.history.schema import default_url, make_engine, redacted
+from app.history.snapshot_cache import SnapshotCache
 from app.history.value import ValuationRules
 from app.history.writer import GROUP, HistoryWriter
 from app.metrics import Metrics
@@ -35,6 +36,7 @@ class History:
     prices: PriceRecorder
     redis: aioredis.Redis
     rules: ValuationRules = field(default_factory=ValuationRules)
+    snapshots: SnapshotCache = field(default_factory=SnapshotCache)
 
     @property
     def ready(self) -> bool:

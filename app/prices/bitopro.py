@@ -9,6 +9,7 @@ Pairs are mostly TWD-quoted, so reaching USD takes a conversion edge such as ``U
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -28,7 +29,12 @@ def ticker_url(account: AccountConfig) -> str:
     """The public ticker socket URL for a BitoPro account (without ``?pairs=``)."""
     if account.price_url:
         return account.price_url
-    base = account.ws_url or DEFAULT_WS_URL
+    return _ticker_url_of(account.ws_url or DEFAULT_WS_URL)
+
+
+@functools.lru_cache(maxsize=256)
+def _ticker_url_of(base: str) -> str:
+    """Asked every second for every owned account: parsed once per distinct URL."""
     parts = urlsplit(base)
     path = parts.path.rstrip("/")
     if path.endswith(ACCOUNT_PATH):

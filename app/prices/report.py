@@ -1,8 +1,9 @@
 """Valuation as the API shows it: JSON-ready docs for totals, balances and prices.
 
 Pure functions over a :class:`~app.prices.graph.GraphView` (one instant) and balance
-records; :mod:`app.api` serves what they return. Every amount, value and price is an exact
-decimal string; a value the graph cannot give is ``null`` with its reason, never ``0``.
+records; :mod:`app.valuation` puts them together for the live routes (:mod:`app.api`).
+Every amount, value and price is an exact decimal string; a value the graph cannot give
+is ``null`` with its reason, never ``0``.
 Ages are seconds (not money), rounded to milliseconds for display.
 """
 
