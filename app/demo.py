@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from app.domain import Venue
 from app.logs import setup_logging
 from app.service import ServiceServer, create_app
 from app.settings import AccountConfig, ConfigError, Settings, describe_settings_error
@@ -30,14 +31,14 @@ from app.simulators.runner import Simulators, start_simulators
 
 # A second account per venue, so the demo shows more than one of each.
 _EXTRA: dict[str, dict[str, Any]] = {
-    "bitopro": {
+    Venue.BITOPRO: {
         "api_key": "sim-bitopro-key-2",
         "api_secret": "sim-bitopro-secret-2",
         "email": "second@bitopro.sim.invalid",
         "balances": {"BTC": "0.25", "USDT": "1200.5", "ETH": {"amount": "3", "available": "2"}},
     },
-    "sfox": {"api_key": "sim-sfox-key-2", "balances": {"btc": "0.05", "usd": "5400.12"}},
-    "deltadefi": {"api_key": "sim-deltadefi-key-2", "balances": {"usdm": "250", "ada": "4200"}},
+    Venue.SFOX: {"api_key": "sim-sfox-key-2", "balances": {"btc": "0.05", "usd": "5400.12"}},
+    Venue.DELTADEFI: {"api_key": "sim-deltadefi-key-2", "balances": {"usdm": "250", "ada": "4200"}},
 }
 
 

@@ -10,15 +10,23 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+from pydantic import Field
 
 if TYPE_CHECKING:
     from app.prices.model import Price
 
 
 EXACT: Final = Context(prec=100, traps=[Inexact, Rounded, InvalidOperation])
-"""Arithmetic context for balance sums: it never rounds (it raises instead). Venue amounts
-are bounded to 40 integer and 40 fraction digits, so sums of them are exact."""
+"""The one arithmetic context for amounts: it never rounds (it raises instead). Venue
+amounts are bounded to 40 integer and 40 fraction digits (app.venues._wire), so sums and
+differences of them are exact."""
+
+
+def adds_up(total: Decimal, available: Decimal, locked: Decimal) -> bool:
+    """The balance invariant ``total == available + locked``, computed exactly."""
+    return EXACT.add(available, locked) == total
 
 
 class Venue(enum.StrEnum):
@@ -39,6 +47,55 @@ class AccountState(enum.StrEnum):
     DISABLED = "disabled"
 
 
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    """The lifecycle status of one account as stored, broadcast and served (SPEC §7).
+
+    The owner writes it (without ``last_message_at``, which the store keeps beside it) on
+    every state change; readers fill in ``last_message_at`` and defaults. It is also the
+    ``GET /v1/accounts`` response shape.
+    """
+
+    account: str
+    venue: Venue
+    state: AccountState
+    connected_since: str | None
+    last_message_at: str | None
+    reconnects: int
+    last_error: str | None
+    owner: Annotated[str | None, Field(description="instance holding the account's lease")]
+
+    @classmethod
+    def initial(cls, account: str, venue: Venue | str, state: AccountState) -> AccountStatus:
+        """An account nothing is known about yet beyond its ``state``."""
+        return cls(account, Venue(venue), state, None, None, 0, None, None)
+
+    def doc(self) -> dict[str, Any]:
+        """The lifecycle JSON the owner stores (``last_message_at`` is kept beside it)."""
+        return {
+            "account": self.account,
+            "venue": self.venue.value,
+            "state": self.state.value,
+            "connected_since": self.connected_since,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "owner": self.owner,
+        }
+
+    def view(self) -> dict[str, Any]:
+        """Every field, as ``GET /v1/accounts`` and the stream's snapshot show them."""
+        return {
+            "account": self.account,
+            "venue": self.venue.value,
+            "state": self.state.value,
+            "connected_since": self.connected_since,
+            "last_message_at": self.last_message_at,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "owner": self.owner,
+        }
+
+
 EXCHANGE_WALLET = ""
 """The ``wallet`` of an exchange (custodial) account's own balances."""
 
@@ -49,8 +106,9 @@ ExtraValue = str | bool | int | None
 class AssetBalance:
     """One asset's balance in one wallet, as a venue reported it.
 
-    ``total == available + locked`` always holds; venues that send only two of the three
-    are completed by :meth:`from_total_available` / :meth:`from_available_locked`.
+    ``total == available + locked`` always holds (:func:`adds_up`, checked on creation);
+    venues that send only two of the three are completed by :meth:`from_total_available` /
+    :meth:`from_available_locked`.
     """
 
     wallet: str
@@ -60,6 +118,13 @@ class AssetBalance:
     locked: Decimal
     symbol: str | None = None
     extra: Mapping[str, ExtraValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not adds_up(self.total, self.available, self.locked):
+            raise ValueError(
+                f"{self.asset}: total {self.total} != available {self.available} + locked "
+                f"{self.locked}"
+            )
 
     @classmethod
     def from_total_available(
@@ -72,7 +137,8 @@ class AssetBalance:
         symbol: str | None = None,
         extra: Mapping[str, ExtraValue] | None = None,
     ) -> AssetBalance:
-        return cls(wallet, asset, total, available, total - available, symbol, extra or {})
+        locked = EXACT.subtract(total, available)
+        return cls(wallet, asset, total, available, locked, symbol, extra or {})
 
     @classmethod
     def from_available_locked(
@@ -85,7 +151,8 @@ class AssetBalance:
         symbol: str | None = None,
         extra: Mapping[str, ExtraValue] | None = None,
     ) -> AssetBalance:
-        return cls(wallet, asset, available + locked, available, locked, symbol, extra or {})
+        total = EXACT.add(available, locked)
+        return cls(wallet, asset, total, available, locked, symbol, extra or {})
 
 
 @dataclass(frozen=True, slots=True)

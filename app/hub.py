@@ -52,7 +52,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from app.domain import BalanceRecord
+from app.domain import AccountState, AccountStatus, BalanceRecord
 from app.prices.model import Price
 from app.runtime import Runtime
 from app.store import (
@@ -71,7 +71,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
-_OWNED_STATES = frozenset({"connecting", "syncing", "live"})
+_OWNED_STATES = frozenset({AccountState.CONNECTING, AccountState.SYNCING, AccountState.LIVE})
 _STALE_FALSE = b'"stale":false}'
 _STALE_TRUE = b'"stale":true}'
 _BALANCE_AT = b',"balance":'
@@ -687,7 +687,7 @@ class StreamHub:
             if status:
                 self._statuses[account] = status
         for account in self._accounts:
-            self._live[account] = self._state_of(account) == "live"
+            self._live[account] = self._state_of(account) == AccountState.LIVE
         self._orphans = frozenset(a for a in self._accounts if self.orphaned(a))
         self.seq = snapshot.seq
         self._ring.clear()
@@ -701,21 +701,20 @@ class StreamHub:
 
     def _state_of(self, account: str) -> str:
         if not self._enabled.get(account, True):
-            return "disabled"
+            return AccountState.DISABLED
         status = self._statuses.get(account)
         state = status.get("state") if status else None
         if state in _OWNED_STATES and not self._owner_alive(account):
-            return "stale"
-        return str(state) if state else "connecting"
+            return AccountState.STALE
+        return str(state) if state else AccountState.CONNECTING
 
     async def _read_owners(self) -> int:
         """Which instances are alive and who holds each account's lease, and each
         account's ``last_message_at`` (one round trip, one reply); returns ``P:seq``."""
         ids = self.rt.account_ids
-        key = self.rt.keys.account
         keys = [self.rt.keys.seq, self.rt.keys.instances]
         for account in ids:
-            keys += (key(account, "status"), key(account, "lease"))
+            keys += (self.rt.keys.status(account), self.rt.keys.lease(account))
         oldest = int(time.time() * 1000) - self.rt.settings.lease_ms
         seq, instances, leases, seen = await self._read_refresh(keys=keys, args=[oldest])
         self._instances = {_text(m) for m in instances}
@@ -758,7 +757,7 @@ class StreamHub:
         """Re-derive liveness after the owners were read; tell clients when it changed."""
         changed = False
         for account in self._accounts:
-            live = self._state_of(account) == "live"
+            live = self._state_of(account) == AccountState.LIVE
             if self._live[account] != live:
                 self._live[account] = live
                 changed = True
@@ -805,7 +804,7 @@ class StreamHub:
                 and (self._lease_owner.get(msg.account) != owner or owner not in self._instances)
             ):
                 self._owners_due = True  # a new owner: read the leases before trusting it
-            self._live[msg.account] = self._state_of(msg.account) == "live"
+            self._live[msg.account] = self._state_of(msg.account) == AccountState.LIVE
         return True
 
     # -- the change-stream reader ------------------------------------------------------
@@ -1202,16 +1201,8 @@ class StreamHub:
         configuration is ``disabled`` whatever Redis still holds from an earlier run.
         """
         mirror = self._accounts[account]
-        view: dict[str, Any] = {
-            "account": account,
-            "venue": mirror.venue,
-            "state": "connecting",
-            "connected_since": None,
-            "last_message_at": None,
-            "reconnects": 0,
-            "last_error": None,
-            "owner": None,
-        }
+        initial = AccountStatus.initial(account, mirror.venue, AccountState.CONNECTING)
+        view: dict[str, Any] = initial.view()
         status = self._statuses.get(account)
         if status:
             view.update({k: v for k, v in status.items() if k in view})

@@ -145,9 +145,9 @@ class LeaseManager:
 
     async def try_acquire(self, account: str) -> bool:
         token = f"{self.instance_id}:{secrets.token_hex(8)}"
-        k = self._keys.account
+        k = self._keys
         ok = await self._acquire(
-            keys=[k(account, "lease"), k(account, "holder")], args=[token, self.lease_ms]
+            keys=[k.lease(account), k.holder(account)], args=[token, self.lease_ms]
         )
         if int(ok) == 1:
             self.tokens[account] = token
@@ -160,12 +160,12 @@ class LeaseManager:
         if not accounts:
             return []
         tokens = {a: f"{self.instance_id}:{secrets.token_hex(8)}" for a in accounts}
-        k = self._keys.account
+        k = self._keys
         pipe = self._client.pipeline(transaction=False)
         for start in range(0, len(accounts), RENEW_BATCH):
             batch = accounts[start : start + RENEW_BATCH]
             await self._acquire_many(
-                keys=[key for a in batch for key in (k(a, "lease"), k(a, "holder"))],
+                keys=[key for a in batch for key in (k.lease(a), k.holder(a))],
                 args=[self.lease_ms, *(tokens[a] for a in batch)],
                 client=pipe,
             )
@@ -188,12 +188,12 @@ class LeaseManager:
         if not self.tokens:
             return set(), set()
         accounts = list(self.tokens)
-        k = self._keys.account
+        k = self._keys
         pipe = self._client.pipeline(transaction=False)
         for start in range(0, len(accounts), RENEW_BATCH):
             batch = accounts[start : start + RENEW_BATCH]
             await self._renew(
-                keys=[key for a in batch for key in (k(a, "lease"), k(a, "holder"))],
+                keys=[key for a in batch for key in (k.lease(a), k.holder(a))],
                 args=[self.lease_ms, *(self.tokens[a] for a in batch)],
                 client=pipe,
             )
@@ -224,13 +224,13 @@ class LeaseManager:
         token = self.tokens.get(account)
         self.forget(account)
         if token is not None:
-            await self._release(keys=[self._keys.account(account, "lease")], args=[token])
+            await self._release(keys=[self._keys.lease(account)], args=[token])
 
     async def owners(self, accounts: list[str]) -> dict[str, str]:
         """account -> owning instance id, for the accounts that have an owner (one MGET)."""
         if not accounts:
             return {}
-        values = await self._client.mget([self._keys.account(a, "lease") for a in accounts])
+        values = await self._client.mget([self._keys.lease(a) for a in accounts])
         out: dict[str, str] = {}
         for account, value in zip(accounts, values, strict=True):
             if value is not None:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter
 
+from app.domain import Venue
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -258,10 +259,10 @@ def parse_rule(text: str) -> tuple[int, float]:
 # within it; the REST snapshot allows 5 per 10 s. The other venues document no limits:
 # conservative defaults that still connect a typical deployment at once.
 DEFAULT_VENUE_LIMITS: Mapping[str, VenueLimits] = {
-    "sfox": VenueLimits(connect=((20, 60.0),), rest=((5, 10.0), (20, 60.0)), sockets=10),
-    "bitopro": VenueLimits(connect=((30, 60.0),), rest=((30, 60.0),)),
-    "deltadefi": VenueLimits(connect=((30, 60.0),), rest=((30, 60.0),)),
-    "solanatracker": VenueLimits(connect=((30, 60.0),), rest=((30, 60.0),)),
+    Venue.SFOX: VenueLimits(connect=((20, 60.0),), rest=((5, 10.0), (20, 60.0)), sockets=10),
+    Venue.BITOPRO: VenueLimits(connect=((30, 60.0),), rest=((30, 60.0),)),
+    Venue.DELTADEFI: VenueLimits(connect=((30, 60.0),), rest=((30, 60.0),)),
+    Venue.SOLANATRACKER: VenueLimits(connect=((30, 60.0),), rest=((30, 60.0),)),
 }
 
 

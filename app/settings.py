@@ -31,7 +31,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from app.domain import Venue
 from app.ratelimit import DEFAULT_VENUE_LIMITS, VenueLimits, parse_rule
+from app.store.keys import DEFAULT_PREFIX
 
 ACCOUNT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ID_RULE = "must be 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit"
@@ -44,14 +46,12 @@ SOLANA_ADDRESS_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
 _PEG_CODE_RE = re.compile(r"^[A-Z0-9]{1,20}$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-VenueName = Literal["bitopro", "sfox", "deltadefi", "solanatracker"]
-
 # Which credentials each venue cannot work without.
 REQUIRED_CREDENTIALS: Mapping[str, tuple[str, ...]] = {
-    "bitopro": ("api_key", "api_secret", "email"),
-    "sfox": ("api_key",),
-    "deltadefi": ("api_key",),
-    "solanatracker": ("api_key", "wallets"),
+    Venue.BITOPRO: ("api_key", "api_secret", "email"),
+    Venue.SFOX: ("api_key",),
+    Venue.DELTADEFI: ("api_key",),
+    Venue.SOLANATRACKER: ("api_key", "wallets"),
 }
 
 
@@ -79,7 +79,7 @@ def credential_problems(venue: str, fields: Mapping[str, object]) -> list[tuple[
         for name in REQUIRED_CREDENTIALS.get(venue, ())
         if _is_empty(fields.get(name))
     ]
-    if venue in REQUIRED_CREDENTIALS and venue != "solanatracker" and fields.get("wallets"):
+    if venue in REQUIRED_CREDENTIALS and venue != Venue.SOLANATRACKER and fields.get("wallets"):
         problems.append(("wallets", "only used by venue solanatracker"))
     return problems
 
@@ -90,7 +90,7 @@ class AccountConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
-    venue: VenueName
+    venue: Venue
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
     email: SecretStr | None = None
@@ -215,7 +215,7 @@ class Settings(AccountSourceSettings):
     log_format: Literal["text", "json"] = "text"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     data_dir: Path = Path("data")
-    key_prefix: str = "balagg"
+    key_prefix: str = DEFAULT_PREFIX
     stream_maxlen: int = Field(default=100_000, ge=100)
     lease_ms: int = Field(default=10_000, ge=1_000)
     backoff_initial: float = Field(default=0.5, gt=0)
@@ -265,7 +265,7 @@ class Settings(AccountSourceSettings):
 
     # what the service sends each venue, per upstream host: JSON, e.g.
     # {"sfox": {"connect": ["20/60"], "rest": ["5/10", "20/60"], "sockets": 10}}
-    venue_limits: dict[VenueName, VenueLimitsConfig] = Field(default_factory=dict)
+    venue_limits: dict[Venue, VenueLimitsConfig] = Field(default_factory=dict)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 from redis.exceptions import RedisError
 
-from app.domain import AccountState, AssetBalance
+from app.domain import AccountState, AccountStatus, AssetBalance
 from app.fold import AccountFold
 from app.leases import LeaseManager
 from app.ratelimit import VenueLimiter
@@ -141,7 +141,7 @@ class Supervisor:
         over at once instead of after a lease time.
         """
         me = self.leases.instance_id
-        keys = [self.rt.keys.account(a.id, "lease") for a in self.rt.accounts]
+        keys = [self.rt.keys.lease(a.id) for a in self.rt.accounts]
         if keys:
             await self.rt.redis.delete(*keys)
         members: Any = await self.rt.redis.zrange(self.rt.keys.instances, 0, -1)
@@ -154,12 +154,8 @@ class Supervisor:
     def _submit_disabled(self) -> None:
         for account in self.rt.accounts:
             if not account.enabled:
-                self.rt.writer.submit_status(
-                    account.id,
-                    {"account": account.id, "venue": account.venue, "state": "disabled",
-                     "connected_since": None, "reconnects": 0, "last_error": None,
-                     "owner": None},
-                )  # fmt: skip
+                status = AccountStatus.initial(account.id, account.venue, AccountState.DISABLED)
+                self.rt.writer.submit_status(account.id, status.doc())
 
     async def resync(self, account_id: str) -> None:
         """Reconnect and re-seed an account, on whichever instance owns it."""

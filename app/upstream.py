@@ -36,6 +36,7 @@ import orjson
 
 from app.domain import (
     AccountState,
+    AccountStatus,
     BalanceSnapshot,
     BalanceUpdate,
     ControlReply,
@@ -43,6 +44,7 @@ from app.domain import (
     MarketPrice,
     PriceUpdate,
     SequenceGap,
+    Venue,
     VenueEvent,
 )
 from app.fold import AccountFold
@@ -153,15 +155,10 @@ class AccountRunner:
     # -- status ------------------------------------------------------------------------
 
     def status_doc(self) -> dict[str, Any]:
-        return {
-            "account": self.account.id,
-            "venue": self.account.venue,
-            "state": str(self.state),
-            "connected_since": self.connected_since,
-            "reconnects": self.reconnects,
-            "last_error": self.last_error or None,
-            "owner": self.owner,
-        }
+        return AccountStatus(
+            self.account.id, self.account.venue, self.state, self.connected_since, None,
+            self.reconnects, self.last_error or None, self.owner,
+        ).doc()  # fmt: skip
 
     def set_state(self, state: AccountState, error: str | None = None) -> None:
         if error is not None:
@@ -242,7 +239,7 @@ class AccountRunner:
         quick_closes = 0
         silent_close_may_be_auth = make_session(self.account).silent_close_may_be_auth
         self.set_state(AccountState.CONNECTING)
-        if self.account.venue == "solanatracker":
+        if self.account.venue == Venue.SOLANATRACKER:
             await self._load_token_meta()
         while not self._stopping:
             started = time.monotonic()
@@ -443,7 +440,7 @@ class AccountRunner:
         self._fold_samples += 1
         if self._fold_samples & 7 == 0:  # one frame in eight: the distribution, cheaply
             self._m_fold.observe(time.perf_counter() - t0)
-        if self.account.venue == "solanatracker" and events:
+        if self.account.venue == Venue.SOLANATRACKER and events:
             await self._sync_rooms(session)
         elif events and session.prices_on_socket and session.subscribed:
             await self._sync_price_feeds(session)
@@ -619,7 +616,7 @@ class AccountRunner:
                     self.fold.apply_price(event)
             self.fold.cancel_seed(ticket)
             self._count("rest_snapshot")
-        if self.account.venue == "solanatracker":
+        if self.account.venue == Venue.SOLANATRACKER:
             await self._sync_rooms(session)
         self.set_state(AccountState.LIVE, "")
 

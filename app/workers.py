@@ -205,7 +205,7 @@ def _void_predecessors(url: str, settings: Settings, accounts: Sequence[AccountC
     keys = Keys(settings.key_prefix)
     client = redis.Redis.from_url(url, socket_timeout=5)
     try:
-        names = [keys.account(a.id, "lease") for a in accounts]
+        names = [keys.lease(a.id) for a in accounts]
         if names:
             client.delete(*names)
         client.delete(keys.instances)

@@ -19,7 +19,8 @@ import redis.asyncio as aioredis
 
 from app.domain import AssetBalance
 from app.simulators.bitopro import auth_headers
-from app.store import encode_content
+from app.store import Keys, field_name, iso_time
+from app.store.records import balance_message, encode_content, encode_venue_ts
 from bench.procs import Child, Service, Stack, free_port
 from bench.wsclient import WsClient, connect
 
@@ -283,18 +284,19 @@ async def redis_ceiling(b: Bench, records: int) -> float:
         symbol="BTC",
     )
     content = encode_content("acct-000", "bitopro", sample)
-    message = b'{"type":"balance","seq":1,"balance":' + content[:-1] + b',"stale":false}}'
+    message = balance_message(1, content, iso_time(time.time()), encode_venue_ts(None))
+    ceil = Keys("ceil")
     t0 = time.monotonic()
     done = 0
     while done < records:
         pipe = b.redis.pipeline(transaction=False)
         for i in range(min(1000, records - done)):
-            pipe.hset(f"ceil:{{acct-{i % 100:03d}}}:bal", "|BTC", content)
-            pipe.xadd("ceil:changes", {"a": "acct", "s": "BTC", "m": message}, maxlen=1_000_000)
+            pipe.hset(ceil.balances(f"acct-{i % 100:03d}"), field_name("", "BTC"), content)
+            pipe.xadd(ceil.changes, {"a": "acct", "s": "BTC", "m": message}, maxlen=1_000_000)
         await pipe.execute()
         done += 1000
     rate = records / (time.monotonic() - t0)
-    keys = [k async for k in b.redis.scan_iter("ceil:*", count=1000)]
+    keys = [k async for k in b.redis.scan_iter(f"{ceil.prefix}:*", count=1000)]
     if keys:
         await b.redis.delete(*keys)
     return rate
@@ -304,7 +306,7 @@ async def verify(b: Bench, service: Service, names: list[str]) -> bool:
     ok = True
     for name in names:
         truth = await b.truth(name)
-        held = await b.redis.hgetall(f"{service.prefix}:{{{name}}}:bal")
+        held = await b.redis.hgetall(Keys(service.prefix).balances(name))
         got = {}
         for raw in held.values():
             doc = orjson.loads(raw)
@@ -320,7 +322,7 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
     ceil_names = [f"ceil-{service.workers}w-{len(names)}-{i:03d}" for i in range(len(names))]
     await b.add_accounts(ceil_names, assets=1)
     parse = await parse_ceiling(b, ceil_names, per)
-    seq_key = f"{service.prefix}:seq"
+    seq_key = Keys(service.prefix).seq
     seq0 = int(await b.redis.get(seq_key) or 0)
     msgs0 = await b.metric(service, "balagg_upstream_messages_total", 'kind="balance"')
     reconnects0 = await b.metric(service, "balagg_upstream_reconnects_total")
@@ -331,7 +333,7 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
     )
     t0 = float(fired["t0"])
     want = {n: (await b.truth(n))["BTC"]["total"] for n in names}
-    fields = [(f"{service.prefix}:{{{n}}}:bal", n) for n in names]
+    fields = [(Keys(service.prefix).balances(n), n) for n in names]
     deadline = time.monotonic() + 120
     remaining = dict(fields)
     t_done = 0.0

@@ -14,6 +14,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.errors import JSON, ErrorDetail
+from app.domain import AccountStatus
+from app.prices.model import PriceSource
 
 
 def json_response(body: bytes, status: int = 200) -> Response:
@@ -102,7 +104,7 @@ class TotalsResponse(BaseModel):
 
 
 class PriceEntry(BaseModel):
-    source: Literal["bitopro", "sfox", "deltadefi", "solanatracker"]
+    source: PriceSource
     pair: str = Field(examples=["BTC_TWD"])
     base: str
     quote: str
@@ -121,20 +123,6 @@ class PricesResponse(BaseModel):
     prices: list[PriceEntry]
     assumptions: list[str] = Field(description="configured pegs and identities")
     static: dict[str, str] = Field(description="static last-resort prices, asset -> USD")
-
-
-AccountStateName = Literal["connecting", "syncing", "live", "stale", "auth_failed", "disabled"]
-
-
-class AccountStatus(BaseModel):
-    account: str
-    venue: str
-    state: AccountStateName
-    connected_since: str | None
-    last_message_at: str | None
-    reconnects: int
-    last_error: str | None
-    owner: str | None = Field(description="instance holding the account's lease")
 
 
 class AccountsResponse(BaseModel):

@@ -23,15 +23,17 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from app.domain import AccountState
+
 MISSING = "—"
 HIGHLIGHT = "bold black on yellow"
-STATE_STYLES = {
-    "live": "green",
-    "syncing": "cyan",
-    "connecting": "cyan",
-    "stale": "yellow",
-    "auth_failed": "bold red",
-    "disabled": "dim",
+STATE_STYLES: dict[str, str] = {
+    AccountState.LIVE: "green",
+    AccountState.SYNCING: "cyan",
+    AccountState.CONNECTING: "cyan",
+    AccountState.STALE: "yellow",
+    AccountState.AUTH_FAILED: "bold red",
+    AccountState.DISABLED: "dim",
 }
 BALANCE_COLUMNS = (
     "account",

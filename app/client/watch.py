@@ -28,6 +28,7 @@ from rich.text import Text
 
 from app.client.connection import ClientError, ServiceClient, ServiceUnreachable, parse_document
 from app.client.render import AMOUNTS, Key, balances_table, record_key
+from app.domain import AccountState
 
 HIGHLIGHT_SECONDS = 1.5
 BACKOFF_INITIAL = 0.2
@@ -170,7 +171,9 @@ class WatchState:
                 continue
             # a balance frame says stale=false; the account's state decides (docs/api.md)
             account_state = self.states.get(str(record.get("account")))
-            stale = account_state != "live" if account_state else bool(record.get("stale"))
+            stale = (
+                account_state != AccountState.LIVE if account_state else bool(record.get("stale"))
+            )
             out.append({**record, "stale": stale})
         return out
 
@@ -210,7 +213,7 @@ async def watch_table(
     def view(now: float) -> Group:
         rows = state.rows(nonzero)  # the service's order; new keys join at the end
         table = balances_table(rows, highlight=state.highlighted(now))
-        stale = sorted(a for a, s in state.states.items() if s != "live")
+        stale = sorted(a for a, s in state.states.items() if s != AccountState.LIVE)
         footer = f"seq {state.seq} · {len(rows)} balances · {len(state.states)} accounts"
         if stale:
             footer += f" · not live: {', '.join(f'{a} ({state.states[a]})' for a in stale)}"

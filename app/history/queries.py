@@ -18,6 +18,7 @@ from sqlalchemy import Table, and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.domain import AccountState
 from app.history import schema
 from app.history.snapshot_cache import SnapshotCache
 from app.history.times import iso_us
@@ -231,7 +232,7 @@ async def state_at(
         )
     )
     for row in result:
-        live[row.account] = row.state == "live"
+        live[row.account] = row.state == AccountState.LIVE
     return StateAt(seq, time_us, raw, live)
 
 
@@ -475,7 +476,7 @@ async def apply_retention(engine: AsyncEngine, cutoff_us: int) -> bool:
         # the statuses at the base, also when a snapshot (a checkpoint) already sits there:
         # older statuses are deleted below
         states = [
-            {"seq": seq, "account": a, "state": "live" if ok else "stale", "time_us": cutoff_us}
+            {"seq": seq, "account": a, "state": _live_or_stale(ok), "time_us": cutoff_us}
             for a, ok in state.live.items()
         ]  # fmt: skip
         if states:
@@ -489,3 +490,7 @@ async def apply_retention(engine: AsyncEngine, cutoff_us: int) -> bool:
         await conn.execute(delete(schema.gaps).where(schema.gaps.c.to_time_us <= cutoff_us))
         await conn.execute(delete(schema.prices).where(schema.prices.c.time_us < cutoff_us))
     return True
+
+
+def _live_or_stale(live: bool) -> str:
+    return (AccountState.LIVE if live else AccountState.STALE).value

@@ -22,7 +22,7 @@ from app.history.snapshot_cache import SnapshotCache
 from app.history.value import ValuationRules
 from app.history.writer import GROUP, HistoryWriter
 from app.metrics import Metrics
-from app.prices.service import STABLE_MINTS
+from app.mints import STABLE_MINTS
 from app.settings import Settings
 from app.store import Keys
 

@@ -32,6 +32,7 @@ from typing import Final, Protocol
 
 import aiohttp
 
+from app.domain import Venue
 from app.prices import bitopro, deltadefi
 from app.prices.model import Price
 from app.ratelimit import VenueLimiter
@@ -89,7 +90,7 @@ class BitoproTickerChannel:
 
     @property
     def venue(self) -> str:
-        return "bitopro"
+        return Venue.BITOPRO
 
     def request(self) -> HttpRequest:
         full = bitopro.subscribe_url(self.url, self.pairs)
@@ -116,7 +117,7 @@ class DeltadefiMarketChannel:
 
     @property
     def venue(self) -> str:
-        return "deltadefi"
+        return Venue.DELTADEFI
 
     def request(self) -> HttpRequest:
         return deltadefi.market_price_request(self.account, self.symbol)
@@ -129,7 +130,7 @@ def bitopro_ticker_urls(accounts: Iterable[AccountConfig]) -> dict[str, list[str
     """Ticker URL -> the ids of the enabled BitoPro accounts it serves (one socket each)."""
     out: dict[str, list[str]] = {}
     for account in accounts:
-        if account.venue == "bitopro" and account.enabled:
+        if account.venue == Venue.BITOPRO and account.enabled:
             out.setdefault(bitopro.ticker_url(account), []).append(account.id)
     return out
 
@@ -308,7 +309,7 @@ def feed_clients(
         clients.append(PriceFeedClient(http, channel, deliver, options, limiter=limiter))
     symbols: dict[str, AccountConfig] = {}
     for account in accounts:
-        if account.venue == "deltadefi":
+        if account.venue == Venue.DELTADEFI:
             for symbol in deltadefi_symbols(held.get(account.id, ())):
                 symbols.setdefault(symbol, account)
     for symbol, account in sorted(symbols.items()):

@@ -13,14 +13,16 @@ import enum
 from dataclasses import dataclass
 from decimal import Decimal
 
+from app.domain import Venue
+
 
 class PriceSource(enum.StrEnum):
     """Where a price came from. Market sources are the venues; the rest are assumptions."""
 
-    BITOPRO = "bitopro"
-    SFOX = "sfox"
-    DELTADEFI = "deltadefi"
-    SOLANATRACKER = "solanatracker"
+    BITOPRO = Venue.BITOPRO.value
+    SFOX = Venue.SFOX.value
+    DELTADEFI = Venue.DELTADEFI.value
+    SOLANATRACKER = Venue.SOLANATRACKER.value
     PEG = "peg"
     STATIC = "static"
     IDENTITY = "identity"

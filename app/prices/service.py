@@ -37,6 +37,8 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.domain import Venue
+from app.mints import STABLE_MINTS
 from app.prices.feed import (
     BitoproTickerChannel,
     DeltadefiMarketChannel,
@@ -55,13 +57,6 @@ from app.settings import AccountConfig, Settings
 from app.store import Keys
 
 log = logging.getLogger(__name__)
-
-STABLE_MINTS: dict[str, str] = {
-    "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v": "USDC",
-    "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB": "USDT",
-}
-"""Solana mints that ARE a stablecoin (graph identities): only these exact mints, because a
-token's symbol is chosen by whoever minted it and "USDC" alone proves nothing."""
 
 
 class PriceService:
@@ -167,7 +162,7 @@ class PriceService:
             pairs = bitopro_pairs(code for i in ids for code in held.get(i, ()))
             channels[f"bitopro|{url}"] = BitoproTickerChannel(url, pairs)
         for account in enabled:
-            if account.venue != "deltadefi" or account.api_key is None:
+            if account.venue != Venue.DELTADEFI or account.api_key is None:
                 continue
             for symbol in sorted(deltadefi_symbols(held.get(account.id, ()))):
                 key = f"deltadefi|{symbol}"

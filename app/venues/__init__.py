@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from app.domain import Venue
 from app.settings import AccountConfig
 from app.venues.base import VenueSession
 from app.venues.bitopro import BitoproSession
@@ -17,10 +18,10 @@ from app.venues.sfox import SfoxSession
 from app.venues.solanatracker import SolanatrackerSession
 
 SESSION_TYPES: Final[Mapping[str, Callable[[AccountConfig], VenueSession]]] = {
-    "bitopro": BitoproSession,
-    "sfox": SfoxSession,
-    "deltadefi": DeltadefiSession,
-    "solanatracker": SolanatrackerSession,
+    Venue.BITOPRO: BitoproSession,
+    Venue.SFOX: SfoxSession,
+    Venue.DELTADEFI: DeltadefiSession,
+    Venue.SOLANATRACKER: SolanatrackerSession,
 }
 
 

@@ -18,12 +18,13 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
+from decimal import Decimal
 from typing import Any, Final, TypeVar
 from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import orjson
 
+from app.domain import EXACT
 from app.settings import SOLANA_ADDRESS_RE
 from app.venues.base import MAX_FRAME_BYTES, ProtocolError
 
@@ -45,8 +46,6 @@ REDIRECT: Final = "redirect"
 # ``EXACT`` (at most 40 integer and 40 fraction digits -> at most 82 digits of result).
 _MAX_ADJUSTED = 40
 _MIN_EXPONENT = -40
-EXACT: Final = Context(prec=100, traps=[Inexact, Rounded, InvalidOperation])
-"""Arithmetic context for amounts: never rounds (it raises instead)."""
 
 _PLAIN_DECIMAL = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?")
 _SCI_DECIMAL = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?(?:[eE][+-]?[0-9]{1,3})?")

@@ -34,6 +34,7 @@ from app.domain import (
     MarketPrice,
     SequenceGap,
     Venue,
+    adds_up,
 )
 from app.prices import sfox as tickers
 from app.settings import AccountConfig
@@ -334,7 +335,7 @@ def _read_account_item(item: object) -> AssetBalance:
         if value is not None:
             extra[name] = w.plain(w.signed_decimal(value, name))
     locked = held
-    if w.add(available, held) != total:
+    if not adds_up(total, available, held):
         # total == available + locked must hold; keep the venue's two headline figures and
         # derive locked, recording what sFOX called held so nothing is lost
         locked = w.subtract(total, available)

@@ -32,6 +32,7 @@ from app.domain import (
     Venue,
     VenueEvent,
 )
+from app.mints import KNOWN_MINTS
 from app.prices import solanatracker as price_rooms
 from app.settings import AccountConfig
 from app.venues import _wire as w
@@ -41,13 +42,6 @@ DEFAULT_WS_URL: Final = "wss://datastream.solanatracker.io"
 DEFAULT_REST_URL: Final = "https://data.solanatracker.io"
 SWAP_DEDUP_SIZE: Final = 10_000
 PONG: Final = '{"type":"pong"}'
-
-KNOWN_MINTS: Final[Mapping[str, str]] = {
-    "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v": "USDC",
-    "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB": "USDT",
-    "So11111111111111111111111111111111111111112": "wSOL",
-}
-"""Symbols of the mints every Solana wallet is likely to hold, before any metadata arrives."""
 
 _SWAP_NUMBERS: Final = ("priceUsd", "amount", "volume", "solVolume")
 _MAX_TX = 128

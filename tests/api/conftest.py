@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -27,13 +28,13 @@ import uvicorn
 from fastapi import FastAPI
 
 import app.service as service_module
-from app.domain import AssetBalance, ExtraValue
+from app.domain import AccountState, AccountStatus, AssetBalance, ExtraValue, Venue
 from app.hub import StreamHub
 from app.runtime import Runtime
 from app.settings import AccountConfig, Settings
 from app.store import BalanceWriter, Keys
 
-VENUE = "deltadefi"
+VENUE = Venue.DELTADEFI
 
 
 class StubSupervisor:
@@ -94,16 +95,9 @@ def bal(
     )
 
 
-def status_doc(name: str, state: str, venue: str = VENUE) -> dict[str, Any]:
-    return {
-        "account": name,
-        "venue": venue,
-        "state": state,
-        "connected_since": None,
-        "reconnects": 0,
-        "last_error": None,
-        "owner": "test-owner",
-    }
+def status_doc(name: str, state: AccountState, venue: Venue = VENUE) -> dict[str, Any]:
+    initial = AccountStatus.initial(name, venue, state)
+    return dataclasses.replace(initial, owner="test-owner").doc()
 
 
 @dataclass
@@ -165,7 +159,7 @@ async def _stand_in_owner(
     """Make ``test-owner`` (whose statuses the tests write) a live owner, as a real one is:
     it holds the accounts' leases and heartbeats in ``P:instances`` (here: for an hour)."""
     for acct in accounts:
-        await client.set(keys.account(acct.id, "lease"), "test-owner:0", px=3_600_000)
+        await client.set(keys.lease(acct.id), "test-owner:0", px=3_600_000)
     await client.zadd(keys.instances, {"test-owner": int(time.time() * 1000) + 3_600_000})
 
 

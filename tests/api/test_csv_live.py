@@ -13,6 +13,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from app.domain import AccountState
 from app.prices.model import Price, PriceSource
 from tests.api.conftest import Service, ServiceFactory, account, bal, status_doc
 
@@ -31,7 +32,7 @@ async def _csv(
 
 async def _seed(svc: Service) -> None:
     for name in ("ex-a", "ex-b"):
-        svc.owner.submit_status(name, status_doc(name, "live"))
+        svc.owner.submit_status(name, status_doc(name, AccountState.LIVE))
     svc.owner.submit_snapshot(
         "ex-a", "deltadefi", "",
         [bal("BTC", "123456789012.12345678", "100000000000.00000001"),

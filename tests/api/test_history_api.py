@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from app.domain import AccountState
 from app.history.runtime import History
 from app.history.times import iso_us
 from tests.api.conftest import Service, ServiceFactory, account, bal, status_doc
@@ -48,7 +49,7 @@ async def _csv(svc: Service, path: str, **params: Any) -> tuple[str, list[dict[s
 
 async def _seed(svc: Service) -> str:
     """Three states of one account; returns an instant between the first and second."""
-    svc.owner.submit_status("ex-a", status_doc("ex-a", "live"))
+    svc.owner.submit_status("ex-a", status_doc("ex-a", AccountState.LIVE))
     svc.owner.submit_snapshot("ex-a", "deltadefi", "", [bal("BTC", "1.5", "1"), bal("USDM", "3")])
     await svc.settle()
     await asyncio.sleep(0.002)

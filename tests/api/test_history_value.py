@@ -15,6 +15,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from app.domain import AccountState
 from app.history.runtime import History
 from app.history.times import iso_us
 from tests.api.conftest import Service, ServiceFactory, account, bal, status_doc
@@ -52,7 +53,7 @@ async def test_past_values_use_past_balances_and_past_prices(
         recorder.record_price("BTC/USDT", "bitopro", Decimal("98765.43210987"), t0 - 10)
         recorder.record_price("ETH/USD", "sfox", Decimal("3456.78901234"), t0 - 100)
         recorder.record_price("ADA/TWD", "bitopro", Decimal("0.98765432"), t0 - 10)
-        svc.owner.submit_status("ex-a", status_doc("ex-a", "live"))
+        svc.owner.submit_status("ex-a", status_doc("ex-a", AccountState.LIVE))
         await svc.settle()  # the status first: _caught_up follows the newest balance seq
         svc.owner.submit_snapshot(
             "ex-a", "deltadefi", "",

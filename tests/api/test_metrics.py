@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from app.domain import AccountState
 from tests.api.conftest import VENUE, Service, ServiceFactory, account, bal, status_doc
 from tests.api.streamclient import read_one
 
@@ -45,7 +46,7 @@ async def test_metrics_families_and_balance_gauges(service_factory: ServiceFacto
     sol = account("sol", venue="solanatracker")
     async with service_factory([account("ex-a"), sol]) as svc:
         svc.owner.submit_snapshot("ex-a", VENUE, "", [bal("BTC", "1.5", "1"), bal("ETH", "0")])
-        svc.owner.submit_status("ex-a", status_doc("ex-a", "live"))
+        svc.owner.submit_status("ex-a", status_doc("ex-a", AccountState.LIVE))
         svc.owner.submit_update(
             "sol",
             "solanatracker",

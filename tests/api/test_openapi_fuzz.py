@@ -26,6 +26,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.result import Ok
 
+from app.domain import AccountState
 from tests.api.conftest import VENUE, ServiceFactory, account, bal, status_doc
 
 # schemathesis loads many of its modules lazily (the OpenAPI loader, the JSON Schema
@@ -92,7 +93,8 @@ async def test_no_server_error_on_any_generated_request(service_factory: Service
     async with service_factory(accounts, token="fuzz-token-123456") as svc:
         svc.owner.submit_snapshot("ex-a", VENUE, "", [bal("BTC", "1.5", "1"), bal("USDT", "3")])
         for name in ("ex-a", "ex-b"):
-            svc.owner.submit_status(name, status_doc(name, "live"))  # so /readyz says 200
+            # live, so /readyz says 200
+            svc.owner.submit_status(name, status_doc(name, AccountState.LIVE))
         await svc.settle()
         # and history's schema is in place, so its routes answer rather than 503 "not yet"
         deadline = asyncio.get_running_loop().time() + 30

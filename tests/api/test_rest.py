@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 
+from app import mints
+from app.domain import AccountState
 from app.prices import Price, PriceSource
 from tests.api.conftest import VENUE, Service, ServiceFactory, StubSupervisor, account, bal
 from tests.api.conftest import status_doc as doc
 
 WALLET = "FV1r15rbNKkJanXLheoJA7fXEq6NDuMJ3bukXuhJWyV1"
 BONK = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263"
-USDC_MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+USDC_MINT = mints.USDC
 FAKE_USDC = "FakeUSDCmint1111111111111111111111111111111"
 
 
@@ -33,8 +35,8 @@ async def seed(svc: Service) -> None:
         "ex-a", VENUE, "", [bal("BTC", "1.5", "1"), bal("ETH", "0"), bal("USDT", "10")]
     )
     o.submit_snapshot("ex-b", VENUE, "", [bal("BTC", "0.25"), bal("USDM", "3.5", "1.5")])
-    o.submit_status("ex-a", doc("ex-a", "live"))
-    o.submit_status("ex-b", doc("ex-b", "stale"))
+    o.submit_status("ex-a", doc("ex-a", AccountState.LIVE))
+    o.submit_status("ex-b", doc("ex-b", AccountState.STALE))
     await svc.settle()
 
 
@@ -79,7 +81,7 @@ async def test_balances_filters_and_stale(service_factory: ServiceFactory) -> No
         assert [r["asset"] for r in one["balances"]] == ["USDM"]
 
         # the account goes live: every record of it turns fresh at once
-        svc.owner.submit_status("ex-b", doc("ex-b", "live"))
+        svc.owner.submit_status("ex-b", doc("ex-b", AccountState.LIVE))
         await svc.settle()
         _s, one = await svc.get("/v1/balances/ex-b")
         assert not any(r["stale"] for r in one["balances"])
@@ -168,7 +170,7 @@ async def test_totals_are_exact_and_valued(service_factory: ServiceFactory) -> N
 async def test_accounts_and_resync(service_factory: ServiceFactory) -> None:
     accounts = [account("ex-a"), account("ex-b"), account("off", enabled=False)]
     async with service_factory(accounts) as svc:
-        svc.owner.submit_status("ex-a", doc("ex-a", "live"))
+        svc.owner.submit_status("ex-a", doc("ex-a", AccountState.LIVE))
         svc.owner.touch("ex-a", VENUE, 1767323045.678)  # 2026-01-02T03:04:05.678Z
         await svc.settle()
         await svc.hub.refresh_once()  # last_message_at is polled, not streamed
@@ -211,13 +213,13 @@ async def test_readiness(service_factory: ServiceFactory) -> None:
         assert "off" not in " ".join(body["reasons"])
         assert body["error"]["code"] == "not_ready"
 
-        svc.owner.submit_status("ex-a", doc("ex-a", "live"))
-        svc.owner.submit_status("ex-b", doc("ex-b", "connecting"))
+        svc.owner.submit_status("ex-a", doc("ex-a", AccountState.LIVE))
+        svc.owner.submit_status("ex-b", doc("ex-b", AccountState.CONNECTING))
         await svc.settle()
         status, body = await svc.get("/readyz")
         assert status == 503 and body["reasons"] == ["still connecting: ex-b"]
 
-        svc.owner.submit_status("ex-b", doc("ex-b", "auth_failed"))
+        svc.owner.submit_status("ex-b", doc("ex-b", AccountState.AUTH_FAILED))
         await svc.settle()
         status, body = await svc.get("/readyz")
         assert status == 200 and body == {"ready": True, "reasons": []}

@@ -13,6 +13,7 @@ import aiohttp
 import psutil
 import pytest
 
+from app.domain import AccountState
 from app.redis_server import EmbeddedRedis
 from tests.api.conftest import VENUE, ServiceFactory, account, bal, status_doc
 from tests.api.streamclient import StreamState, by_key, read_one, sync
@@ -34,7 +35,12 @@ async def churn(svc: Any, n: int, seed: int = 1) -> None:
                 name, VENUE, "", [bal(a, f"{rng.randint(0, 10**6)}.{i}") for a in kept]
             )
         elif roll < 0.04:
-            owner.submit_status(name, status_doc(name, rng.choice(["live", "stale", "syncing"])))
+            owner.submit_status(
+                name,
+                status_doc(
+                    name, rng.choice([AccountState.LIVE, AccountState.STALE, AccountState.SYNCING])
+                ),
+            )
         elif roll < 0.05:
             owner.submit_event(name, "order", {"id": str(i), "status": "filled"})
         else:
@@ -62,7 +68,7 @@ async def test_snapshot_plus_changes_equals_rest_under_load(
     async with service_factory([account(a) for a in ACCOUNTS]) as svc:
         for name in ACCOUNTS:
             svc.owner.submit_snapshot(name, VENUE, "", [bal(a, "1") for a in ASSETS[:4]])
-            svc.owner.submit_status(name, status_doc(name, "live"))
+            svc.owner.submit_status(name, status_doc(name, AccountState.LIVE))
         await svc.settle()
         everything, filtered = StreamState(), StreamState()
         ws_all = await svc.ws()
@@ -105,7 +111,7 @@ async def test_resume_replays_each_missed_change_once_in_order(
     accounts = [account(a) for a in ACCOUNTS[:2]]
     async with service_factory(accounts, client_buffer=100) as svc:
         for name in ACCOUNTS[:2]:
-            svc.owner.submit_status(name, status_doc(name, "live"))
+            svc.owner.submit_status(name, status_doc(name, AccountState.LIVE))
         await svc.settle()
         state = StreamState()
         ws = await svc.ws()
@@ -236,7 +242,7 @@ async def _slow_client_run(svc: Any, updates: int, *, expect_close: bool, pad: i
     keys = [(a, f"T{i}") for a in SLOW_ACCOUNTS for i in range(50)]  # 500 keys
     buffer = svc.runtime.settings.client_buffer
     for name in SLOW_ACCOUNTS:
-        svc.owner.submit_status(name, status_doc(name, "live"))
+        svc.owner.submit_status(name, status_doc(name, AccountState.LIVE))
     first = await svc.settle()
     state = StreamState()
     ws = await svc.ws()

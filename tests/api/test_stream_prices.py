@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from app.domain import AccountState
 from app.prices import Price, PriceSource
 from tests.api.conftest import VENUE, ServiceFactory, account, bal, status_doc
 from tests.api.streamclient import read_one
@@ -27,7 +28,7 @@ async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, A
 async def test_prices_are_sent_only_to_clients_that_ask(service_factory: ServiceFactory) -> None:
     async with service_factory([account("ex-a")]) as svc:
         svc.owner.submit_snapshot("ex-a", VENUE, "", [bal("BTC", "1")])
-        svc.owner.submit_status("ex-a", status_doc("ex-a", "live"))
+        svc.owner.submit_status("ex-a", status_doc("ex-a", AccountState.LIVE))
         await svc.settle()
         svc.runtime.prices.record(btc_twd("3012345.12345678"))
         opted = await svc.ws(prices="true")

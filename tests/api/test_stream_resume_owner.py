@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from app.domain import AccountState
 from tests.api.conftest import VENUE, Service, ServiceFactory, account, bal, status_doc
 from tests.api.streamclient import StreamState, by_key, read_one, sync
 
@@ -24,7 +25,7 @@ async def test_a_resume_after_the_owner_died_shows_the_account_stale(
     service_factory: ServiceFactory,
 ) -> None:
     async with service_factory([account("acct-0")]) as svc:
-        svc.owner.submit_status("acct-0", status_doc("acct-0", "live"))
+        svc.owner.submit_status("acct-0", status_doc("acct-0", AccountState.LIVE))
         svc.owner.submit_update("acct-0", VENUE, [bal("BTC", "1.5")])
         await svc.settle()
         ws = await svc.ws()
@@ -36,7 +37,7 @@ async def test_a_resume_after_the_owner_died_shows_the_account_stale(
 
         # the owner dies while this client is away: its lease and heartbeat are gone
         keys = svc.runtime.keys
-        await svc.redis.delete(keys.account("acct-0", "lease"))
+        await svc.redis.delete(keys.lease("acct-0"))
         await svc.redis.zrem(keys.instances, "test-owner")
         deadline = asyncio.get_running_loop().time() + 10
         while await _accounts_state(svc, "acct-0") != "stale":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -28,7 +29,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from app.dashboard import install_dashboard
-from app.domain import AssetBalance
+from app.domain import AccountState, AccountStatus, AssetBalance, Venue
 from app.settings import AccountConfig, Settings
 from app.store import BalanceReader, BalanceWriter, Keys
 from tests.browser.cdp import Browser, Page, find_chromium
@@ -81,18 +82,9 @@ def bal(
     )
 
 
-def status(account: str, venue: str, state: str, **more: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "account": account,
-        "venue": venue,
-        "state": state,
-        "connected_since": None,
-        "reconnects": 0,
-        "last_error": None,
-        "owner": OWNER,
-    }
-    doc.update(more)
-    return doc
+def status(account: str, venue: Venue, state: AccountState, **more: Any) -> dict[str, Any]:
+    initial = AccountStatus.initial(account, venue, state)
+    return dataclasses.replace(initial, owner=OWNER, **more).doc()
 
 
 @dataclass
@@ -154,7 +146,7 @@ async def running_service(
         client = aioredis.Redis.from_url(redis_url)
         stack.push_async_callback(client.aclose)
         for account in ACCOUNTS:  # another instance owns them: this one only serves them
-            await client.set(keys.account(account.id, "lease"), LEASE, px=120_000)
+            await client.set(keys.lease(account.id), LEASE, px=120_000)
         # ... and heartbeats, as a live instance does
         await client.zadd(keys.instances, {OWNER: int(time.time() * 1000) + 120_000})
         writer = BalanceWriter(client, keys, fence=lambda _account: LEASE)
@@ -266,12 +258,12 @@ async def test_dashboard_follows_the_stream_live(
     async with running_service(redis_url, key_prefix, tmp_path / "data") as svc:
         # the state before the page opens: it must arrive in the snapshot
         w = svc.writer
-        w.submit_status("dash-a", status("dash-a", "bitopro", "live"))
+        w.submit_status("dash-a", status("dash-a", Venue.BITOPRO, AccountState.LIVE))
         w.submit_snapshot("dash-a", "bitopro", "", [bal("BTC", "0.1", "0.05"), bal("ETH", "2")])
-        w.submit_status("dash-b", status("dash-b", "sfox", "live", reconnects=2))
+        w.submit_status("dash-b", status("dash-b", Venue.SFOX, AccountState.LIVE, reconnects=2))
         w.submit_update("dash-b", "sfox", [bal("BTC", "0.2"), bal("USDC", "1000.5", "1000")])
         w.submit_update("dash-b", "sfox", [bal("USDC", "5", wallet=WEB3)])
-        w.submit_status("dash-c", status("dash-c", "solanatracker", "live"))
+        w.submit_status("dash-c", status("dash-c", Venue.SOLANATRACKER, AccountState.LIVE))
         w.submit_update("dash-c", "solanatracker", [bal(MINT, "3", wallet=WALLET, symbol=HOSTILE)])
         seq = await svc.flush()
 
@@ -323,7 +315,10 @@ async def test_dashboard_follows_the_stream_live(
 
             # the account goes stale: shown dimmed, never hidden or zeroed
             w.submit_status(
-                "dash-a", status("dash-a", "bitopro", "stale", reconnects=1, last_error="timeout")
+                "dash-a",
+                status(
+                    "dash-a", Venue.BITOPRO, AccountState.STALE, reconnects=1, last_error="timeout"
+                ),
             )
             await svc.flush()
             await expect(page, account_attr("dash-a", "data-state"), "stale")
@@ -339,7 +334,9 @@ async def test_dashboard_follows_the_stream_live(
             print(f"screenshot: {shot}")
 
             # and recovers
-            w.submit_status("dash-a", status("dash-a", "bitopro", "live", reconnects=1))
+            w.submit_status(
+                "dash-a", status("dash-a", Venue.BITOPRO, AccountState.LIVE, reconnects=1)
+            )
             await svc.flush()
             await expect(page, account_attr("dash-a", "data-state"), "live")
             await expect(page, f"{stale_row}.dataset.stale", "false")
@@ -363,7 +360,7 @@ async def test_dashboard_asks_for_a_token_when_the_service_requires_one(
     chromium: str, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
     async with running_service(redis_url, key_prefix, tmp_path / "data", (TOKEN,)) as svc:
-        svc.writer.submit_status("dash-a", status("dash-a", "bitopro", "live"))
+        svc.writer.submit_status("dash-a", status("dash-a", Venue.BITOPRO, AccountState.LIVE))
         svc.writer.submit_update("dash-a", "bitopro", [bal("BTC", "1.5", "1")])
         await svc.flush()
         # the page and its assets hold no data and load without a token
@@ -399,7 +396,7 @@ async def test_a_late_refusal_without_a_token_keeps_the_token_given_since(
 ) -> None:
     """A 401 to a request sent before the token was entered must not throw the token away."""
     async with running_service(redis_url, key_prefix, tmp_path / "data", (TOKEN,)) as svc:
-        svc.writer.submit_status("dash-a", status("dash-a", "bitopro", "live"))
+        svc.writer.submit_status("dash-a", status("dash-a", Venue.BITOPRO, AccountState.LIVE))
         svc.writer.submit_update("dash-a", "bitopro", [bal("BTC", "1.5", "1")])
         await svc.flush()
         async with browser_page(chromium, tmp_path) as page:

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import aiohttp
 import pytest
 
+from app.domain import AccountState, Venue
 from tests.browser.cdp import Page
 from tests.browser.test_dashboard import (
     bal,
@@ -127,7 +128,7 @@ async def test_asset_history_chart_and_csv_export(
         running_service(redis_url, key_prefix, tmp_path / "data", static_prices=PRICES) as svc,
         aiohttp.ClientSession() as http,
     ):
-        svc.writer.submit_status("dash-a", status("dash-a", "bitopro", "live"))
+        svc.writer.submit_status("dash-a", status("dash-a", Venue.BITOPRO, AccountState.LIVE))
         svc.writer.submit_snapshot("dash-a", "bitopro", "", [bal("BTC", "0.5"), bal("ADA", "10")])
         await svc.flush()
         svc.writer.submit_update("dash-a", "bitopro", [bal("BTC", "0.75")])
@@ -210,7 +211,7 @@ async def test_value_chart_on_the_real_history_value_route(
         running_service(redis_url, key_prefix, tmp_path / "data", static_prices=PRICES) as svc,
         aiohttp.ClientSession() as http,
     ):
-        svc.writer.submit_status("dash-a", status("dash-a", "bitopro", "live"))
+        svc.writer.submit_status("dash-a", status("dash-a", Venue.BITOPRO, AccountState.LIVE))
         svc.writer.submit_snapshot("dash-a", "bitopro", "", [bal("BTC", "0.5"), bal("ADA", "10")])
         await svc.flush()
         has_route = VALUE_ROUTE in await openapi_paths(http, svc.base)

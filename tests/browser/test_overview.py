@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from app.domain import AssetBalance
+from app import mints
+from app.domain import AccountState, AssetBalance, Venue
 from tests.browser.cdp import Page
 from tests.browser.test_dashboard import (
     MINT,
@@ -41,7 +42,7 @@ _ = chromium  # the fixture, re-exported for this module
 BIG_ADA = "1005153193511.66927422"
 MINT_LEARNT = "Bonk111111111111111111111111111111111111111"
 MINT_FROM = "Trump11111111111111111111111111111111111111"
-MINT_TO = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+MINT_TO = mints.USDC
 ORDER_ID = "550e8400-e29b-41d4-a716-446655440000"
 PRICES = {"ADA": Decimal("0.5"), "BTC": Decimal("97000")}
 
@@ -96,15 +97,15 @@ async def test_overview_tables_and_events(
         redis_url, key_prefix, tmp_path / "data", static_prices=PRICES
     ) as svc:
         w = svc.writer
-        w.submit_status("dash-a", status("dash-a", "bitopro", "live"))
+        w.submit_status("dash-a", status("dash-a", Venue.BITOPRO, AccountState.LIVE))
         w.submit_snapshot(
             "dash-a", "bitopro", "", [bal("ADA", BIG_ADA, "1005153193500"), bal("BTC", "0.5")]
         )
-        w.submit_status("dash-b", status("dash-b", "sfox", "live"))
+        w.submit_status("dash-b", status("dash-b", Venue.SFOX, AccountState.LIVE))
         w.submit_update(
             "dash-b", "sfox", [bal("BTC", "0.25"), bal("USDC", "1000.5"), bal("XYZ", "12")]
         )
-        w.submit_status("dash-c", status("dash-c", "solanatracker", "live"))
+        w.submit_status("dash-c", status("dash-c", Venue.SOLANATRACKER, AccountState.LIVE))
         w.submit_update(
             "dash-c",
             "solanatracker",
@@ -196,7 +197,13 @@ async def test_overview_tables_and_events(
             # an account goes stale: marked on the card and its rows, with the age
             w.submit_status(
                 "dash-c",
-                status("dash-c", "solanatracker", "stale", reconnects=1, last_error="ping timeout"),
+                status(
+                    "dash-c",
+                    Venue.SOLANATRACKER,
+                    AccountState.STALE,
+                    reconnects=1,
+                    last_error="ping timeout",
+                ),
             )
             await svc.flush()
             card = query("data-account", "dash-c")
@@ -215,7 +222,9 @@ async def test_overview_tables_and_events(
                 sentence.format("status"),
                 "dash-c: connection lost, now stale (ping timeout): showing last known balances",
             )
-            w.submit_status("dash-c", status("dash-c", "solanatracker", "live", reconnects=1))
+            w.submit_status(
+                "dash-c", status("dash-c", Venue.SOLANATRACKER, AccountState.LIVE, reconnects=1)
+            )
             await svc.flush()
             await expect(page, f"{card}.dataset.state", "live")
             back = await page.evaluate(sentence.format("status"))
@@ -293,7 +302,7 @@ async def test_value_over_time_only_with_a_history_api_and_with_its_gaps(
     chromium: str, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
     async with running_service(redis_url, key_prefix, tmp_path / "data") as svc:
-        svc.writer.submit_status("dash-b", status("dash-b", "sfox", "live"))
+        svc.writer.submit_status("dash-b", status("dash-b", Venue.SFOX, AccountState.LIVE))
         svc.writer.submit_update("dash-b", "sfox", [bal("USDC", "10")])
         await svc.flush()
         async with browser_page(chromium, tmp_path, 1400, 1000) as page:

@@ -6,9 +6,10 @@ from decimal import Decimal
 
 import pytest
 
+from app.mints import USDC
 from app.prices.graph import PriceGraph, Reason, Unvalued, Valued
 from app.prices.model import Price, PriceSource
-from tests.venues.conftest import TRUMP, USDC
+from tests.venues.conftest import TRUMP
 
 NOW = 1_764_316_800.0
 BIG = Decimal("999999999999.99999999")

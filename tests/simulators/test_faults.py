@@ -10,6 +10,7 @@ import pytest
 
 from app.simulators.bitopro import BitoproSimulator
 from app.simulators.deltadefi import DeltaDefiSimulator
+from tests.polling import eventually
 from tests.simulators.wsclient import (
     BITOPRO_EMAIL,
     BITOPRO_KEY,
@@ -57,7 +58,8 @@ async def test_drop_is_abrupt_and_counted(
         for ws in (one, two):
             await expect_closed(ws)
             assert ws.close_code != 1000
-    await asyncio.sleep(0.05)
+    # the simulator notices the closes on its own schedule: poll, never a fixed sleep
+    await eventually(lambda: deltadefi.connection_counts(DELTADEFI_KEY).open == 0, "closes seen")
     counts = deltadefi.connection_counts(DELTADEFI_KEY)
     assert (counts.open, counts.total) == (0, 2)
     async with session.ws_connect(url):

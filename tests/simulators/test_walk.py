@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from decimal import Decimal
 
@@ -10,6 +9,7 @@ import aiohttp
 
 from app.simulators.runner import start_simulators
 from app.simulators.walk import RandomWalk, walk_amount, walk_locked
+from tests.polling import eventually
 from tests.simulators.wsclient import recv_json
 
 
@@ -53,7 +53,8 @@ async def test_walk_task_starts_and_stops() -> None:
     sims = await start_simulators(walk=True, walk_rate=500.0, seed=2)
     try:
         assert sims.walk is not None
-        await asyncio.sleep(0.2)
+        walk = sims.walk
+        await eventually(lambda: walk.steps > 10, "the walk took steps")
         assert sims.walk.steps > 10
     finally:
         await sims.stop()

@@ -15,16 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.domain import BalanceSnapshot, BalanceUpdate, Event, PriceUpdate, VenueEvent
+from app.mints import USDC
 from app.venues import make_session
 from app.venues.base import ProtocolError, VenueSession
-from tests.venues.conftest import (
-    CANARY_DATA_KEY,
-    OTHER_WALLET,
-    TRUMP,
-    USDC,
-    WALLET,
-    account,
-)
+from tests.venues.conftest import CANARY_DATA_KEY, OTHER_WALLET, TRUMP, WALLET, account
 
 VENUES = ("bitopro", "sfox", "deltadefi", "solanatracker")
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,6 +18,7 @@ from app.domain import (
     PriceUpdate,
     VenueEvent,
 )
+from app.mints import USDC, USDT
 from app.venues.base import HttpRequest, ProtocolError
 from app.venues.solanatracker import SWAP_DEDUP_SIZE, BoundedSet, SolanatrackerSession
 from tests.venues.conftest import (
@@ -26,8 +27,6 @@ from tests.venues.conftest import (
     CANARY_KEY,
     OTHER_WALLET,
     TRUMP,
-    USDC,
-    USDT,
     WALLET,
     account,
 )

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from app.api.deps import OptionalRuntime, StartedRuntime
 from app.api.models import Health, Readiness, json_response
+from app.domain import AccountState
 from app.runtime import Runtime
 
 _READY_NAMES_SHOWN = 20
@@ -83,7 +84,9 @@ async def readiness_problems(rt: Runtime | None) -> list[str]:
     elif not hub.reader_ok:
         reasons.append(f"change stream reader is reconnecting ({hub.last_reader_error})")
     waiting = [
-        a.id for a in rt.accounts if a.enabled and hub.account_view(a.id)["state"] == "connecting"
+        a.id
+        for a in rt.accounts
+        if a.enabled and hub.account_view(a.id)["state"] == AccountState.CONNECTING
     ]
     if waiting:
         reasons.append(f"still connecting: {_named(waiting)}")

@@ -1,26 +1,12 @@
-"""The Redis-backed balance state: atomic writes, the numbered change stream, and reads.
+"""The write side of the store: :class:`BalanceWriter` batches balances, statuses, events
+and prices into one Redis round trip per loop iteration.
 
-Layout (``P`` is the configurable prefix; ``{acct}`` is a Redis Cluster hash tag so one
-account's keys share a slot)::
-
-    P:{acct}:bal     hash  "wallet|ASSET" -> record content JSON (amounts as strings)
-    P:{acct}:ts      hash  "wallet|ASSET" -> ["updated_at", venue_ts or null]
-    P:{acct}:status  hash  doc -> lifecycle JSON, last_message_at -> ISO time
-    P:{acct}:lease   string owner token (see app.leases); checked by every write
-    P:{acct}:holder  string token of the last acquisition (no expiry; see app.leases)
-    P:seq            string the deployment-wide change counter
-    P:changes        stream entry id "<seq>-0"; fields a (account), s (asset), m (message),
-                     t (write time, epoch µs), r (upstream receive time, epoch µs)
-    P:prices         hash  Solana mint -> {"price_usd", "symbol", "name", "decimals"};
-                           "source|pair" -> market price doc (app.prices.persistence)
-    P:instances      zset  instance id -> last heartbeat (ms), for fair lease sharing
-    P:dataset        string random id of this data set: changes when Redis lost its data
-
-Every write is one Lua script: it compares, writes, takes a ``seq`` per real change and
-appends the ready-to-send downstream message to ``P:changes`` in the same atomic step, so
-REST, the WebSocket and resume can never disagree. :class:`BalanceWriter` batches every
-write that arrives within one loop iteration into one pipeline (one round trip), and
-keeps the newest state per key in memory while Redis is unreachable.
+Flow: ``venue parser -> fold -> BalanceWriter -> Redis (lua/apply.lua, lua/note.lua)``.
+Every write is one Lua script: it checks the account's lease (the fence), compares,
+writes, takes a ``seq`` per real change and appends the ready-to-send downstream message
+to ``P:changes`` in the same atomic step, so REST, the WebSocket and resume can never
+disagree. The writer keeps the newest state per key in memory while Redis is unreachable.
+Key names are in :mod:`app.store.keys`, the record shape in :mod:`app.store.records`.
 """
 
 from __future__ import annotations
@@ -32,208 +18,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app.domain import AssetBalance, BalanceRecord
+from app.canonical import iso_time, iso_time_us
+from app.domain import AssetBalance
+from app.store import scripts
+from app.store.keys import FIELD_SEP, Keys, field_name
+from app.store.records import STATUS_PREFIX, encode_content, encode_venue_ts, event_prefix
 
 log = logging.getLogger(__name__)
-
-FIELD_SEP = "|"
-
-# The fence: the lease must hold the writer's token. A lease that lapsed while Redis was
-# unreachable still counts as the writer's when nobody acquired the account since (the
-# holder is the writer's token): the owner's pending writes are then kept, not refused
-# (see app.leases). Lease and holder both gone means Redis lost its data: a write now
-# would show the account's latest changes alone, as if they were its whole state, so it
-# waits (code 2) until the owner takes the lease back and sends the full state with it.
-# fence(): 0 the write goes, 1 another instance owns the account, 2 the data set was lost.
-_FENCE_LUA = """
-local function fence(lease, holder, token)
-  if token == '' then return 0 end
-  local current = redis.call('GET', lease)
-  if current == token then return 0 end
-  if current then return 1 end
-  local last = redis.call('GET', holder)
-  if last == false then return 2 end
-  if last ~= token then return 1 end
-  return 0
-end
-"""
-
-_APPLY_LUA = (
-    _FENCE_LUA
-    + """
--- KEYS: bal, ts, status, lease, seq, changes, holder
--- ARGV: fence, now, maxlen, account, last_message_at, received, now_us, nscopes, scope...,
---       (field, content, vts)...   received: upstream receive time (epoch µs) or ''.
---       now_us: the same instant as now (ISO, ms) in epoch µs, kept in each entry as t.
-local fenced = fence(KEYS[4], KEYS[7], ARGV[1])
-if fenced ~= 0 then return {-fenced, 0} end
-local now, maxlen, account = ARGV[2], ARGV[3], ARGV[4]
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'last_message_at', ARGV[5]) end
-local recv, now_us = ARGV[6], ARGV[7]
-local nscopes = tonumber(ARGV[8])
-local scopes = {}
-for i = 1, nscopes do scopes[ARGV[8 + i]] = true end
-local count, last = 0, 0
-local keep = {}
-local i = 9 + nscopes
-while i <= #ARGV do
-  local f, content, vts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  keep[f] = true
-  if redis.call('HGET', KEYS[1], f) ~= content then
-    redis.call('HSET', KEYS[1], f, content)
-    redis.call('HSET', KEYS[2], f, '["' .. now .. '",' .. vts .. ']')
-    last = redis.call('INCR', KEYS[5])
-    count = count + 1
-    local sep = string.find(f, '|', 1, true)
-    local msg = '{"type":"balance","seq":' .. last .. ',"balance":' ..
-      string.sub(content, 1, -2) .. ',"updated_at":"' .. now .. '","venue_ts":' .. vts ..
-      ',"stale":false}}'
-    redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, last .. '-0',
-      'a', account, 's', string.sub(f, sep + 1), 'm', msg, 'r', recv, 't', now_us)
-  end
-  i = i + 3
-end
-if nscopes > 0 then
-  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-    local sep = string.find(f, '|', 1, true)
-    local wallet = string.sub(f, 1, sep - 1)
-    if scopes[wallet] and not keep[f] then
-      redis.call('HDEL', KEYS[1], f)
-      redis.call('HDEL', KEYS[2], f)
-      last = redis.call('INCR', KEYS[5])
-      count = count + 1
-      local asset = string.sub(f, sep + 1)
-      local msg = '{"type":"removed","seq":' .. last .. ',"account":' .. cjson.encode(account) ..
-        ',"wallet":' .. cjson.encode(wallet) .. ',"asset":' .. cjson.encode(asset) .. '}'
-      redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, last .. '-0',
-        'a', account, 's', asset, 'm', msg, 'r', recv, 't', now_us)
-    end
-  end
-end
-return {count, last}
-"""
-)
-
-_NOTE_LUA = (
-    _FENCE_LUA
-    + """
--- A status change or a venue event. KEYS: status, lease, seq, changes, holder
--- ARGV: fence, maxlen, account, kind ('status' | 'event'), body JSON, message prefix, now_us
-local fenced = fence(KEYS[2], KEYS[5], ARGV[1])
-if fenced ~= 0 then return {-fenced, 0} end
-if ARGV[4] == 'status' then
-  if redis.call('HGET', KEYS[1], 'doc') == ARGV[5] then return {0, 0} end
-  redis.call('HSET', KEYS[1], 'doc', ARGV[5])
-end
-local seq = redis.call('INCR', KEYS[3])
-local msg = '{"seq":' .. seq .. ',' .. ARGV[6] .. ARGV[5] .. '}'
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'a', ARGV[3], 's', '', 'm', msg,
-  't', ARGV[7])
-return {1, seq}
-"""
-)
-
-
-_SEQ_FLOOR_LUA = """
--- KEYS: seq; ARGV: floor. Raise the counter to at least floor (never lower it).
-if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-return 0
-"""
-
-
-def decimal_str(value: Decimal) -> str:
-    """Canonical text of an exact amount: no exponent, no trailing zeros (``1.50`` -> ``1.5``)."""
-    if value == 0:
-        return "0"
-    text = format(value.normalize(), "f")
-    return text
-
-
-def utc_now_iso() -> str:
-    return iso_time(time.time())
-
-
-def iso_time(epoch: float) -> str:
-    """``2026-11-21T10:00:00.123Z`` for an epoch time in seconds."""
-    dt = datetime.fromtimestamp(epoch, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def iso_time_us(epoch_us: int) -> str:
-    """``2026-11-21T10:00:00.123Z`` for an epoch time in µs (truncated to the ms, exactly)."""
-    seconds, micros = divmod(epoch_us, 1_000_000)
-    dt = datetime.fromtimestamp(seconds, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros // 1000:03d}Z"
-
-
-def field_name(wallet: str, asset: str) -> str:
-    return f"{wallet}{FIELD_SEP}{asset}"
-
-
-class Keys:
-    """Key names under one prefix."""
-
-    def __init__(self, prefix: str = "balagg") -> None:
-        self.prefix = prefix
-        self.seq = f"{prefix}:seq"
-        self.changes = f"{prefix}:changes"
-        self.prices = f"{prefix}:prices"
-        self.instances = f"{prefix}:instances"
-        self.dataset = f"{prefix}:dataset"
-        self.resync = f"{prefix}:resync"
-
-    def account(self, account: str, kind: str) -> str:
-        return f"{self.prefix}:{{{account}}}:{kind}"
-
-
-def encode_content(account: str, venue: str, balance: AssetBalance) -> bytes:
-    """The comparable part of a record: everything but the times and the stale flag."""
-    return orjson.dumps(
-        {
-            "account": account,
-            "venue": venue,
-            "wallet": balance.wallet,
-            "asset": balance.asset,
-            "symbol": balance.symbol,
-            "total": decimal_str(balance.total),
-            "available": decimal_str(balance.available),
-            "locked": decimal_str(balance.locked),
-            "extra": dict(balance.extra),
-        }
-    )
-
-
-def decode_record(content: bytes | str, ts: bytes | str | None, stale: bool) -> BalanceRecord:
-    doc = orjson.loads(content)
-    updated_at, venue_ts = orjson.loads(ts) if ts else ("", None)
-    return BalanceRecord(
-        account=doc["account"],
-        venue=doc["venue"],
-        wallet=doc["wallet"],
-        asset=doc["asset"],
-        symbol=doc["symbol"],
-        total=Decimal(doc["total"]),
-        available=Decimal(doc["available"]),
-        locked=Decimal(doc["locked"]),
-        updated_at=updated_at,
-        venue_ts=venue_ts,
-        stale=stale,
-        extra=doc["extra"],
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# Writing
 
 
 @dataclass(slots=True)
@@ -310,7 +107,7 @@ class FlushResult:
 
 
 def _vts(content: _Content) -> bytes:
-    return b"null" if content.venue_ts is None else orjson.dumps(content.venue_ts)
+    return encode_venue_ts(content.venue_ts)
 
 
 FenceLookup = Callable[[str], str | None]
@@ -353,9 +150,9 @@ class BalanceWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self._apply = client.register_script(_APPLY_LUA)
-        self._note = client.register_script(_NOTE_LUA)
-        self._seq_floor = client.register_script(_SEQ_FLOOR_LUA)
+        self._apply = client.register_script(scripts.fenced(scripts.APPLY))
+        self._note = client.register_script(scripts.fenced(scripts.NOTE))
+        self._seq_floor = client.register_script(scripts.lua(scripts.SEQ_FLOOR))
         self.max_seq = 0  # the highest seq a write of this process took
         # Redis lost its data (a write found lease and holder gone): the writes of those
         # accounts are kept until the owner has taken the lease back and resent the full
@@ -363,7 +160,6 @@ class BalanceWriter:
         self.data_lost = False
         self.healthy = True
         self.last_error: str = ""
-        self._closing = False
 
     # -- submitting (memory only) ------------------------------------------------------
 
@@ -399,7 +195,7 @@ class BalanceWriter:
         """New values for some assets; others untouched."""
         pending = self._account(account, venue)
         for b in balances:
-            pending.add_update(f"{b.wallet}{FIELD_SEP}{b.asset}", _Content(b, venue_ts))
+            pending.add_update(field_name(b.wallet, b.asset), _Content(b, venue_ts))
         self._kick()
 
     def touch(self, account: str, venue: str, received: float) -> None:
@@ -417,15 +213,13 @@ class BalanceWriter:
 
     def submit_status(self, account: str, status: Mapping[str, Any]) -> None:
         """A lifecycle change: stored and broadcast in order (unchanged docs are skipped)."""
-        self._add_note(
-            _Note(account, "status", orjson.dumps(dict(status)), b'"type":"status","account":')
-        )
+        self._add_note(_Note(account, "status", orjson.dumps(dict(status)), STATUS_PREFIX))
 
     def submit_event(self, account: str, kind: str, data: Mapping[str, Any]) -> None:
         """A venue event to re-broadcast (order, points, swap); bounded while Redis is down."""
-        prefix = b'"type":"event","account":' + orjson.dumps(account) + b',"kind":'
-        prefix += orjson.dumps(kind) + b',"data":'
-        self._add_note(_Note(account, "event", orjson.dumps(dict(data)), prefix))
+        self._add_note(
+            _Note(account, "event", orjson.dumps(dict(data)), event_prefix(account, kind))
+        )
 
     def _add_note(self, note: _Note) -> None:
         if len(self._notes) >= self._max_notes:
@@ -522,10 +316,10 @@ class BalanceWriter:
         if unowned:
             notes = deque(n for n in notes if n.account not in unowned)
         calls: list[tuple[str, bool]] = []  # (account, is_apply)
+        k = self._keys
         pipe = self._client.pipeline(transaction=False)
         try:
             for account, acc in pending.items():
-                k = self._keys.account
                 args: list[Any] = [
                     self._fence(account), now, self._maxlen, account,
                     iso_time(acc.last_message_ts) if acc.last_message_ts else "",
@@ -539,19 +333,18 @@ class BalanceWriter:
                 for name, c in acc.updates.items():
                     args += (name, encode_content(account, venue, c.balance), _vts(c))
                 keys = [
-                    k(account, "bal"), k(account, "ts"), k(account, "status"),
-                    k(account, "lease"), self._keys.seq, self._keys.changes,
-                    k(account, "holder"),
+                    k.balances(account), k.times(account), k.status(account),
+                    k.lease(account), k.seq, k.changes, k.holder(account),
                 ]  # fmt: skip
                 await self._apply(keys=keys, args=args, client=pipe)
                 calls.append((account, True))
             for note in notes:
                 keys = [
-                    self._keys.account(note.account, "status"),
-                    self._keys.account(note.account, "lease"),
-                    self._keys.seq,
-                    self._keys.changes,
-                    self._keys.account(note.account, "holder"),
+                    k.status(note.account),
+                    k.lease(note.account),
+                    k.seq,
+                    k.changes,
+                    k.holder(note.account),
                 ]
                 args = [
                     self._fence(note.account), self._maxlen, note.account, note.kind,
@@ -645,137 +438,3 @@ class BalanceWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-
-
-# ---------------------------------------------------------------------------------------
-# Reading
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One entry of the change stream: the downstream message, ready to send."""
-
-    seq: int
-    account: str
-    asset: str
-    message: bytes
-    received: float | None = None  # upstream receive time (epoch s), when known
-
-
-@dataclass(slots=True)
-class StateSnapshot:
-    """Balances and statuses as of ``seq`` (read atomically)."""
-
-    seq: int
-    records: list[BalanceRecord]
-    statuses: dict[str, dict[str, Any]]
-
-
-class ResyncRequired(Exception):
-    """The change stream no longer holds everything after the requested seq."""
-
-
-class BalanceReader:
-    """Reads the state and the change stream. Stateless; safe to share."""
-
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
-        self._client = client
-        self._keys = keys
-
-    async def current_seq(self) -> int:
-        value = await self._client.get(self._keys.seq)
-        return int(value) if value is not None else 0
-
-    async def snapshot(self, accounts: Sequence[str]) -> StateSnapshot:
-        """Every record and status of ``accounts`` with the seq they are current at."""
-        k = self._keys.account
-        pipe = self._client.pipeline(transaction=True)
-        pipe.get(self._keys.seq)
-        for account in accounts:
-            pipe.hgetall(k(account, "bal"))
-            pipe.hgetall(k(account, "ts"))
-            pipe.hgetall(k(account, "status"))
-        replies = await pipe.execute()
-        seq = int(replies[0]) if replies[0] is not None else 0
-        records: list[BalanceRecord] = []
-        statuses: dict[str, dict[str, Any]] = {}
-        for i, account in enumerate(accounts):
-            bal, ts, status_hash = replies[1 + 3 * i : 4 + 3 * i]
-            status = parse_status(status_hash)
-            statuses[account] = status
-            stale = status.get("state") != "live"
-            for name in sorted(bal):
-                records.append(decode_record(bal[name], ts.get(name), stale))
-        return StateSnapshot(seq, records, statuses)
-
-    async def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
-        """The changes after ``seq``, oldest first; :class:`ResyncRequired` if trimmed away."""
-        entries: Any = await self._client.xrange(
-            self._keys.changes, min=f"{seq + 1}-0", count=limit
-        )
-        changes = [_change(entry_id, fields) for entry_id, fields in entries]
-        if changes and changes[0].seq != seq + 1:
-            raise ResyncRequired(f"changes after seq {seq} were trimmed")
-        if not changes and seq < await self.current_seq():
-            raise ResyncRequired(f"changes after seq {seq} were trimmed")
-        return changes
-
-    async def read_after(self, seq: int, block_ms: int, count: int = 10_000) -> list[Change]:
-        """Block up to ``block_ms`` for changes after ``seq``."""
-        reply: Any = await self._client.xread(
-            {self._keys.changes: f"{seq}-0"}, count=count, block=block_ms
-        )
-        out: list[Change] = []
-        for _stream, entries in reply or []:
-            out.extend(_change(entry_id, fields) for entry_id, fields in entries)
-        return out
-
-
-def _change(entry_id: bytes | str, fields: Mapping[Any, Any]) -> Change:
-    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    get = fields.get
-
-    def text(name: str) -> str:
-        value = get(name.encode(), get(name))
-        return value.decode() if isinstance(value, bytes) else str(value or "")
-
-    message = get(b"m", get("m"))
-    received = text("r")
-    return Change(
-        seq=int(eid.partition("-")[0]),
-        account=text("a"),
-        asset=text("s"),
-        message=message if isinstance(message, bytes) else str(message).encode(),
-        received=int(received) / 1_000_000 if received else None,
-    )
-
-
-def parse_status(status_hash: Mapping[Any, Any]) -> dict[str, Any]:
-    """Status hash -> status JSON (lifecycle doc plus last_message_at)."""
-    doc = status_hash.get(b"doc", status_hash.get("doc"))
-    status: dict[str, Any] = orjson.loads(doc) if doc else {}
-    last = status_hash.get(b"last_message_at", status_hash.get("last_message_at"))
-    if last is not None:
-        status["last_message_at"] = last.decode() if isinstance(last, bytes) else last
-    return status
-
-
-def totals_by_symbol(records: Iterable[BalanceRecord]) -> dict[str, dict[str, Any]]:
-    """Exact sums per symbol (the asset code when no symbol is known)."""
-    out: dict[str, dict[str, Any]] = {}
-    for r in records:
-        symbol = r.symbol or r.asset
-        row = out.get(symbol)
-        if row is None:
-            row = out[symbol] = {
-                "symbol": symbol,
-                "total": Decimal(0),
-                "available": Decimal(0),
-                "locked": Decimal(0),
-                "accounts": set(),
-            }
-        row["total"] += r.total
-        row["available"] += r.available
-        row["locked"] += r.locked
-        row["accounts"].add(r.account)
-    return out
