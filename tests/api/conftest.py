@@ -28,10 +28,10 @@ from fastapi import FastAPI
 
 import app.service as service_module
 from app.domain import AssetBalance, ExtraValue
-from app.hub import StreamHub
 from app.runtime import Runtime
 from app.settings import AccountConfig, Settings
 from app.store import BalanceWriter, Keys
+from app.stream.hub import StreamHub
 
 VENUE = "deltadefi"
 
