@@ -47,6 +47,7 @@ from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import AccountConfig, Settings
 from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
+from app.stream.fastwrite import KeepRawSend
 from app.stream.hub import HubOptions, StreamHub
 from app.supervisor import Supervisor
 
@@ -205,8 +206,10 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
     install_routes(app, settings)
     install_dashboard(app)
     install_docs(app)
-    # outermost: a history query whose client has gone stops at once (app/disconnects.py)
+    # a history query whose client has gone stops at once (app/disconnects.py)
     app.add_middleware(CancelOnDisconnect, watched=reads_history)
+    # added last, so outermost: the stream route's batched writes need uvicorn's own send
+    app.add_middleware(KeepRawSend)
     return app
 
 
