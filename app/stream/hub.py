@@ -7,26 +7,16 @@ Where it sits::
         |-- ring: the last messages                      resume with ``since`` without Redis
         `-- one Subscriber per /v1/stream client         bounded, conflating queue + sender
 
-The mirror is loaded atomically (:meth:`BalanceReader.snapshot`) and then applies every
-change in ``seq`` order. A gap in ``seq`` (the stream was trimmed past this reader) or a
-``seq`` that went backwards (Redis lost its data) reloads the mirror and sends every
-client a fresh snapshot. Owner liveness (see :mod:`app.stream.mirror`) is read with the
-mirror and on every refresh; when it flips, clients get a fresh snapshot too.
+The mirror is loaded atomically and then applies every change in ``seq`` order. A gap
+in ``seq`` (the stream was trimmed past this reader) or a ``seq`` that went backwards
+(Redis lost its data) reloads it and sends every client a fresh snapshot; so does a
+flip of owner liveness (read with the mirror and on every refresh). Each change is
+serialized once, by the Redis write script, and the same text is handed to every
+client. A client whose socket accepts nothing while more than ``client_max_lag``
+messages arrive for it, or with ``client_buffer`` replies waiting, is closed with 1013
+and can resume; that is checked on every batch and on a timer.
 
-Balance messages carry ``"stale": false`` (the venue just confirmed the value); REST,
-snapshots and the metrics apply the account's current state, and clients apply
-``status`` messages the same way.
-
-Each change is serialized once, by the Redis write script, and the same text object is
-handed to every client. A client whose socket accepts nothing while more than
-``client_max_lag`` messages arrive for it is closed with code 1013 and can resume. That
-is checked on every batch of changes and on a timer, so a client is closed even when
-nothing changes upstream. At most ``client_buffer`` per-client replies (pong, errors) may
-wait; past that the client is closed with 1013 too.
-
-The hub gets every collaborator through its constructor (``create_app`` builds it):
-the Redis client and reader, the key names, the accounts, :class:`HubOptions`, the
-metrics, the price source and whether this process runs an account now.
+Every collaborator comes through the constructor (``build_hub`` in ``app/service.py``).
 """
 
 from __future__ import annotations
