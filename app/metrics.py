@@ -3,11 +3,19 @@
 A registry per :class:`Metrics` object (not the process-global default) lets tests and
 benchmarks run several services in one process without collisions. Label values are
 account ids, venues, states and reasons only: never anything secret.
+
+Besides the families below, :class:`BalanceCollector` reads the per-balance gauges from
+the stream hub's mirror at scrape time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -144,3 +152,37 @@ class Metrics:
             ["feed", "reason"],
             registry=r,
         )
+
+
+class BalanceCollector(Collector):
+    """``balagg_balance{account,asset,field}`` for non-zero balances, read at scrape time.
+
+    ``balance_sums()`` gives (total, available, locked) per (account, asset) with the
+    wallets of one account holding the same asset summed, so every label set is unique
+    (a Solana account may track several wallets holding one mint).
+    """
+
+    def __init__(
+        self,
+        balance_sums: Callable[[], Mapping[tuple[str, str], tuple[Decimal, Decimal, Decimal]]],
+    ) -> None:
+        self._balance_sums = balance_sums
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "balagg_balance",
+            "Current balance per account and asset (non-zero only; wallets summed)",
+            labels=["account", "asset", "field"],
+        )
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = self._family()
+        for (account, asset), sums in self._balance_sums().items():
+            for name, value in zip(("total", "available", "locked"), sums, strict=True):
+                # the exposition format is float text; prometheus_client converts it there
+                family.add_metric([account, asset, name], value)  # type: ignore[arg-type]
+        return [family]

@@ -12,8 +12,8 @@ from app.settings import AccountConfig, Settings
 from app.store import BalanceReader, BalanceWriter, Keys
 
 if TYPE_CHECKING:
-    from app.hub import StreamHub
     from app.prices.service import PriceService
+    from app.stream.hub import StreamHub
     from app.supervisor import Supervisor
 
 

@@ -39,7 +39,6 @@ from app.disconnects import CancelOnDisconnect
 from app.history.api import HISTORY_PREFIX
 from app.history.runtime import History, start_history
 from app.httpproto import BoundedHttpToolsProtocol
-from app.hub import StreamHub
 from app.logs import SCRUBBER, setup_logging
 from app.metrics import Metrics
 from app.prices.metrics import ValuationCollector
@@ -48,6 +47,8 @@ from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import AccountConfig, Settings
 from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
+from app.stream.fastwrite import KeepRawSend
+from app.stream.hub import HubOptions, StreamHub
 from app.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             on_reject=on_price_reject,
             on_price=history.prices.offer if history is not None else None,
         )
-        runtime.hub = StreamHub(runtime)
+        runtime.hub = build_hub(runtime)
         runtime.prices.listeners.append(runtime.hub.publish_price)
         metrics.registry.register(
             ValuationCollector(runtime.prices.graph, lambda: runtime.hub.records())
@@ -205,8 +206,10 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
     install_routes(app, settings)
     install_dashboard(app)
     install_docs(app)
-    # outermost: a history query whose client has gone stops at once (app/disconnects.py)
+    # a history query whose client has gone stops at once (app/disconnects.py)
     app.add_middleware(CancelOnDisconnect, watched=reads_history)
+    # added last, so outermost: the stream route's batched writes need uvicorn's own send
+    app.add_middleware(KeepRawSend)
     return app
 
 
@@ -238,6 +241,34 @@ async def stop_within(part: str, stopping: Awaitable[None], seconds: float) -> b
         return False
     log.debug("shutdown: %s stopped in %.2f s", part, time.monotonic() - started)
     return True
+
+
+def build_hub(runtime: Runtime) -> StreamHub:
+    """The stream hub with its collaborators taken from the runtime's parts."""
+    settings = runtime.settings
+
+    def runs_here(account: str) -> bool:
+        # the supervisor is built after the hub; a stand-in may have no runners
+        runner = getattr(getattr(runtime, "supervisor", None), "runner", None)
+        return runner is not None and runner(account) is not None
+
+    return StreamHub(
+        redis=runtime.redis,
+        reader=runtime.reader,
+        keys=runtime.keys,
+        accounts=runtime.accounts,
+        options=HubOptions(
+            instance_id=settings.instance_id,
+            client_max_lag=settings.client_max_lag,
+            client_buffer=settings.client_buffer,
+            lease_ms=settings.lease_ms,
+            private_redis=settings.redis_url is None,
+            metrics_balances=settings.metrics_balances,
+        ),
+        metrics=runtime.metrics,
+        prices=runtime.prices.graph.prices,
+        runs_here=runs_here,
+    )
 
 
 SWAGGER_ASSETS = "/static/swagger"

@@ -2,7 +2,7 @@
 
 Where it sits: ``GET /v1/balances[/{account}]?quote=`` and ``GET /v1/totals``
 (:mod:`app.api.routes`) ask :class:`LiveValuation` for their JSON documents. It takes the
-records from the :class:`~app.hub.StreamHub` mirror and one
+records from the :class:`~app.stream.hub.StreamHub` mirror and one
 :class:`~app.prices.graph.GraphView` (one instant) of the price service's graph, which
 lives in memory: neither read touches Redis (the graph is filled in the background by the
 price feeds and the follow of ``P:prices``, :mod:`app.prices.service`). The rules
@@ -19,9 +19,10 @@ from typing import Any
 
 import orjson
 
-from app.hub import StreamHub, normalize_assets, record_json
 from app.prices.graph import GraphView, PriceGraph
 from app.prices.report import balance_value, resolve_quote, totals_doc
+from app.stream.hub import StreamHub
+from app.stream.messages import normalize_assets, record_json
 
 
 class UnknownQuote(Exception):

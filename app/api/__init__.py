@@ -1,6 +1,6 @@
 """The HTTP surface: REST (SPEC §8), the ``/v1/stream`` WebSocket (§9) and ``/metrics``.
 
-Every read is served from the :class:`~app.hub.StreamHub` mirror and the in-memory price
+Every read is served from the :class:`~app.stream.hub.StreamHub` mirror and the in-memory price
 graph, never from a Redis round trip (``/readyz`` pings Redis on purpose), so a response's
 ``seq`` always matches the state it shows. Amounts are strings everywhere; bodies are
 built with orjson (the pydantic models of :mod:`.models` describe them for the OpenAPI

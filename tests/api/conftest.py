@@ -29,10 +29,10 @@ from fastapi import FastAPI
 
 import app.service as service_module
 from app.domain import AccountState, AccountStatus, AssetBalance, ExtraValue, Venue
-from app.hub import StreamHub
 from app.runtime import Runtime
 from app.settings import AccountConfig, Settings
 from app.store import BalanceWriter, Keys
+from app.stream.hub import StreamHub
 
 VENUE = Venue.DELTADEFI
 

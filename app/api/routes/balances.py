@@ -1,6 +1,6 @@
 """``GET /v1/balances`` and ``GET /v1/balances/{account}`` (SPEC §8).
 
-Both answer from the :class:`~app.hub.StreamHub` mirror through one implementation
+Both answer from the :class:`~app.stream.hub.StreamHub` mirror through one implementation
 (:func:`_live_balances`): the hub's cached body, or with ``?quote=`` every record valued by
 :class:`~app.valuation.LiveValuation`; JSON or, with ``format=csv`` / ``Accept: text/csv``,
 CSV (:func:`app.history.export.from_json`). ``?at=`` on the list route asks history for a

@@ -2,7 +2,7 @@
 
 Where it sits: the :class:`~app.auth.RequestGuard` has checked the token before the
 handshake gets here; this module reads the handshake's filters, hands the client to the
-:class:`~app.hub.StreamHub` (which sends the snapshot or the resumed messages and every
+:class:`~app.stream.hub.StreamHub` (which sends the snapshot or the resumed messages and every
 change after) and reads the client's frames (``subscribe``, ``ping``) until either side
 leaves. A flood of client frames ends the connection (:class:`TokenBucket`).
 """
@@ -21,9 +21,10 @@ from starlette.websockets import WebSocketDisconnect
 from app.api.deps import OptionalRuntime
 from app.api.errors import BadParam, error_response
 from app.api.params import account_list, asset_list, parse_flag, parse_since
-from app.hub import StreamHub, Subscriber
 from app.runtime import Runtime
 from app.settings import Settings
+from app.stream.hub import StreamHub
+from app.stream.subscriber import Subscriber
 
 STREAM_PATH = "/v1/stream"
 MAX_CLIENT_FRAME = 16 * 1024
