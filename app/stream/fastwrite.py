@@ -16,7 +16,10 @@ uvicorn caveat: this reads private attributes of uvicorn's
 ``WebSocketsSansIOProtocol`` (``uvicorn.protocols.websockets.websockets_sansio_impl``,
 the ``ws="auto"`` choice when ``websockets`` is installed): ``conn`` (a
 ``websockets.ServerProtocol``), ``transport``, ``writable`` (its flow-control event),
-``disconnected`` and ``close_sent``. Written against uvicorn 0.54 with websockets 17.
+``disconnected``, ``close_sent``, and for a close that must not wait for a client that
+reads nothing, ``queue``, ``read_paused``, ``loop``, ``close_timeout`` and
+``close_timer`` (:meth:`DirectWriter.close` does what its ``websocket.close`` does,
+without first waiting for the transport to drain). Written against uvicorn 0.54 with websockets 17.
 They are no public API; a uvicorn release may rename or drop them, and the fast path
 would then silently fall back to the portable one. ``tests/unit/test_fastwrite.py``
 fails loudly when the class or these attributes change, and ``tests/api`` checks that
@@ -34,7 +37,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 PROTOCOL_NAME = "WebSocketsSansIOProtocol"
 """The class name of the uvicorn protocol whose connection is written to directly."""
 
-PROTOCOL_ATTRIBUTES = ("conn", "transport", "writable", "disconnected", "close_sent")
+PROTOCOL_ATTRIBUTES = (
+    "conn", "transport", "writable", "disconnected", "close_sent",
+    "queue", "read_paused", "loop", "close_timeout", "close_timer",
+)  # fmt: skip
 """The attributes of that protocol this module relies on."""
 
 RAW_SEND = "balagg.raw_send"
@@ -49,6 +55,11 @@ class _Protocol(Protocol):
     writable: asyncio.Event
     disconnected: bool
     close_sent: bool
+    queue: asyncio.Queue[Any]
+    read_paused: bool
+    loop: asyncio.AbstractEventLoop
+    close_timeout: float
+    close_timer: asyncio.TimerHandle | None
 
 
 class KeepRawSend:
@@ -94,6 +105,24 @@ class DirectWriter:
         if count:
             self._proto.transport.write(b"".join(conn.data_to_send()))
         return count
+
+    def close(self, code: int) -> bool:
+        """Queue the close frame behind what is already buffered, without waiting for the
+        transport to drain (uvicorn's ``send`` waits, forever for a client that reads
+        nothing): such a client, reading again, gets every frame and then ``code``.
+        False when the connection is already closing."""
+        proto = self._proto
+        if proto.disconnected or proto.close_sent or proto.transport.is_closing():
+            return False
+        proto.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": ""})
+        proto.conn.send_close(code, "")
+        proto.transport.write(b"".join(proto.conn.data_to_send()))
+        proto.close_sent = True
+        if proto.read_paused:
+            proto.read_paused = False
+            proto.transport.resume_reading()
+        proto.close_timer = proto.loop.call_later(proto.close_timeout, proto.transport.close)
+        return True
 
 
 def _server_send(socket: object) -> object:

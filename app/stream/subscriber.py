@@ -258,8 +258,13 @@ class Subscriber:
             self._closer = asyncio.create_task(self._close_socket(socket, code))
 
     async def _close_socket(self, socket: ClientSocket, code: int | None) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(socket.close(code if code is not None else 1000), _CLOSE_WAIT)
+        code = code if code is not None else 1000
+        direct = direct_writer(socket)
+        # directly, the close frame is queued behind the buffered frames at once (and the
+        # route sees the disconnect); through ASGI it waits for the client to read
+        if direct is None or not direct.close(code):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(socket.close(code), _CLOSE_WAIT)
         self.closed.set()
 
     async def wait_closed(self) -> None:

@@ -179,6 +179,7 @@ def service_factory(
         real_supervisor: bool = False,
         token: str | None = None,
         redis_url: str | None = None,
+        ws_ping_interval: float | None = 20.0,
         **overrides: Any,
     ) -> AsyncIterator[Service]:
         url = redis_url or session_redis
@@ -208,6 +209,7 @@ def service_factory(
             ws="websockets-sansio",
             ws_max_size=1 << 16,
             ws_per_message_deflate=False,
+            ws_ping_interval=ws_ping_interval,
         )
         server_cls = getattr(service_module, "ServiceServer", uvicorn.Server)
         server = server_cls(config)
