@@ -38,6 +38,7 @@ from app.domain import (
 )
 from app.settings import AccountConfig
 from app.venues import _wire as w
+from app.venues import urls
 from app.venues.base import HttpRequest, ProtocolError, VenueSession
 
 DEFAULT_WS_URL: Final = "wss://stream.bitopro.com:443/ws/v1/pub/auth/account-balance"
@@ -90,24 +91,20 @@ class BitoproSession(VenueSession):
 
     def auth_headers(self) -> dict[str, str]:
         """Freshly signed headers: a new nonce on every call, as the venue requires."""
-        key = self.account.api_key
-        secret = self.account.api_secret
-        email = self.account.email
-        if key is None or secret is None or email is None:
-            raise ValueError(f"account {self.account.id}: api_key, api_secret and email required")
+        key = self.account.secret("api_key")
+        secret = self.account.secret("api_secret")
+        email = self.account.secret("email")
         nonce = _next_nonce(self._clock_ms())
-        payload, signature = sign_payload(
-            email.get_secret_value(), nonce, secret.get_secret_value()
-        )
+        payload, signature = sign_payload(email, nonce, secret)
         return {
-            "X-BITOPRO-APIKEY": key.get_secret_value(),
+            "X-BITOPRO-APIKEY": key,
             "X-BITOPRO-PAYLOAD": payload,
             "X-BITOPRO-SIGNATURE": signature,
         }
 
     def connect_request(self) -> HttpRequest:
         url = self.account.ws_url or DEFAULT_WS_URL
-        return HttpRequest("GET", url, w.redact_url(url), self.auth_headers())
+        return HttpRequest("GET", url, urls.redact_url(url), self.auth_headers())
 
     @property
     def stream_has_snapshot(self) -> bool:
@@ -193,12 +190,15 @@ class BitoproSession(VenueSession):
 
     # -- REST --------------------------------------------------------------------------
 
-    def rest_snapshot_request(self) -> HttpRequest:
+    def balance_request(self) -> HttpRequest:
+        """``GET /v3/accounts/balance``, freshly signed. Never a seed: the stream's first
+        frame is the snapshot (:meth:`seed_requests` is empty); :meth:`read_seed` reads
+        its answer all the same."""
         base = (self.account.rest_url or DEFAULT_REST_URL).rstrip("/")
         url = base + REST_BALANCE_PATH
-        return HttpRequest("GET", url, w.redact_url(url), self.auth_headers())
+        return HttpRequest("GET", url, urls.redact_url(url), self.auth_headers())
 
-    def parse_rest_snapshot(self, body: bytes) -> list[Event]:
+    def read_seed(self, request: HttpRequest, body: bytes) -> list[Event]:
         """``{"data": [{"currency": "btc", "amount": "1.5", "available": "1.0",
         "stake": "0", "tradable": true}, ...]}``: the whole account."""
         return [w.decode(body, _read_rest)]
