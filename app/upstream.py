@@ -312,10 +312,13 @@ class AccountRunner:
     async def _connect_once(self) -> None:
         """One connection from upgrade to close (always ends by raising)."""
         session = make_session(self.account)
-        request = session.connect_request()
         # venue limits (VENUES.md): wait for a free socket slot and a connection attempt
         # within budget; the account stays connecting/stale meanwhile
-        self._slot = await self.limiter.connect(self.account.venue, request.url)
+        host_url = session.connect_request().url
+        self._slot = await self.limiter.connect(self.account.venue, host_url)
+        # signed only now: a nonce signed before the wait may be outside the venue's
+        # time window by the time the socket opens (a fresh nonce per connect, VENUES.md)
+        request = session.connect_request()
         self.attempts += 1
         self._logged_reasons = set()
         log.info("%s: connecting to %s", self.account.id, request.log_url)
