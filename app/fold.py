@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
-from decimal import Decimal
 from typing import Any, Final
 
 import orjson
@@ -37,7 +36,7 @@ from app.domain import (
     AssetBalance,
     BalanceSnapshot,
     BalanceUpdate,
-    ExtraValue,
+    LoneBalance,
     MarketPrice,
     PriceUpdate,
     VenueEvent,
@@ -164,30 +163,23 @@ class AccountFold:
             self._writer.submit_update(self.account, self.venue, changed, update.venue_ts)
         return len(changed)
 
-    def apply_amounts(
-        self,
-        wallet: str,
-        asset: str,
-        amounts: tuple[Decimal, Decimal, Decimal],
-        extra: Mapping[str, ExtraValue],
-        venue_ts: str | None,
-    ) -> bool:
-        """One asset's ``(total, available, locked)`` with the asset as its symbol (an
-        exchange's currency code), as :meth:`apply_update` would apply it; True if it
-        changed. The lean path of a one-currency frame: no event is built, and a
-        balance only when the value really changed."""
+    def apply_lone(self, lone: LoneBalance) -> bool:
+        """One asset's new balance (:data:`~app.domain.LoneBalance`), applied as
+        :meth:`apply_update` would apply its :class:`BalanceUpdate`; True if it changed.
+        The lean path of a one-currency frame: no event is built, and a balance only
+        when the value really changed."""
+        wallet, asset, total, available, locked, extra, venue_ts = lone
         key = (wallet, asset)
         held = self.state.get(key)
         if (
             held is not None
-            and held.total == amounts[0]
-            and held.available == amounts[1]
-            and held.locked == amounts[2]
+            and held.total == total
+            and held.available == available
+            and held.locked == locked
             and held.symbol == asset
             and held.extra == extra
         ):
             return False
-        total, available, locked = amounts
         if held is None or (held.total == 0) != (total == 0):
             self.held_version += 1
         balance = AssetBalance(wallet, asset, total, available, locked, asset, extra)

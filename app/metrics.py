@@ -71,7 +71,8 @@ class Metrics:
         )
         self.fold_seconds = Histogram(
             "balagg_fold_seconds",
-            "Time to parse and fold one upstream frame (one frame in eight is timed)",
+            "Time to parse and fold one upstream frame: the mean over each batch of frames "
+            "read together (one observation per batch)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+from aiohttp import WSMsgType
 
 from app.logs import SCRUBBER
 from app.venues.base import MAX_FRAME_BYTES, HttpRequest
 
 _EXCERPT = 120
+_DATA_TYPES = (WSMsgType.TEXT, WSMsgType.BINARY)
 _CLOSE_TIMEOUT_S = 2.0
 
 
@@ -98,6 +100,20 @@ class Backoff:
         delay = full_jitter(self.attempt, self.options.backoff_initial, self.options.backoff_max)
         self.attempt += 1
         return delay
+
+
+class Reconnect(Exception):
+    """Leave the current connection and reconnect (``reason`` labels the metric).
+
+    ``detail`` is the secret-free sentence the reconnect is logged with; ``backoff``
+    false reconnects at once (a resync, a sequence gap).
+    """
+
+    def __init__(self, reason: str, *, backoff: bool = True, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.backoff = backoff
+        self.detail = detail
 
 
 QUICK_CLOSE_S = 2.0
@@ -225,15 +241,21 @@ async def close_socket(ws: aiohttp.ClientWebSocketResponse) -> None:
             await asyncio.wait_for(ws.close(), _CLOSE_TIMEOUT_S)
 
 
-def buffered_frames(ws: aiohttp.ClientWebSocketResponse) -> int:
-    """How many messages the socket's reader already holds (readable without waiting).
+def data_frame_ready(ws: aiohttp.ClientWebSocketResponse) -> bool:
+    """True if the socket's reader already holds a text or binary message, so the next
+    ``receive()`` returns it without waiting (frames read together form one batch).
 
-    aiohttp keeps them in its reader's queue (``_reader._buffer``, public in its compiled
-    reader and its pure-Python one alike); a version without it reads as 0, which only
-    turns batching off (tests/unit/test_reconnect.py fails loudly if that happens).
+    aiohttp keeps read messages in its reader's queue (``_reader._buffer``, public in its
+    compiled reader and its pure-Python one alike). Only a data message counts: a pong
+    is consumed inside ``receive()``, which would then wait for the next frame. A version
+    without that queue reads as False, which only turns batching off
+    (tests/unit/test_reconnect.py fails loudly if that happens).
     """
     buffer = getattr(getattr(ws, "_reader", None), "_buffer", None)
-    return len(buffer) if buffer is not None else 0
+    if not buffer:
+        return False
+    head = buffer[0][0]  # (message, size)
+    return head.type in _DATA_TYPES
 
 
 def excerpt(raw: str | bytes) -> str:

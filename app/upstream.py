@@ -40,24 +40,19 @@ import aiohttp
 
 from app.domain import (
     AccountState,
-    BalanceSnapshot,
-    BalanceUpdate,
-    ControlReply,
-    Event,
-    MarketPrice,
-    PriceUpdate,
-    SequenceGap,
-    VenueEvent,
 )
 from app.fold import AccountFold
+from app.frames import FrameReader
 from app.logs import SCRUBBER
 from app.metrics import Metrics
 from app.ratelimit import SocketSlot, VenueLimiter
 from app.reconnect import (
     AccountRetry,
+    Reconnect,
     RedirectRefused,
     SocketOptions,
     close_socket,
+    data_frame_ready,
     excerpt,
     open_socket,
 )
@@ -67,25 +62,16 @@ from app.settings import AccountConfig, Settings
 from app.store import utc_now_iso
 from app.venues import make_session
 from app.venues._wire import REDIRECT, SNAPSHOT_REJECTED
-from app.venues.base import AuthRejected, ProtocolError, VenueSession
+from app.venues.base import AuthRejected, VenueSession
 
 log = logging.getLogger(__name__)
 
+_DATA = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
+_MAX_BATCH = 1024
+"""Frames folded in one loop turn at most, so one busy socket never starves the rest."""
+
 StoredTokenMeta = Callable[[], Awaitable[Mapping[Any, Any]]]
 """Reads the stored token metadata (``P:prices``: mint -> JSON doc) once per runner."""
-
-
-class Reconnect(Exception):
-    """Leave the current connection and reconnect (``reason`` labels the metric).
-
-    ``detail`` is the secret-free sentence the reconnect is logged with.
-    """
-
-    def __init__(self, reason: str, *, backoff: bool = True, detail: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.backoff = backoff
-        self.detail = detail
 
 
 class AccountRunner:
@@ -128,7 +114,6 @@ class AccountRunner:
         self.last_error = ""
         self.attempts = 0  # connection attempts made, for tests and metrics
         self.frames = 0  # frames read on the current connection
-        self._fold_samples = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._resync = asyncio.Event()
         self._stopping = False
@@ -168,13 +153,13 @@ class AccountRunner:
         if self.on_state is not None:
             self.on_state(self)
 
-    def _count(self, kind: str) -> None:
+    def _count(self, kind: str, n: int = 1) -> None:
         child = self._m_frames.get(kind)
         if child is None:
             child = self._m_frames[kind] = self.metrics.upstream_messages.labels(
                 self.account.id, self.account.venue, kind
             )
-        child.inc()
+        child.inc(n)
 
     def _error(self, reason: str, message: str, raw: str | bytes | None = None) -> None:
         self.metrics.upstream_errors.labels(self.account.id, self.account.venue, reason).inc()
@@ -331,6 +316,15 @@ class AccountRunner:
         log.info("%s: connected", self.account.id)
         seed_task: asyncio.Task[None] | None = None
         self._seed_error = None
+        reader = FrameReader(
+            session,
+            self.fold,
+            count=self._count,
+            report=self._error,
+            send=ws.send_str,
+            on_stream_snapshot=lambda: self._stream_snapshot(session),
+            on_snapshot_rejected=self._snapshot_rejected,
+        )
         try:
             for message in session.opening_messages():
                 await ws.send_str(message)
@@ -340,13 +334,25 @@ class AccountRunner:
                 # no per-call timeout: liveness is the heartbeat's ping/pong deadline (a
                 # missing pong closes the socket), never message silence; arming a timer
                 # for every frame would also cost ~15 % of the fold
-                msg = await ws.receive()
-                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    self.frames += 1
-                    await self._handle_frame(session, msg.data, time.time())
+                msg: aiohttp.WSMessage | None = await ws.receive()
+                if msg is not None and msg.type in _DATA:
+                    # every frame the reader already holds is one batch: one receive time,
+                    # one set of metric updates, one hand-over to the writer
+                    batch = [msg.data]
+                    msg = None
+                    while data_frame_ready(ws) and len(batch) < _MAX_BATCH:
+                        more = await ws.receive()  # buffered: returns without waiting
+                        if more.type not in _DATA:
+                            msg = more  # handled below, after the batch
+                            break
+                        batch.append(more.data)
+                    self.frames += len(batch)
+                    await self._handle_batch(reader, session, batch)
                     if seed_task is None and session.subscribed:
                         seed_task = self._start_seed(session, ws)
-                elif msg.type in (
+                if msg is None:
+                    continue
+                if msg.type in (
                     aiohttp.WSMsgType.CLOSE,
                     aiohttp.WSMsgType.CLOSING,
                     aiohttp.WSMsgType.CLOSED,
@@ -371,71 +377,26 @@ class AccountRunner:
                 seed_task.cancel()
             await close_socket(ws)
 
-    async def _handle_frame(self, session: VenueSession, raw: str | bytes, received: float) -> None:
+    async def _handle_batch(
+        self, reader: FrameReader, session: VenueSession, raws: list[str | bytes]
+    ) -> None:
+        """Fold frames read together (one receive time, one set of metric updates)."""
+        received = time.time()
         self._m_last.set(received)
         self.fold.touch(received)
         t0 = time.perf_counter()
-        try:
-            events, replies = session.on_frame(raw)
-        except AuthRejected:
-            self._count("auth_error")
-            raise
-        except ProtocolError as exc:
-            self._count("rejected")
-            self._error(exc.reason, str(exc), raw)
-            if session.snapshot_rejected:
-                # the frame that had to replace the account is gone: keep the last state
-                # (stale, nothing deleted) and fetch a new snapshot by reconnecting
-                self._error(SNAPSHOT_REJECTED, "the connection's snapshot frame was rejected")
-                self.last_error = SCRUBBER.scrub(f"snapshot rejected ({exc.reason}): {exc}")[:200]
-                raise Reconnect(SNAPSHOT_REJECTED) from None
-            return
-        for reply in replies:
-            assert self._ws is not None
-            await self._ws.send_str(reply)
-        self._apply(session, events)
-        self._fold_samples += 1
-        if self._fold_samples & 7 == 0:  # one frame in eight: the distribution, cheaply
-            self._m_fold.observe(time.perf_counter() - t0)
-        if events:
+        had_events = await reader.read_batch(raws)
+        self._m_fold.observe((time.perf_counter() - t0) / len(raws))
+        if had_events:
             await self._follow(session)
 
-    def _apply(self, session: VenueSession, events: list[Event]) -> None:
-        fold = self.fold
-        for event in events:
-            if isinstance(event, BalanceUpdate):
-                self._count("balance")
-                fold.apply_update(event)
-            elif isinstance(event, BalanceSnapshot):
-                self._count("snapshot")
-                fold.apply_snapshot(event)
-                if session.stream_has_snapshot and self.state is not AccountState.LIVE:
-                    self.set_state(AccountState.LIVE, "")
-            elif isinstance(event, PriceUpdate):
-                self._count("price")
-                fold.apply_price(event)
-            elif isinstance(event, VenueEvent):
-                self._count(event.kind)
-                fold.apply_event(event)
-            elif isinstance(event, SequenceGap):
-                self._count("control")
-                self._error(
-                    "sequence_gap", f"expected sequence {event.expected}, got {event.received}"
-                )
-                raise Reconnect("sequence_gap", backoff=False)
-            elif isinstance(event, MarketPrice):
-                self._count("ticker")
-                self._deliver_market_price(event)
-            elif isinstance(event, ControlReply):
-                # an application heartbeat is counted as such, never as an error
-                self._count("ping" if event.action == "ping" else "control")
+    def _stream_snapshot(self, session: VenueSession) -> None:
+        if session.stream_has_snapshot and self.state is not AccountState.LIVE:
+            self.set_state(AccountState.LIVE, "")
 
-    def _deliver_market_price(self, event: MarketPrice) -> None:
-        # a price is never a reason to lose the account's socket or state
-        try:
-            self.fold.apply_market_price(event)
-        except Exception as exc:
-            self._error("price", f"price not recorded ({type(exc).__name__})")
+    def _snapshot_rejected(self, message: str) -> None:
+        self._error(SNAPSHOT_REJECTED, "the connection's snapshot frame was rejected")
+        self.last_error = SCRUBBER.scrub(message)[:200]
 
     async def _load_token_meta(self) -> None:
         """Learn the stored token metadata (``P:prices``) before the first connection, so

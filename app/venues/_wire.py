@@ -47,7 +47,8 @@ _MIN_EXPONENT = -40
 EXACT: Final = Context(prec=100, traps=[Inexact, Rounded, InvalidOperation])
 """Arithmetic context for amounts: never rounds (it raises instead)."""
 
-_PLAIN_DECIMAL = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?")
+PLAIN_DECIMAL: Final = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?")
+"""A non-negative decimal string :func:`amount` takes as it is (bounded, no exponent)."""
 _SCI_DECIMAL = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?(?:[eE][+-]?[0-9]{1,3})?")
 _INT_LIMIT = 10**_MAX_ADJUSTED
 _ZERO = Decimal(0)
@@ -59,7 +60,8 @@ _MAX_LABEL = 128
 # whitespace or control characters have no business in a currency code or address.
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_ISO_MS_Z = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+ISO_MS_Z: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+"""A time :func:`iso_ms` returns unchanged (already UTC milliseconds)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _last_iso: object = None
 
@@ -223,7 +225,7 @@ def _in_range(value: Decimal) -> bool:
 def amount(value: object, field: str) -> Decimal:
     """A non-negative exact amount from a decimal string or a JSON number."""
     if type(value) is str:
-        if _PLAIN_DECIMAL.fullmatch(value) is not None:
+        if PLAIN_DECIMAL.fullmatch(value) is not None:
             return Decimal(value)
         if _SCI_DECIMAL.fullmatch(value) is not None:
             return _bounded(Decimal(value), field, signed=False)
@@ -329,7 +331,7 @@ def iso_ms(value: object, field: str) -> str:
         return value
     if type(value) is not str:
         raise reject(SCHEMA, f"{field}: expected an ISO 8601 string")
-    if _ISO_MS_Z.fullmatch(value) is not None:
+    if ISO_MS_Z.fullmatch(value) is not None:
         _last_iso = value
         return value
     try:

@@ -17,7 +17,7 @@ import abc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from app.domain import Event, Venue
+from app.domain import Event, LoneBalance, Venue
 from app.settings import AccountConfig
 
 MAX_FRAME_BYTES = 1 << 20
@@ -100,6 +100,17 @@ class VenueSession(abc.ABC):
 
         Raises :class:`ProtocolError` (rejecting the whole frame) on anything malformed.
         """
+
+    def read_lone_balance(self, raw: str | bytes) -> LoneBalance | None:
+        """The venue's commonest frame, one asset's new balance, read straight from the
+        decoded JSON without building events (the per-frame hot path); ``None`` for any
+        other frame, which :meth:`on_frame` then reads. ``None`` by default.
+
+        Never more lenient than :meth:`on_frame`: a frame it reads, :meth:`on_frame`
+        would read into the same :class:`~app.domain.BalanceUpdate` with the same
+        session state after; anything :meth:`on_frame` would reject gives ``None``.
+        """
+        return None
 
     @property
     def subscribed(self) -> bool:

@@ -8,7 +8,14 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from app.domain import AssetBalance, BalanceSnapshot, BalanceUpdate, MarketPrice, PriceUpdate
+from app.domain import (
+    AssetBalance,
+    BalanceSnapshot,
+    BalanceUpdate,
+    LoneBalance,
+    MarketPrice,
+    PriceUpdate,
+)
 from app.fold import AccountFold
 from app.prices.model import Price, PriceSource
 from app.store import BalanceReader, BalanceWriter, Keys
@@ -149,9 +156,9 @@ async def test_a_batch_hands_the_newest_value_per_asset_to_the_writer_once(
     with fold.batch():
         for n in range(1, 4):
             fold.apply_update(BalanceUpdate((b("BTC", str(n)),), f"t{n}"))
-        amounts = (Decimal(5), Decimal(5), Decimal(0))
-        assert fold.apply_amounts("", "ETH", amounts, {}, "t9")
-        assert not fold.apply_amounts("", "ETH", amounts, {}, "t9")  # unchanged: nothing
+        lone: LoneBalance = ("", "ETH", Decimal(5), Decimal(5), Decimal(0), {}, "t9")
+        assert fold.apply_lone(lone)
+        assert not fold.apply_lone(lone)  # unchanged: nothing
         assert submitted == []  # nothing leaves before the batch ends
         assert fold.state[("", "BTC")].total == 3  # but the state moved at once
     assert submitted == [("BTC=3@t3",), ("ETH=5@t9",)]

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from app.reconnect import AccountRetry, Backoff, SocketOptions, buffered_frames, full_jitter
+from app.reconnect import AccountRetry, Backoff, SocketOptions, data_frame_ready, full_jitter
 
 
 def test_full_jitter_stays_within_the_capped_exponential() -> None:
@@ -33,7 +33,7 @@ def test_socket_options_refuse_nonsense() -> None:
         SocketOptions(healthy_after=-1)
 
 
-async def test_buffered_frames_sees_what_the_reader_already_holds() -> None:
+async def test_data_frame_ready_sees_what_the_reader_already_holds() -> None:
     """Batching reads aiohttp's reader queue; if aiohttp moves it, this fails loudly
     (the connection loop would silently fold one frame per loop turn)."""
     sent = asyncio.Event()
@@ -43,6 +43,7 @@ async def test_buffered_frames_sees_what_the_reader_already_holds() -> None:
         await ws.prepare(request)
         for n in range(5):
             await ws.send_str(f"frame-{n}")
+        await ws.ping()  # a pong is no data frame: never waited on as part of a batch
         sent.set()
         await ws.receive()
         return ws
@@ -57,19 +58,21 @@ async def test_buffered_frames_sees_what_the_reader_already_holds() -> None:
     try:
         async with (
             aiohttp.ClientSession() as http,
-            http.ws_connect(f"ws://127.0.0.1:{port}/") as ws,
+            http.ws_connect(f"ws://127.0.0.1:{port}/", autoping=False) as ws,
         ):
             await sent.wait()
             first = await ws.receive()
-            for _ in range(100):  # the rest arrives on the same socket read, or soon after
-                if buffered_frames(ws) == 4:
+            for _ in range(100):  # the rest arrives with the same socket read, or soon after
+                if len(ws._reader._buffer) == 5:
                     break
                 await asyncio.sleep(0.01)
             assert first.data == "frame-0"
-            assert buffered_frames(ws) == 4
-            rest = [(await ws.receive()).data for _ in range(4)]
+            rest = []
+            while data_frame_ready(ws):
+                rest.append((await ws.receive()).data)
             assert rest == [f"frame-{n}" for n in range(1, 5)]
-            assert buffered_frames(ws) == 0
+            assert (await ws.receive()).type is aiohttp.WSMsgType.PING  # still there
+            assert not data_frame_ready(ws)
     finally:
         await runner.cleanup()
 
