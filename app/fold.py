@@ -192,24 +192,35 @@ class AccountFold:
             self._writer.submit_update(self.account, self.venue, (balance,), venue_ts)
         return True
 
+    def begin_batch(self) -> None:
+        """From now until :meth:`end_batch`, collect balance updates instead of handing
+        each to the writer (a batch of frames read together)."""
+        if self._batch is None:
+            self._batch = {}
+
+    def end_batch(self) -> None:
+        """Hand the batch's updates to the writer once: newest value per asset, each with
+        the venue time of the frame that carried it. Snapshots kept their place."""
+        self._submit_batch()
+        self._batch = None
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Collect the balance updates of a batch of frames and hand them to the writer
-        once, when the batch ends (however it ends): newest value per asset, each with
-        the venue time of the frame that carried it. Snapshots keep their place."""
-        if self._batch is not None:  # already batching: the outer batch submits
-            yield
-            return
-        self._batch = {}
+        """:meth:`begin_batch` ... :meth:`end_batch`, however the block ends."""
+        self.begin_batch()
         try:
             yield
         finally:
-            self._submit_batch()
-            self._batch = None
+            self.end_batch()
 
     def _submit_batch(self) -> None:
         batch = self._batch
         if not batch:
+            return
+        if len(batch) == 1:  # the common case: one asset moved
+            for balance, venue_ts in batch.values():
+                self._writer.submit_update(self.account, self.venue, (balance,), venue_ts)
+            batch.clear()
             return
         groups: dict[str | None, list[AssetBalance]] = {}
         for balance, venue_ts in batch.values():

@@ -71,17 +71,18 @@ class FrameReader:
         lone_of = self.session.read_lone_balance
         tally: Tally = {}
         had_events = False
+        fold.begin_batch()
         try:
-            with fold.batch():
-                for raw in raws:
-                    lone = lone_of(raw)
-                    if lone is not None:  # the hot path: no events built
-                        tally["balance"] = tally.get("balance", 0) + 1
-                        fold.apply_lone(lone)
-                        had_events = True
-                    elif await self._read_frame(raw, tally):
-                        had_events = True
+            for raw in raws:
+                lone = lone_of(raw)
+                if lone is not None:  # the hot path: no events built
+                    tally["balance"] = tally.get("balance", 0) + 1
+                    fold.apply_lone(lone)
+                    had_events = True
+                elif await self._read_frame(raw, tally):
+                    had_events = True
         finally:
+            fold.end_batch()
             for kind, n in tally.items():
                 self._count(kind, n)
         return had_events

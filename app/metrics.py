@@ -71,8 +71,8 @@ class Metrics:
         )
         self.fold_seconds = Histogram(
             "balagg_fold_seconds",
-            "Time to parse and fold one upstream frame: the mean over each batch of frames "
-            "read together (one observation per batch)",
+            "Time to parse and fold one upstream frame: the mean over a batch of frames read "
+            "together (one batch in eight is timed)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

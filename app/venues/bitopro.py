@@ -107,6 +107,7 @@ class BitoproSession(VenueSession):
         self._clock_ms = clock_ms
         self._got_snapshot = False
         self._snapshot_rejected = False
+        self._lone_stamp: str | None = None  # the last time the lone path accepted
 
     # -- auth --------------------------------------------------------------------------
 
@@ -224,8 +225,10 @@ class BitoproSession(VenueSession):
             if stamp is None:
                 if doc.get("timestamp") is not None:
                     return None
-            elif type(stamp) is not str or _ISO_MS_Z(stamp) is None:
-                return None
+            elif stamp != self._lone_stamp:  # a burst shares one time: checked once
+                if type(stamp) is not str or _ISO_MS_Z(stamp) is None:
+                    return None
+                self._lone_stamp = stamp
             amount = Decimal(total)
             if available == total:
                 free, locked = amount, _ZERO
