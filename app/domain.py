@@ -155,6 +155,14 @@ class AssetBalance:
         return cls(wallet, asset, total, available, locked, symbol, extra or {})
 
 
+LoneBalance = tuple[str, str, Decimal, Decimal, Decimal, Mapping[str, ExtraValue], str | None]
+"""One asset's new balance read straight from a frame, without an event around it:
+``(wallet, asset, total, available, locked, extra, venue_ts)``, the asset being its own
+symbol. Means exactly ``BalanceUpdate((AssetBalance(wallet, asset, total, available,
+locked, asset, extra),), venue_ts)``; read by
+:meth:`~app.venues.base.VenueSession.read_lone_balance`."""
+
+
 @dataclass(frozen=True, slots=True)
 class BalanceSnapshot:
     """The complete state of one wallet scope: every asset not listed is gone.

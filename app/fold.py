@@ -14,35 +14,69 @@ stored with the prices in ``P:prices``: a missing field never overwrites a known
 REST seeding uses a watermark: every key the stream changes after a REST request was sent
 is remembered, and the REST answer never overwrites those keys (an older snapshot must not
 undo a newer stream update).
+
+The fold is the connection loop's only way out (:mod:`app.upstream`): balances, token
+metadata, venue events, the account's status and the receive times of frames all go to
+the writer from here, and market prices read on the account socket to the price
+recorder. Inside :meth:`AccountFold.batch` (one batch of frames read in one loop turn),
+balance updates are collected, newest per asset, and handed to the writer once when the
+batch ends; the state itself changes at once, so each frame is compared with the last.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
-from app.domain import AssetBalance, BalanceSnapshot, BalanceUpdate, PriceUpdate
-from app.store import BalanceWriter
+import orjson
+
+from app.domain import (
+    AssetBalance,
+    BalanceSnapshot,
+    BalanceUpdate,
+    LoneBalance,
+    MarketPrice,
+    PriceUpdate,
+    VenueEvent,
+)
+from app.prices.model import Price
+from app.store import BalanceWriter, decimal_str
 
 Key = tuple[str, str]  # (wallet, asset)
 _META_FIELDS: Final = ("price_usd", "symbol", "name", "decimals")
 
 
 class AccountFold:
-    def __init__(self, account: str, venue: str, writer: BalanceWriter) -> None:
+    """The exact state of one account and the only sink of its connection loop."""
+
+    def __init__(
+        self,
+        account: str,
+        venue: str,
+        writer: BalanceWriter,
+        *,
+        market: Callable[[Price], object] | None = None,
+    ) -> None:
         self.account = account
         self.venue = venue
         self._writer = writer
+        self._market = market
         self.state: dict[Key, AssetBalance] = {}
         self._seeding: dict[int, set[Key]] = {}
         self._next_seed = 0
         self.symbols: dict[str, str] = {}
         self.meta: dict[str, dict[str, Any]] = {}
+        # inside a batch: changed balances not yet handed to the writer, newest per key
+        self._batch: dict[Key, tuple[AssetBalance, str | None]] | None = None
+        self.held_version = 0
+        """Grows whenever :meth:`held_assets` may have changed (cheaper than comparing)."""
 
     def load(self, balances: Iterable[AssetBalance]) -> None:
         """Start from what Redis holds (no writes): the last known state of the account."""
         self.state = {(b.wallet, b.asset): b for b in balances}
+        self.held_version += 1
         for balance in self.state.values():
             if balance.symbol is not None:
                 self.symbols.setdefault(balance.asset, balance.symbol)
@@ -56,6 +90,16 @@ class AccountFold:
         symbol = known.get("symbol")
         if isinstance(symbol, str) and symbol:
             self.symbols.setdefault(mint, symbol)
+
+    def load_stored_meta(self, stored: Mapping[Any, Any]) -> None:
+        """Learn every mint's metadata from ``P:prices`` as read (mint -> JSON doc);
+        entries that are not metadata docs are skipped."""
+        for mint, doc in stored.items():
+            with contextlib.suppress(ValueError, TypeError):
+                parsed = orjson.loads(doc)
+                if isinstance(parsed, dict):
+                    name = mint.decode() if isinstance(mint, bytes) else str(mint)
+                    self.load_meta(name, parsed)
 
     def merged_meta(self, price: PriceUpdate, price_usd: str | None) -> dict[str, Any]:
         """The mint's metadata with this update's non-null fields on top: what to store."""
@@ -91,28 +135,109 @@ class AccountFold:
         for key in old_scope:
             del self.state[key]
         self.state.update(new_scope)
+        self.held_version += 1
         for touched in self._seeding.values():
             touched.update(new_scope)
             touched.update(old_scope)
+        self._submit_batch()  # what came before the replace is written before it
         self._writer.submit_snapshot(self.account, self.venue, scope, balances, snapshot.venue_ts)
 
     def apply_update(self, update: BalanceUpdate) -> int:
         """Apply; return how many assets really changed."""
         changed: list[AssetBalance] = []
+        batch = self._batch
         for balance in update.balances:
             balance = self._with_symbol(balance)
             key = (balance.wallet, balance.asset)
-            if self.state.get(key) != balance:
+            held = self.state.get(key)
+            if held != balance:
+                if held is None or (held.total == 0) != (balance.total == 0):
+                    self.held_version += 1
                 self.state[key] = balance
                 changed.append(balance)
+                if batch is not None:
+                    batch[key] = (balance, update.venue_ts)
                 for touched in self._seeding.values():
                     touched.add(key)
-        if changed:
+        if changed and batch is None:
             self._writer.submit_update(self.account, self.venue, changed, update.venue_ts)
         return len(changed)
 
+    def apply_lone(self, lone: LoneBalance) -> bool:
+        """One asset's new balance (:data:`~app.domain.LoneBalance`), applied as
+        :meth:`apply_update` would apply its :class:`BalanceUpdate`; True if it changed.
+        The lean path of a one-currency frame: no event is built, and a balance only
+        when the value really changed."""
+        wallet, asset, total, available, locked, extra, venue_ts = lone
+        key = (wallet, asset)
+        held = self.state.get(key)
+        if (
+            held is not None
+            and held.total == total
+            and held.available == available
+            and held.locked == locked
+            and held.symbol == asset
+            and held.extra == extra
+        ):
+            return False
+        if held is None or (held.total == 0) != (total == 0):
+            self.held_version += 1
+        balance = AssetBalance(wallet, asset, total, available, locked, asset, extra)
+        self.state[key] = balance
+        for touched in self._seeding.values():
+            touched.add(key)
+        if self._batch is not None:
+            self._batch[key] = (balance, venue_ts)
+        else:
+            self._writer.submit_update(self.account, self.venue, (balance,), venue_ts)
+        return True
+
+    def begin_batch(self) -> None:
+        """From now until :meth:`end_batch`, collect balance updates instead of handing
+        each to the writer (a batch of frames read together)."""
+        if self._batch is None:
+            self._batch = {}
+
+    def end_batch(self) -> None:
+        """Hand the batch's updates to the writer once: newest value per asset, each with
+        the venue time of the frame that carried it. Snapshots kept their place."""
+        self._submit_batch()
+        self._batch = None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """:meth:`begin_batch` ... :meth:`end_batch`, however the block ends."""
+        self.begin_batch()
+        try:
+            yield
+        finally:
+            self.end_batch()
+
+    def _submit_batch(self) -> None:
+        batch = self._batch
+        if not batch:
+            return
+        if len(batch) == 1:  # the common case: one asset moved
+            for balance, venue_ts in batch.values():
+                self._writer.submit_update(self.account, self.venue, (balance,), venue_ts)
+            batch.clear()
+            return
+        groups: dict[str | None, list[AssetBalance]] = {}
+        for balance, venue_ts in batch.values():
+            group = groups.get(venue_ts)
+            if group is None:
+                groups[venue_ts] = [balance]
+            else:
+                group.append(balance)
+        batch.clear()
+        for venue_ts, balances in groups.items():
+            self._writer.submit_update(self.account, self.venue, balances, venue_ts)
+
     def apply_price(self, price: PriceUpdate) -> None:
-        """Learn a mint's symbol; relabel the records holding it."""
+        """Store a mint's price and metadata (merged with what is known: a field the update
+        lacks never nulls a stored one); learn its symbol and relabel the records holding it."""
+        usd = decimal_str(price.price_usd) if price.price_usd is not None else None
+        self._writer.submit_price(price.mint, self.merged_meta(price, usd))
         if not price.symbol or self.symbols.get(price.mint) == price.symbol:
             return
         self.symbols[price.mint] = price.symbol
@@ -123,6 +248,32 @@ class AccountFold:
         ]
         if relabel:
             self.apply_update(BalanceUpdate(tuple(relabel)))
+
+    def apply_market_price(self, event: MarketPrice) -> None:
+        """A market price read on the account socket: to the price recorder (may raise)."""
+        if self._market is not None:
+            self._market(event.price)
+
+    def apply_event(self, event: VenueEvent) -> None:
+        """A venue event (order, points, swap): re-broadcast, never a balance."""
+        self._writer.submit_event(self.account, event.kind, event.data)
+
+    def report_status(self, status: Mapping[str, Any]) -> None:
+        """The account's connection status changed (stored and broadcast in order)."""
+        self._writer.submit_status(self.account, status)
+
+    def touch(self, received: float) -> None:
+        """Frames arrived at ``received`` (epoch s): the account's ``last_message_at``."""
+        self._writer.touch(self.account, self.venue, received)
+
+    def resubmit(self) -> None:
+        """Hand the whole state to the writer again, one replace per wallet scope (after
+        Redis lost its data; what Redis already holds emits nothing)."""
+        scopes: dict[str, list[AssetBalance]] = {}
+        for (wallet, _asset), balance in self.state.items():
+            scopes.setdefault(wallet, []).append(balance)
+        for wallet, balances in scopes.items():
+            self._writer.submit_snapshot(self.account, self.venue, wallet, balances)
 
     # -- REST seeding with a watermark ---------------------------------------------------
 

@@ -79,7 +79,8 @@ class Metrics:
         )
         self.fold_seconds = Histogram(
             "balagg_fold_seconds",
-            "Time to parse and fold one upstream frame (one frame in eight is timed)",
+            "Time to parse and fold one upstream frame: the mean over a batch of frames read "
+            "together (one batch in eight is timed)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -64,10 +64,7 @@ def _secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[s
     if settings.history_url is not None:
         values.append(settings.history_url.get_secret_value())
     for account in accounts:
-        for name in ("api_key", "api_secret", "email", "data_api_key"):
-            secret = getattr(account, name)
-            if secret is not None:
-                values.append(secret.get_secret_value())
+        values.extend(account.secret_values())
     return values
 
 
@@ -158,7 +155,17 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
         metrics.registry.register(
             ValuationCollector(runtime.prices.graph, lambda: runtime.hub.records())
         )
-        runtime.supervisor = Supervisor(runtime)
+        runtime.supervisor = Supervisor(
+            settings=settings,
+            accounts=resolved,
+            redis=client,
+            keys=keys,
+            writer=writer,
+            reader=runtime.reader,
+            metrics=metrics,
+            prices=runtime.prices,
+            seq_seen=lambda: runtime.hub.seq,
+        )
         writer._fence = runtime.supervisor.fence_token
         app.state.runtime = runtime
         if not _is_loopback(settings.host) and not settings.api_tokens:

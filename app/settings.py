@@ -46,6 +46,10 @@ SOLANA_ADDRESS_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
 _PEG_CODE_RE = re.compile(r"^[A-Z0-9]{1,20}$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+CredentialName = Literal["api_key", "api_secret", "email", "data_api_key"]
+CREDENTIAL_FIELDS: tuple[CredentialName, ...] = ("api_key", "api_secret", "email", "data_api_key")
+"""The secret fields of an account (:class:`~pydantic.SecretStr`, never logged)."""
+
 # Which credentials each venue cannot work without.
 REQUIRED_CREDENTIALS: Mapping[str, tuple[str, ...]] = {
     Venue.BITOPRO: ("api_key", "api_secret", "email"),
@@ -142,6 +146,24 @@ class AccountConfig(BaseModel):
         if problems:
             raise ValueError("\n".join(f"{field}: {message}" for field, message in problems))
         return self
+
+    def secret(self, name: CredentialName) -> str:
+        """The value of credential ``name``, for building a request that needs it.
+
+        ``ValueError`` naming the account and the field (never a value) when it is missing
+        or empty; validation refuses such accounts for the venues that need the field, so
+        this only fires for a venue asked for what it does not require.
+        """
+        value = getattr(self, name)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else ""
+        if not text:
+            raise ValueError(f"account {self.id}: {name} required")
+        return text
+
+    def secret_values(self) -> list[str]:
+        """Every credential value the account carries (for the log scrubber)."""
+        values = (getattr(self, name) for name in CREDENTIAL_FIELDS)
+        return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
 
     def masked(self) -> dict[str, Any]:
         """A printable form with every secret masked."""

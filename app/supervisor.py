@@ -1,10 +1,13 @@
 """The supervisor: one :class:`AccountRunner` task per account this instance owns.
 
-It shares one aiohttp ``ClientSession`` and one :class:`~app.ratelimit.VenueLimiter`
-across all upstream sockets, keeps the account
-leases (:mod:`app.leases`) — acquiring its fair share, renewing, giving back surplus so
-replicas balance, stepping down when fenced — and routes ``resync`` requests to whichever
-instance owns the account (through the ``P:resync`` stream).
+It gets its collaborators through its constructor (settings, accounts, Redis and key
+names, writer and reader, metrics, the lease manager, the price service, an HTTP session
+factory) and hands each :class:`AccountRunner` what that one needs. It shares one aiohttp
+``ClientSession`` and one :class:`~app.ratelimit.VenueLimiter` across all upstream
+sockets, keeps the account leases (:mod:`app.leases`) — acquiring its fair share,
+renewing, giving back surplus so replicas balance, stepping down when fenced — and
+routes ``resync`` requests to whichever instance owns the account (through the
+``P:resync`` stream).
 
 It also drives the price sockets of its own (:class:`~app.prices.service.PriceService`):
 once a second they are matched to the accounts this instance owns and what those hold
@@ -27,33 +30,67 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.domain import AccountState, AccountStatus, AssetBalance
 from app.fold import AccountFold
 from app.leases import LeaseManager
+from app.metrics import Metrics
+from app.prices.service import PriceService
 from app.ratelimit import VenueLimiter
-from app.runtime import Runtime
-from app.upstream import AccountRunner, refuse_redirects
+from app.reconnect import http_session
+from app.settings import AccountConfig, Settings
+from app.store import BalanceReader, BalanceWriter, Keys
+from app.upstream import AccountRunner
 from app.venues import make_session
 
 log = logging.getLogger(__name__)
 
 
 class Supervisor:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        s = runtime.settings
-        self.leases = LeaseManager(runtime.redis, runtime.keys, s.instance_id, s.lease_ms)
+    """The upstream side of one instance: leases, one runner per owned account, prices.
+
+    ``seq_seen`` is the highest change ``seq`` clients may have been given (the stream
+    hub's): after Redis lost its data the counter is raised above it.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        accounts: Sequence[AccountConfig],
+        redis: aioredis.Redis,
+        keys: Keys,
+        writer: BalanceWriter,
+        reader: BalanceReader,
+        metrics: Metrics,
+        prices: PriceService,
+        seq_seen: Callable[[], int],
+        leases: LeaseManager | None = None,
+        http_factory: Callable[[], aiohttp.ClientSession] = http_session,
+    ) -> None:
+        s = self.settings = settings
+        self.accounts: Mapping[str, AccountConfig] = {a.id: a for a in accounts}
+        self.redis = redis
+        self.keys = keys
+        self.writer = writer
+        self.reader = reader
+        self.metrics = metrics
+        self.prices = prices
+        self._seq_seen = seq_seen
+        self._http_factory = http_factory
+        self.leases = leases or LeaseManager(redis, keys, s.instance_id, s.lease_ms)
         self.runners: dict[str, AccountRunner] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.http: aiohttp.ClientSession | None = None
         # one per process: every account and price socket of a venue host shares it
-        self.limiter = VenueLimiter(s.resolved_venue_limits(), runtime.metrics)
+        self.limiter = VenueLimiter(s.resolved_venue_limits(), metrics)
         self._loop_task: asyncio.Task[None] | None = None
         self._price_task: asyncio.Task[None] | None = None
         self._resync_id = "$"
@@ -69,18 +106,16 @@ class Supervisor:
     # -- public ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
-            timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_connect=15),
-            middlewares=(refuse_redirects,),  # credentials never follow a redirect
-        )
+        self.http = self._http_factory()
         self._submit_disabled()
         planned = [
-            (a.venue, make_session(a).connect_request().url) for a in self.rt.accounts if a.enabled
+            (a.venue, make_session(a).connect_request().url)
+            for a in self.accounts.values()
+            if a.enabled
         ]
         for warning in self.limiter.over_capacity(planned):
             log.warning("venue limits: %s", warning)
-        if self.rt.settings.redis_url is None:
+        if self.settings.redis_url is None:
             with contextlib.suppress(RedisError, OSError):
                 await self._void_predecessors()
         self._loop_task = asyncio.create_task(self._lease_loop(), name="lease-loop")
@@ -93,20 +128,20 @@ class Supervisor:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.rt.prices.stop()
+        await self.prices.stop()
         await asyncio.gather(*(self._stop_runner(a, stale=True) for a in list(self.runners)))
-        await self.rt.writer.drain(5)
+        await self.writer.drain(5)
         with contextlib.suppress(RedisError, OSError):
             for account in list(self.leases.owned()):
                 await self.leases.release(account)
             await self.leases.leave()
-        self.rt.metrics.leases_held.set(0)
+        self.metrics.leases_held.set(0)
         if self.http is not None:
             await self.http.close()
 
     async def _price_loop(self) -> None:
         """Keep the own price sockets matched to the owned accounts; follow ``P:prices``."""
-        refresh = self.rt.settings.price_refresh
+        refresh = self.settings.price_refresh
         last_follow = time.monotonic()
         seen: tuple[tuple[object, ...], ...] = ()
         while True:
@@ -119,7 +154,7 @@ class Supervisor:
                 )
                 if self.http is not None and now_seen != seen:
                     runners = list(self.runners.values())
-                    self.rt.prices.sync(
+                    self.prices.sync(
                         self.http,
                         self.limiter,
                         [r.account for r in runners],
@@ -128,7 +163,7 @@ class Supervisor:
                     seen = now_seen
                 if time.monotonic() - last_follow >= refresh:
                     last_follow = time.monotonic()
-                    await self.rt.prices.follow()
+                    await self.prices.follow()
             except Exception as exc:  # prices must never take the supervisor down
                 log.warning("price feeds: %s", type(exc).__name__)
 
@@ -141,31 +176,31 @@ class Supervisor:
         over at once instead of after a lease time.
         """
         me = self.leases.instance_id
-        keys = [self.rt.keys.lease(a.id) for a in self.rt.accounts]
+        keys = [self.keys.lease(a) for a in self.accounts]
         if keys:
-            await self.rt.redis.delete(*keys)
-        members: Any = await self.rt.redis.zrange(self.rt.keys.instances, 0, -1)
+            await self.redis.delete(*keys)
+        members: Any = await self.redis.zrange(self.keys.instances, 0, -1)
         names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         gone = [m for m in names if m != me]
         if gone:
-            await self.rt.redis.zrem(self.rt.keys.instances, *gone)
+            await self.redis.zrem(self.keys.instances, *gone)
         log.info("embedded redis: leases of earlier runs dropped; taking the accounts now")
 
     def _submit_disabled(self) -> None:
-        for account in self.rt.accounts:
+        for account in self.accounts.values():
             if not account.enabled:
                 status = AccountStatus.initial(account.id, account.venue, AccountState.DISABLED)
-                self.rt.writer.submit_status(account.id, status.doc())
+                self.writer.submit_status(account.id, status.doc())
 
     async def resync(self, account_id: str) -> None:
         """Reconnect and re-seed an account, on whichever instance owns it."""
-        if self.rt.account(account_id) is None:
+        if account_id not in self.accounts:
             raise KeyError(account_id)
         runner = self.runners.get(account_id)
         if runner is not None:
             runner.request_resync()
             return
-        await self.rt.redis.xadd(self.rt.keys.resync, {"a": account_id}, maxlen=1000)
+        await self.redis.xadd(self.keys.resync, {"a": account_id}, maxlen=1000)
 
     def fence_token(self, account_id: str) -> str | None:
         """The lease token every write for the account must still match.
@@ -177,7 +212,7 @@ class Supervisor:
         token = self.leases.token(account_id)
         if token:
             return token
-        account = self.rt.account(account_id)
+        account = self.accounts.get(account_id)
         return "" if account is not None and not account.enabled else None
 
     def on_fenced(self, account_id: str) -> None:
@@ -193,17 +228,17 @@ class Supervisor:
     # -- leases ------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
-        lease_s = self.rt.settings.lease_ms / 1000
+        lease_s = self.settings.lease_ms / 1000
         tick = min(1.0, lease_s / 4)
         first = True
         while True:
             try:
                 await self._lease_tick(lease_s, first)
                 first = False
-                self.rt.metrics.redis_up.set(1 if self.rt.writer.healthy else 0)
+                self.metrics.redis_up.set(1 if self.writer.healthy else 0)
             except (RedisError, OSError) as exc:
-                self.rt.metrics.redis_up.set(0)
-                self.rt.metrics.redis_errors.labels("lease").inc()
+                self.metrics.redis_up.set(0)
+                self.metrics.redis_errors.labels("lease").inc()
                 log.debug("lease tick failed: %s", type(exc).__name__)
                 self._redis_failed = True
                 self._last_renew = 0.0  # renew (or take back) at once when Redis answers
@@ -216,7 +251,7 @@ class Supervisor:
                         len(lapsed),
                     )
                     self._outage_logged = True
-            self.rt.metrics.leases_held.set(len(self.leases.tokens))
+            self.metrics.leases_held.set(len(self.leases.tokens))
             await asyncio.sleep(tick)
 
     async def _lease_tick(self, lease_s: float, first: bool) -> None:
@@ -229,7 +264,7 @@ class Supervisor:
         # write can pass the fence again, so it goes in together with what was held
         await self._check_data_set()
         now = time.monotonic()
-        renewing = now - self._last_renew >= lease_s / 3 or self.rt.writer.data_lost
+        renewing = now - self._last_renew >= lease_s / 3 or self.writer.data_lost
         if renewing:
             lost, retaken = await self.leases.renew_all()
             self._last_renew = now
@@ -238,7 +273,7 @@ class Supervisor:
                 await self._stop_runner(lost_id, stale=False)
             if retaken:
                 log.info("%d lease(s) had lapsed while redis was away; held again", len(retaken))
-        enabled = [a for a in self.rt.accounts if a.enabled]
+        enabled = [a for a in self.accounts.values() if a.enabled]
         fair = self.leases.fair_share(len(enabled), instances)
         owned = self.leases.owned()
         if len(owned) > fair:
@@ -246,7 +281,7 @@ class Supervisor:
             surplus = sorted(owned)[-1]
             log.info("%s: releasing lease to rebalance (%d > fair %d)", surplus, len(owned), fair)
             await self._stop_runner(surplus, stale=False, discard=False)
-            await self.rt.writer.drain(2)
+            await self.writer.drain(2)
             await self.leases.release(surplus)
         elif len(owned) < fair or renewing or self._orphans:
             # holding a fair share, the owners are read with each renewal (and while an
@@ -274,7 +309,7 @@ class Supervisor:
             acquired = await self.leases.acquire_many(wanted)
             for account_id in acquired:
                 if account_id in self._known_takeover:
-                    self.rt.metrics.lease_takeovers.inc()
+                    self.metrics.lease_takeovers.inc()
             await self._start_runners(acquired)
         await self._poll_resync()
 
@@ -282,7 +317,7 @@ class Supervisor:
         """Rewrite every owned account when Redis came back empty, older or different."""
         dataset = self.leases.dataset
         # a write that found lease and holder gone saw the loss first
-        lost = (bool(self._dataset) and dataset != self._dataset) or self.rt.writer.data_lost
+        lost = (bool(self._dataset) and dataset != self._dataset) or self.writer.data_lost
         self._dataset = dataset
         if self._redis_failed or not self._run_id:
             run_id = await self.leases.run_id()
@@ -296,9 +331,9 @@ class Supervisor:
                 "redis restarted or was replaced; writing the full state of %d account(s) again",
                 len(self.runners),
             )
-            await self.rt.writer.raise_seq_floor(self.rt.hub.seq)
+            await self.writer.raise_seq_floor(self._seq_seen())
             self.rewrite_state()
-            self.rt.writer.data_lost = False
+            self.writer.data_lost = False
 
     def rewrite_state(self) -> None:
         """Submit the full state and status of every owned account from its fold.
@@ -307,18 +342,13 @@ class Supervisor:
         holds emits nothing), so a Redis that lost its data gets everything back, web3
         wallets and stream-only balances included.
         """
-        for account_id, runner in self.runners.items():
-            fold = runner.fold
-            scopes: dict[str, list[AssetBalance]] = {}
-            for (wallet, _asset), balance in fold.state.items():
-                scopes.setdefault(wallet, []).append(balance)
-            for wallet, balances in scopes.items():
-                self.rt.writer.submit_snapshot(account_id, fold.venue, wallet, balances)
-            self.rt.writer.submit_status(account_id, runner.status_doc())
+        for runner in self.runners.values():
+            runner.fold.resubmit()
+            runner.fold.report_status(runner.status_doc())
         self._submit_disabled()
 
     async def _poll_resync(self) -> None:
-        reply: Any = await self.rt.redis.xread({self.rt.keys.resync: self._resync_id}, count=100)
+        reply: Any = await self.redis.xread({self.keys.resync: self._resync_id}, count=100)
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 self._resync_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -334,25 +364,31 @@ class Supervisor:
         """Start the upstream of each newly owned account from its stored state."""
         accounts = [
             account
-            for account in (self.rt.account(a) for a in account_ids)
+            for account in (self.accounts.get(a) for a in account_ids)
             if account is not None and account.id not in self.runners
         ]
         if not accounts or self._stopping:
             return
         assert self.http is not None
-        snapshot = await self.rt.reader.snapshot([a.id for a in accounts])
+        snapshot = await self.reader.snapshot([a.id for a in accounts])
         stored: dict[str, list[AssetBalance]] = {a.id: [] for a in accounts}
         for r in snapshot.records:
             amounts = Decimal(r.total), Decimal(r.available), Decimal(r.locked)
             balance = AssetBalance(r.wallet, r.asset, *amounts, r.symbol, dict(r.extra))
             stored[r.account].append(balance)
         for account in accounts:
-            fold = AccountFold(account.id, account.venue, self.rt.writer)
+            fold = AccountFold(account.id, account.venue, self.writer, market=self.prices.record)
             fold.load(stored[account.id])
             runner = AccountRunner(
-                self.rt, account, self.http, fold, self.rt.settings.instance_id,
+                account,
+                fold,
+                http=self.http,
                 limiter=self.limiter,
-            )  # fmt: skip
+                settings=self.settings,
+                metrics=self.metrics,
+                owner=self.settings.instance_id,
+                stored_token_meta=self._stored_token_meta,
+            )
             previous = snapshot.statuses.get(account.id, {})
             runner.reconnects = int(previous.get("reconnects") or 0)
             self.runners[account.id] = runner
@@ -360,6 +396,10 @@ class Supervisor:
                 runner.run(), name=f"upstream-{account.id}"
             )
             log.info("%s: owned by this instance; starting upstream", account.id)
+
+    async def _stored_token_meta(self) -> Mapping[Any, Any]:
+        meta: Mapping[Any, Any] = await self.redis.hgetall(self.keys.prices)
+        return meta
 
     async def _stop_runner(self, account_id: str, *, stale: bool, discard: bool = True) -> None:
         runner = self.runners.pop(account_id, None)
@@ -379,4 +419,4 @@ class Supervisor:
             # handed over: the new owner exports this account's connection series now
             runner.forget_metrics()
         if not stale and discard:
-            self.rt.writer.discard(account_id)
+            self.writer.discard(account_id)

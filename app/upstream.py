@@ -1,10 +1,15 @@
 """One supervised upstream WebSocket per account: connect, authenticate, seed, read, fold.
 
 This is the connection loop every venue shares; venue specifics come from the pure
-:class:`~app.venues.base.VenueSession` (URLs, auth, frame parsing). The loop:
+:class:`~app.venues.base.VenueSession` (URLs, auth, frame parsing, REST seed, what the
+socket follows for the held assets), and the loop names no venue. Everything it learns
+goes to the account's :class:`~app.fold.AccountFold` (balances, prices, venue events, its
+status, receive times); the fold is its only way to the writer and the price recorder.
+Its collaborators come through its constructor (the supervisor builds it). The loop:
 
 * connects with a freshly signed request, sends the venue's opening messages, and seeds
-  from REST where the stream gives no snapshot (with the fold's watermark);
+  from REST where the stream gives no snapshot (:mod:`app.seed`, with the fold's
+  watermark);
 * moves the account through ``connecting -> syncing -> live``; ``stale`` while down (the
   last balances stay, flagged stale, never zeroed); ``auth_failed`` with slow retries, but
   only on an explicit refusal (HTTP 401/403, an auth error frame), never for quiet drops,
@@ -16,7 +21,8 @@ This is the connection loop every venue shares; venue specifics come from the pu
 * rejects a bad frame whole, counts it by reason, logs it once with a short secret-free
   excerpt, and carries on;
 * reconnects with capped exponential backoff and full jitter, reset only after a
-  connection stayed healthy for a while;
+  connection stayed healthy for a while (:mod:`app.reconnect`, shared with the price
+  sockets);
 * waits on the shared :class:`~app.ratelimit.VenueLimiter` before every connection and
   every REST request, so no venue's documented limits are exceeded.
 """
@@ -26,111 +32,75 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
-import orjson
 
-from app.domain import (
-    AccountState,
-    AccountStatus,
-    BalanceSnapshot,
-    BalanceUpdate,
-    ControlReply,
-    Event,
-    MarketPrice,
-    PriceUpdate,
-    SequenceGap,
-    Venue,
-    VenueEvent,
-)
+from app.domain import AccountState, AccountStatus
 from app.fold import AccountFold
+from app.frames import FrameReader
 from app.logs import SCRUBBER
+from app.metrics import Metrics
 from app.ratelimit import SocketSlot, VenueLimiter
-from app.runtime import Runtime
-from app.settings import AccountConfig
-from app.store import decimal_str, utc_now_iso
+from app.reconnect import (
+    AccountRetry,
+    Reconnect,
+    RedirectRefused,
+    SocketOptions,
+    close_socket,
+    data_frame_ready,
+    excerpt,
+    open_socket,
+)
+from app.reconnect import full_jitter as full_jitter  # where tests have always found it
+from app.seed import AUTH_STATUSES, SeedFailed, seed_from_rest
+from app.settings import AccountConfig, Settings
+from app.store import utc_now_iso
 from app.venues import make_session
 from app.venues._wire import REDIRECT, SNAPSHOT_REJECTED
-from app.venues.base import MAX_FRAME_BYTES, AuthRejected, ProtocolError, VenueSession
+from app.venues.base import AuthRejected, VenueSession
 
 log = logging.getLogger(__name__)
 
-_AUTH_STATUSES = {401, 403}
-MAX_REST_BYTES = MAX_FRAME_BYTES
-"""Largest REST snapshot body read; a larger one is rejected (``oversize``) unread."""
-_EXCERPT = 120
-_QUICK_CLOSE_S = 2.0
-_QUICK_CLOSES_FOR_AUTH = 3
+_DATA = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
+_MAX_BATCH = 1024
+"""Frames folded in one loop turn at most, so one busy socket never starves the rest."""
 
-
-class Reconnect(Exception):
-    """Leave the current connection and reconnect (``reason`` labels the metric).
-
-    ``detail`` is the secret-free sentence the reconnect is logged with.
-    """
-
-    def __init__(self, reason: str, *, backoff: bool = True, detail: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.backoff = backoff
-        self.detail = detail
-
-
-class RedirectRefused(aiohttp.ClientError):
-    """A venue answered a credentialed request with a redirect: never followed."""
-
-
-async def refuse_redirects(
-    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-) -> aiohttp.ClientResponse:
-    """Client middleware: a 3xx answer is an error, so credentials (headers, a key in the
-    URL) are never sent on to the host a redirect names, and its answer never trusted."""
-    response = await handler(request)
-    if 300 <= response.status < 400:
-        status = response.status
-        response.release()
-        raise RedirectRefused(f"{request.method} answered with a redirect (HTTP {status})")
-    return response
-
-
-def full_jitter(attempt: int, base: float, cap: float) -> float:
-    """AWS-style full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
-
-
-def excerpt(raw: str | bytes) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    short = text[:_EXCERPT] + ("…" if len(text) > _EXCERPT else "")
-    return SCRUBBER.scrub(short)
+StoredTokenMeta = Callable[[], Awaitable[Mapping[Any, Any]]]
+"""Reads the stored token metadata (``P:prices``: mint -> JSON doc) once per runner."""
 
 
 class AccountRunner:
-    """Owns the one upstream socket of one account for as long as the instance owns it."""
+    """Owns the one upstream socket of one account for as long as the instance owns it.
+
+    ``owner`` is the instance id its status names; ``stored_token_meta`` is read once
+    before the first connection of a venue whose assets are token addresses.
+    """
 
     def __init__(
         self,
-        runtime: Runtime,
         account: AccountConfig,
-        http: aiohttp.ClientSession,
         fold: AccountFold,
-        owner: str,
         *,
+        http: aiohttp.ClientSession,
         limiter: VenueLimiter,
+        settings: Settings,
+        metrics: Metrics,
+        owner: str,
+        stored_token_meta: StoredTokenMeta | None = None,
     ) -> None:
-        self.rt = runtime
         self.account = account
         self.http = http
         self.limiter = limiter
         self._slot: SocketSlot | None = None  # this account's socket slot at its venue host
         self.fold = fold
         self.owner = owner
-        s = runtime.settings
-        self.settings = s
-        m = runtime.metrics
+        self.settings = settings
+        self.options = SocketOptions.of(settings)
+        self.metrics = m = metrics
+        self._stored_token_meta = stored_token_meta
         a, v = account.id, account.venue
         self._m_connected = m.upstream_connected.labels(a, v)
         self._m_last = m.upstream_last_message.labels(a)
@@ -142,12 +112,12 @@ class AccountRunner:
         self.last_error = ""
         self.attempts = 0  # connection attempts made, for tests and metrics
         self.frames = 0  # frames read on the current connection
-        self._fold_samples = 0
+        self._batches = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._resync = asyncio.Event()
         self._stopping = False
         self._logged_reasons: set[str] = set()
-        self._rooms: set[str] = set()
+        self._followed = -1  # the fold's held_version the socket last followed
         self._seed_error: Exception | None = None
         self._key_worked = False  # the credentials were accepted and data flowed
         self.on_state: Callable[[AccountRunner], None] | None = None
@@ -168,25 +138,25 @@ class AccountRunner:
         if state is self.state and error is None:
             return
         self.state = state
-        m = self.rt.metrics
+        m = self.metrics
         for s in AccountState:
             m.upstream_state.labels(self.account.id, self.account.venue, str(s)).set(
                 1 if s is state else 0
             )
-        self.rt.writer.submit_status(self.account.id, self.status_doc())
+        self.fold.report_status(self.status_doc())
         if self.on_state is not None:
             self.on_state(self)
 
-    def _count(self, kind: str) -> None:
+    def _count(self, kind: str, n: int = 1) -> None:
         child = self._m_frames.get(kind)
         if child is None:
-            child = self._m_frames[kind] = self.rt.metrics.upstream_messages.labels(
+            child = self._m_frames[kind] = self.metrics.upstream_messages.labels(
                 self.account.id, self.account.venue, kind
             )
-        child.inc()
+        child.inc(n)
 
     def _error(self, reason: str, message: str, raw: str | bytes | None = None) -> None:
-        self.rt.metrics.upstream_errors.labels(self.account.id, self.account.venue, reason).inc()
+        self.metrics.upstream_errors.labels(self.account.id, self.account.venue, reason).inc()
         if reason not in self._logged_reasons:  # once per reason per connection: no log floods
             self._logged_reasons.add(reason)
             log.warning(
@@ -202,7 +172,7 @@ class AccountRunner:
 
     def forget_metrics(self) -> None:
         """Drop this account's per-connection series (another instance owns it now)."""
-        m = self.rt.metrics
+        m = self.metrics
         a, v = self.account.id, self.account.venue
         series: list[tuple[Any, tuple[str, ...]]] = [
             (m.upstream_connected, (a, v)),
@@ -234,12 +204,14 @@ class AccountRunner:
         if not self.account.enabled:
             self.set_state(AccountState.DISABLED)
             return
-        attempt = 0
-        auth_failures = 0
-        quick_closes = 0
-        silent_close_may_be_auth = make_session(self.account).silent_close_may_be_auth
+        first = make_session(self.account)
+        retry = AccountRetry(
+            self.options,
+            auth_retry_min=self.settings.auth_retry_min,
+            silent_close_may_be_auth=first.silent_close_may_be_auth,
+        )
         self.set_state(AccountState.CONNECTING)
-        if self.account.venue == Venue.SOLANATRACKER:
+        if first.assets_are_token_addresses:
             await self._load_token_meta()
         while not self._stopping:
             started = time.monotonic()
@@ -261,7 +233,7 @@ class AccountRunner:
                 detail = self.last_error = str(exc)
                 self._error(REDIRECT, str(exc))
             except aiohttp.WSServerHandshakeError as exc:
-                if exc.status in _AUTH_STATUSES:
+                if exc.status in AUTH_STATUSES:
                     reason = "auth"
                     detail = f"upgrade refused with HTTP {exc.status}"
                     self._error("auth", detail)
@@ -280,50 +252,24 @@ class AccountRunner:
                     self._slot = None
             if self._stopping:
                 break
-            healthy_for = time.monotonic() - started
-            frames = self.frames
-            if frames or healthy_for >= self.settings.healthy_after:
-                # a connection that carried frames or stayed up resets every counter
-                quick_closes = 0
-                auth_failures = 0
-            if (
-                reason in ("closed", "network")
-                and silent_close_may_be_auth
-                and not self._key_worked
-                and frames == 0
-                and healthy_for < _QUICK_CLOSE_S
-            ):
-                # a venue that always sends on connect and closes at once on a bad
-                # signature (BitoPro, VENUES.md): only for a key that never worked here
-                quick_closes += 1
-                if quick_closes >= _QUICK_CLOSES_FOR_AUTH:
-                    reason = "auth"
-                    detail = "connection closed immediately, repeatedly"
-                    self._error("auth", detail)
+            verdict = retry.judge(
+                reason,
+                detail,
+                backoff=use_backoff,
+                frames=self.frames,
+                healthy_for=time.monotonic() - started,
+                key_worked=self._key_worked,
+            )
+            if verdict.reason != reason:  # quick closes judged a refusal
+                self._error("auth", verdict.detail)
+            reason, detail, delay = verdict.reason, verdict.detail, verdict.delay
             self.reconnects += 1
-            self.rt.metrics.upstream_reconnects.labels(
+            self.metrics.upstream_reconnects.labels(
                 self.account.id, self.account.venue, reason
             ).inc()
-            if reason == "auth":
-                auth_failures += 1
-            if reason == "auth" and (auth_failures > 1 or not self._key_worked):
-                # a key that worked before gets one normal retry first: one refusal may
-                # be a venue hiccup, not revoked credentials
-                slow = auth_failures if not self._key_worked else auth_failures - 1
-                delay = min(self.settings.auth_retry_min * 2 ** (slow - 1), 3600.0)
-                delay *= random.uniform(0.8, 1.0)
+            if verdict.auth_failed:
                 self.set_state(AccountState.AUTH_FAILED, "credentials rejected by the venue")
             else:
-                if reason != "auth":
-                    auth_failures = 0
-                if healthy_for >= self.settings.healthy_after:
-                    attempt = 0
-                delay = (
-                    full_jitter(attempt, self.settings.backoff_initial, self.settings.backoff_max)
-                    if use_backoff
-                    else 0.0
-                )
-                attempt += 1
                 if reason == "auth":
                     self.last_error = detail
                 self.set_state(AccountState.STALE, self.last_error or reason)
@@ -345,49 +291,62 @@ class AccountRunner:
     async def _connect_once(self) -> None:
         """One connection from upgrade to close (always ends by raising)."""
         session = make_session(self.account)
-        request = session.connect_request()
         # venue limits (VENUES.md): wait for a free socket slot and a connection attempt
         # within budget; the account stays connecting/stale meanwhile
-        self._slot = await self.limiter.connect(self.account.venue, request.url)
+        host_url = session.connect_request().url
+        self._slot = await self.limiter.connect(self.account.venue, host_url)
+        # signed only now: a nonce signed before the wait may be outside the venue's
+        # time window by the time the socket opens (a fresh nonce per connect, VENUES.md)
+        request = session.connect_request()
         self.attempts += 1
         self._logged_reasons = set()
         log.info("%s: connecting to %s", self.account.id, request.log_url)
-        ws = await self.http.ws_connect(
-            request.url,
-            headers=dict(request.headers),
-            heartbeat=self.settings.heartbeat,
-            # the transport accepts up to 8x the cap so an oversize frame can be rejected
-            # whole and counted while the connection carries on (SPEC §14); only a frame
-            # beyond that costs the connection
-            max_msg_size=8 * MAX_FRAME_BYTES,
-            autoping=True,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
-        )
+        ws = await open_socket(self.http, request, self.options)
         self._ws = ws
         self._m_connected.set(1)
         self.connected_since = utc_now_iso()
-        self._rooms = set()
+        self._followed = -1  # a new session follows nothing yet
         self.set_state(AccountState.SYNCING, "")
         log.info("%s: connected", self.account.id)
         seed_task: asyncio.Task[None] | None = None
         self._seed_error = None
+        reader = FrameReader(
+            session,
+            self.fold,
+            count=self._count,
+            report=self._error,
+            send=ws.send_str,
+            on_stream_snapshot=lambda: self._stream_snapshot(session),
+            on_snapshot_rejected=self._snapshot_rejected,
+        )
         try:
             for message in session.opening_messages():
                 await ws.send_str(message)
-            self._rooms.update(_rooms_of(session.opening_messages()))
             if session.subscribed:
                 seed_task = self._start_seed(session, ws)
             while True:
                 # no per-call timeout: liveness is the heartbeat's ping/pong deadline (a
                 # missing pong closes the socket), never message silence; arming a timer
                 # for every frame would also cost ~15 % of the fold
-                msg = await ws.receive()
-                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    self.frames += 1
-                    await self._handle_frame(session, msg.data, time.time())
+                msg: aiohttp.WSMessage | None = await ws.receive()
+                if msg is not None and msg.type in _DATA:
+                    # every frame the reader already holds is one batch: one receive time,
+                    # one set of metric updates, one hand-over to the writer
+                    batch = [msg.data]
+                    msg = None
+                    while data_frame_ready(ws) and len(batch) < _MAX_BATCH:
+                        more = await ws.receive()  # buffered: returns without waiting
+                        if more.type not in _DATA:
+                            msg = more  # handled below, after the batch
+                            break
+                        batch.append(more.data)
+                    self.frames += len(batch)
+                    await self._handle_batch(reader, session, batch)
                     if seed_task is None and session.subscribed:
                         seed_task = self._start_seed(session, ws)
-                elif msg.type in (
+                if msg is None:
+                    continue
+                if msg.type in (
                     aiohttp.WSMsgType.CLOSE,
                     aiohttp.WSMsgType.CLOSING,
                     aiohttp.WSMsgType.CLOSED,
@@ -410,127 +369,54 @@ class AccountRunner:
         finally:
             if seed_task is not None and not seed_task.done():
                 seed_task.cancel()
-            if not ws.closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(), 2)
+            await close_socket(ws)
 
-    async def _handle_frame(self, session: VenueSession, raw: str | bytes, received: float) -> None:
+    async def _handle_batch(
+        self, reader: FrameReader, session: VenueSession, raws: list[str | bytes]
+    ) -> None:
+        """Fold frames read together (one receive time, one set of metric updates)."""
+        received = time.time()
         self._m_last.set(received)
-        self.rt.writer.touch(self.account.id, self.account.venue, received)
-        t0 = time.perf_counter()
-        try:
-            events, replies = session.on_frame(raw)
-        except AuthRejected:
-            self._count("auth_error")
-            raise
-        except ProtocolError as exc:
-            self._count("rejected")
-            self._error(exc.reason, str(exc), raw)
-            if session.snapshot_rejected:
-                # the frame that had to replace the account is gone: keep the last state
-                # (stale, nothing deleted) and fetch a new snapshot by reconnecting
-                self._error(SNAPSHOT_REJECTED, "the connection's snapshot frame was rejected")
-                self.last_error = SCRUBBER.scrub(f"snapshot rejected ({exc.reason}): {exc}")[:200]
-                raise Reconnect(SNAPSHOT_REJECTED) from None
-            return
-        for reply in replies:
-            assert self._ws is not None
-            await self._ws.send_str(reply)
-        self._apply(session, events)
-        self._fold_samples += 1
-        if self._fold_samples & 7 == 0:  # one frame in eight: the distribution, cheaply
-            self._m_fold.observe(time.perf_counter() - t0)
-        if self.account.venue == Venue.SOLANATRACKER and events:
-            await self._sync_rooms(session)
-        elif events and session.prices_on_socket and session.subscribed:
-            await self._sync_price_feeds(session)
+        self.fold.touch(received)
+        self._batches += 1
+        if self._batches & 7:  # one batch in eight is timed: the distribution, cheaply
+            had_events = await reader.read_batch(raws)
+        else:
+            t0 = time.perf_counter()
+            had_events = await reader.read_batch(raws)
+            self._m_fold.observe((time.perf_counter() - t0) / len(raws))
+        if had_events:
+            await self._follow(session)
 
-    def _apply(self, session: VenueSession, events: list[Event]) -> None:
-        fold = self.fold
-        for event in events:
-            if isinstance(event, BalanceUpdate):
-                self._count("balance")
-                fold.apply_update(event)
-            elif isinstance(event, BalanceSnapshot):
-                self._count("snapshot")
-                fold.apply_snapshot(event)
-                if session.stream_has_snapshot and self.state is not AccountState.LIVE:
-                    self.set_state(AccountState.LIVE, "")
-            elif isinstance(event, PriceUpdate):
-                self._count("price")
-                self._store_price(event)
-                fold.apply_price(event)
-            elif isinstance(event, VenueEvent):
-                self._count(event.kind)
-                self.rt.writer.submit_event(self.account.id, event.kind, event.data)
-            elif isinstance(event, SequenceGap):
-                self._count("control")
-                self._error(
-                    "sequence_gap", f"expected sequence {event.expected}, got {event.received}"
-                )
-                raise Reconnect("sequence_gap", backoff=False)
-            elif isinstance(event, MarketPrice):
-                self._count("ticker")
-                self._deliver_price(event)
-            elif isinstance(event, ControlReply):
-                # an application heartbeat is counted as such, never as an error
-                self._count("ping" if event.action == "ping" else "control")
+    def _stream_snapshot(self, session: VenueSession) -> None:
+        if session.stream_has_snapshot and self.state is not AccountState.LIVE:
+            self.set_state(AccountState.LIVE, "")
 
-    def _deliver_price(self, event: MarketPrice) -> None:
-        # a price is never a reason to lose the account's socket or state
-        try:
-            self.rt.prices.record(event.price)
-        except Exception as exc:
-            self._error("price", f"price not recorded ({type(exc).__name__})")
-
-    def _store_price(self, price: PriceUpdate) -> None:
-        # merged with what is known: a field the update lacks never nulls a stored one
-        usd = decimal_str(price.price_usd) if price.price_usd is not None else None
-        self.rt.writer.submit_price(price.mint, self.fold.merged_meta(price, usd))
+    def _snapshot_rejected(self, message: str) -> None:
+        self._error(SNAPSHOT_REJECTED, "the connection's snapshot frame was rejected")
+        self.last_error = SCRUBBER.scrub(message)[:200]
 
     async def _load_token_meta(self) -> None:
         """Learn the stored token metadata (``P:prices``) before the first connection, so
         a restart shows known symbols at once. Best effort: Redis may be down."""
+        if self._stored_token_meta is None:
+            return
         try:
-            raw = await asyncio.wait_for(self.rt.redis.hgetall(self.rt.keys.prices), 2)
+            raw = await asyncio.wait_for(self._stored_token_meta(), 2)
         except Exception as exc:  # a missing cache must not stop the account
             log.info("%s: token metadata not loaded (%s)", self.account.id, type(exc).__name__)
             return
-        for mint, doc in raw.items():
-            with contextlib.suppress(ValueError, TypeError):
-                parsed = orjson.loads(doc)
-                if isinstance(parsed, dict):
-                    name = mint.decode() if isinstance(mint, bytes) else str(mint)
-                    self.fold.load_meta(name, parsed)
+        self.fold.load_stored_meta(raw)
 
-    async def _sync_price_feeds(self, session: VenueSession) -> None:
-        """Send what makes the socket carry prices for the held assets (sFOX tickers)."""
-        if self._ws is None:
+    async def _follow(self, session: VenueSession) -> None:
+        """Send what makes the socket follow the held assets (tickers, rooms), when they
+        may have changed since it last did; nothing before the stream is subscribed."""
+        version = self.fold.held_version
+        if version == self._followed or not session.subscribed or self._ws is None:
             return
-        for message in session.price_messages(self.fold.held_assets()):
+        self._followed = version
+        for message in session.follow_holdings(self.fold.held_assets()):
             await self._ws.send_str(message)
-
-    async def _sync_rooms(self, session: VenueSession) -> None:
-        """Join ``transaction:<mint>`` and the mint's price room for every held mint; leave
-        rooms no wallet holds."""
-        room_of = getattr(session, "transaction_room", None)
-        price_room_of = getattr(session, "price_room", None)
-        join = getattr(session, "join_message", None)
-        leave = getattr(session, "leave_message", None)
-        if room_of is None or join is None or leave is None or self._ws is None:
-            return
-        held = self.fold.held_assets()
-        wanted = {room_of(mint) for mint in held}
-        if price_room_of is not None:
-            wanted |= {price_room_of(mint) for mint in held}
-        current = {r for r in self._rooms if r.startswith(("transaction:", "price:"))}
-        ws = self._ws
-        for room in sorted(wanted - current):
-            self._rooms.add(room)
-            await ws.send_str(join(room))
-        for room in sorted(current - wanted):
-            self._rooms.discard(room)
-            await ws.send_str(leave(room))
 
     def _start_seed(
         self, session: VenueSession, ws: aiohttp.ClientWebSocketResponse
@@ -539,9 +425,20 @@ class AccountRunner:
 
         async def seed() -> None:
             try:
-                requests = session.rest_snapshot_requests()
+                requests = session.seed_requests()
                 if requests:
-                    await self._seed(session, requests)
+                    await seed_from_rest(
+                        session,
+                        requests,
+                        http=self.http,
+                        limiter=self.limiter,
+                        fold=self.fold,
+                        timeout=self.settings.read_timeout,
+                        on_error=self._error,
+                        on_snapshot=lambda: self._count("rest_snapshot"),
+                    )
+                    await self._follow(session)
+                    self.set_state(AccountState.LIVE, "")
                 elif not session.stream_has_snapshot:
                     self.set_state(AccountState.LIVE, "")
             except asyncio.CancelledError:
@@ -549,8 +446,8 @@ class AccountRunner:
             except AuthRejected as exc:
                 self._seed_error = exc
                 await ws.close()
-            except Reconnect as exc:
-                self._seed_error = exc
+            except SeedFailed as exc:
+                self._seed_error = Reconnect("seed_failed", detail=exc.detail)
                 await ws.close()
             except RedirectRefused as exc:
                 self._error(REDIRECT, str(exc))
@@ -566,75 +463,6 @@ class AccountRunner:
 
         return asyncio.get_running_loop().create_task(seed())
 
-    async def _seed(self, session: VenueSession, requests: list[Any]) -> None:
-        for request in requests:
-            # venue REST limits (VENUES.md); waited before the watermark is taken, so the
-            # seed's snapshot is never older than the ticket that guards it
-            await self.limiter.request(self.account.venue, request.url)
-            ticket = self.fold.begin_seed()
-            try:
-                async with self.http.request(
-                    request.method,
-                    request.url,
-                    headers=dict(request.headers),
-                    timeout=aiohttp.ClientTimeout(total=self.settings.read_timeout),
-                    # credentials must never travel on to a host a redirect names
-                    allow_redirects=False,
-                ) as response:
-                    if response.status in _AUTH_STATUSES:
-                        raise AuthRejected(f"REST snapshot refused with HTTP {response.status}")
-                    if 300 <= response.status < 400:
-                        raise RedirectRefused(
-                            f"REST snapshot answered with a redirect (HTTP {response.status})"
-                        )
-                    if response.status != 200:
-                        self._error("rest", f"REST snapshot answered HTTP {response.status}")
-                        raise Reconnect(
-                            "seed_failed", detail=f"REST snapshot answered HTTP {response.status}"
-                        )
-                    body = await _read_capped(response, MAX_REST_BYTES)
-                    if body is None:
-                        self._error("oversize", f"REST snapshot over {MAX_REST_BYTES} bytes")
-                        raise Reconnect("seed_failed", detail="REST snapshot too large")
-                events = session.parse_rest_snapshot_for(request, body)
-            except ProtocolError as exc:
-                self.fold.cancel_seed(ticket)
-                if isinstance(exc, AuthRejected):
-                    raise
-                self._error(exc.reason, f"REST snapshot: {exc}")
-                raise Reconnect(
-                    "seed_failed", detail=f"REST snapshot rejected ({exc.reason})"
-                ) from None
-            except BaseException:
-                self.fold.cancel_seed(ticket)
-                raise
-            for event in events:
-                if isinstance(event, BalanceSnapshot):
-                    self.fold.finish_seed(ticket, event)
-                elif isinstance(event, PriceUpdate):
-                    self._store_price(event)
-                    self.fold.apply_price(event)
-            self.fold.cancel_seed(ticket)
-            self._count("rest_snapshot")
-        if self.account.venue == Venue.SOLANATRACKER:
-            await self._sync_rooms(session)
-        self.set_state(AccountState.LIVE, "")
-
-
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
-    """The body, or None once it runs past ``cap`` bytes (the rest is never read)."""
-    length = response.content_length
-    if length is not None and length > cap:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > cap:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
 
 def _close_detail(ws: aiohttp.ClientWebSocketResponse) -> str:
     """Why the venue closed: its close code, or an abrupt end of the connection."""
@@ -642,13 +470,3 @@ def _close_detail(ws: aiohttp.ClientWebSocketResponse) -> str:
     if code is None or code == 1006:
         return "connection closed without a close frame (code 1006)"
     return f"closed by the venue with code {code}"
-
-
-def _rooms_of(messages: Any) -> set[str]:
-    rooms: set[str] = set()
-    for message in messages:
-        with contextlib.suppress(Exception):
-            doc = orjson.loads(message)
-            if isinstance(doc, dict) and doc.get("type") == "join":
-                rooms.add(str(doc.get("room")))
-    return rooms

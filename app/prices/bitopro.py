@@ -18,6 +18,7 @@ from app.prices import wire as pw
 from app.prices.model import Price, PriceSource
 from app.settings import AccountConfig
 from app.venues import _wire as w
+from app.venues import urls
 from app.venues.bitopro import DEFAULT_WS_URL
 
 ACCOUNT_PATH: Final = "/ws/v1/pub/auth/account-balance"
@@ -45,7 +46,7 @@ def _ticker_url_of(base: str) -> str:
 def subscribe_url(url: str, pairs: Iterable[str]) -> str:
     """``url`` with the wanted pairs, sorted and upper-cased: ``?pairs=BTC_TWD,USDT_TWD``."""
     wanted = ",".join(sorted({p.upper() for p in pairs}))
-    return w.with_query_param(url, "pairs", wanted)
+    return urls.with_query_param(url, "pairs", wanted)
 
 
 def parse_ticker(raw: str | bytes, received: float) -> Price:

@@ -17,6 +17,7 @@ from app.prices import wire as pw
 from app.prices.model import Price, PriceSource
 from app.settings import AccountConfig
 from app.venues import _wire as w
+from app.venues import urls
 from app.venues.base import HttpRequest
 from app.venues.deltadefi import DEFAULT_WS_URL
 
@@ -32,20 +33,18 @@ def split_symbol(symbol: str) -> tuple[str, str]:
 def market_price_request(account: AccountConfig, symbol: str) -> HttpRequest:
     """The upgrade request for ``symbol``'s market price, with the account's key."""
     split_symbol(symbol)  # refuse a symbol that could not be read back
-    key = account.api_key.get_secret_value() if account.api_key is not None else ""
-    if not key:
-        raise ValueError(f"account {account.id}: api_key required")
+    key = account.secret("api_key")
     if account.price_url:
-        base = w.with_path_segment(account.price_url, w.quote_segment(symbol.upper()))
+        base = urls.with_path_segment(account.price_url, urls.quote_segment(symbol.upper()))
     else:
         parts = urlsplit(account.ws_url or DEFAULT_WS_URL)
         path = parts.path.rstrip("/")
         if path.endswith(ACCOUNT_PATH):
             path = path[: -len(ACCOUNT_PATH)]
-        path = f"{path}{MARKET_PATH}/{w.quote_segment(symbol.upper())}"
+        path = f"{path}{MARKET_PATH}/{urls.quote_segment(symbol.upper())}"
         base = urlunsplit(parts._replace(path=path, query="", fragment=""))
-    url = w.with_query_param(base, "api_key", w.quote_segment(key))
-    log_url = w.with_query_param(w.redact_url(base), "api_key", w.REDACTED)
+    url = urls.with_query_param(base, "api_key", urls.quote_segment(key))
+    log_url = urls.with_query_param(urls.redact_url(base), "api_key", urls.REDACTED)
     return HttpRequest("GET", url, log_url)
 
 

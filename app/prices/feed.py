@@ -11,12 +11,13 @@ account); these two channels need their own:
   key in the query; only the redacted ``log_url`` is ever logged.
 
 :class:`PriceFeedClient` is the connection loop both use, with the same rules as the
-account streams: capped exponential backoff with full jitter (reset only after a
-connection stayed healthy), liveness by protocol ping/pong (never message silence), a bad
-frame rejected whole, counted by reason and logged once per connection with a short
-secret-free excerpt; every connection waits on the shared
-:class:`~app.ratelimit.VenueLimiter` first. Every good price goes to ``deliver`` synchronously (the
-:class:`~app.prices.persistence.PriceRecorder`): nothing here awaits Redis.
+account streams and the same code for them (:mod:`app.reconnect`): capped exponential
+backoff with full jitter (reset only after a connection stayed healthy), liveness by
+protocol ping/pong (never message silence), a bad frame rejected whole, counted by reason
+and logged once per connection with a short secret-free excerpt; every connection waits
+on the shared :class:`~app.ratelimit.VenueLimiter` first. Every good price goes to
+``deliver`` synchronously (the :class:`~app.prices.persistence.PriceRecorder`): nothing
+here awaits Redis.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 import aiohttp
@@ -36,10 +36,10 @@ from app.domain import Venue
 from app.prices import bitopro, deltadefi
 from app.prices.model import Price
 from app.ratelimit import VenueLimiter
+from app.reconnect import Backoff, SocketOptions, close_socket, excerpt, open_socket
 from app.settings import AccountConfig
-from app.upstream import excerpt, full_jitter
-from app.venues._wire import redact_url
-from app.venues.base import MAX_FRAME_BYTES, HttpRequest, ProtocolError
+from app.venues.base import HttpRequest, ProtocolError
+from app.venues.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,6 @@ class PriceChannel(Protocol):
     def request(self) -> HttpRequest: ...
 
     def parse(self, raw: str | bytes, received: float) -> Price: ...
-
-
-@dataclass(frozen=True, slots=True)
-class FeedOptions:
-    """Connection loop settings (from :class:`~app.settings.Settings`)."""
-
-    heartbeat: float = 20.0
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    healthy_after: float = 30.0
 
 
 class BitoproTickerChannel:
@@ -156,7 +146,7 @@ class PriceFeedClient:
         http: aiohttp.ClientSession,
         channel: PriceChannel,
         deliver: Callable[[Price], object],
-        options: FeedOptions | None = None,
+        options: SocketOptions | None = None,
         *,
         limiter: VenueLimiter,
         on_reject: Callable[[str, str], None] | None = None,
@@ -165,7 +155,7 @@ class PriceFeedClient:
         self.limiter = limiter
         self.channel = channel
         self.deliver = deliver
-        self.options = options or FeedOptions()
+        self.options = options or SocketOptions()
         self.on_reject = on_reject
         self.prices = 0
         self.rejected: Counter[str] = Counter()
@@ -197,7 +187,7 @@ class PriceFeedClient:
         self._restart.set()
 
     async def run(self) -> None:
-        attempt = 0
+        backoff = Backoff(self.options)
         while True:
             # venue limits (VENUES.md): a socket slot and a connection attempt in budget,
             # shared with the account sockets of the same venue host
@@ -209,12 +199,12 @@ class PriceFeedClient:
                 slot.release()
             self.connected = False
             self.reconnects[reason] += 1
-            if time.monotonic() - started >= self.options.healthy_after:
-                attempt = 0
+            healthy_for = time.monotonic() - started
             if reason == "resubscribe":
+                if healthy_for >= self.options.healthy_after:
+                    backoff.attempt = 0
                 continue
-            delay = full_jitter(attempt, self.options.backoff_initial, self.options.backoff_max)
-            attempt += 1
+            delay = backoff.next_delay(healthy_for)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._restart.wait(), delay)
 
@@ -225,14 +215,7 @@ class PriceFeedClient:
         self._logged = set()
         log.info("%s: connecting to %s", self.channel.name, request.log_url)
         try:
-            ws = await self.http.ws_connect(
-                request.url,
-                headers=dict(request.headers),
-                heartbeat=self.options.heartbeat,
-                max_msg_size=8 * MAX_FRAME_BYTES,
-                autoping=True,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
-            )
+            ws = await open_socket(self.http, request, self.options)
         except aiohttp.WSServerHandshakeError as exc:
             reason = "auth" if exc.status in (401, 403) else "handshake"
             self.last_error = f"{reason}: HTTP {exc.status}"
@@ -268,9 +251,7 @@ class PriceFeedClient:
                     return "closed"
         finally:
             restart.cancel()
-            if not ws.closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(), 2)
+            await close_socket(ws)
 
     def _handle(self, raw: str | bytes, received: float) -> None:
         try:
@@ -295,7 +276,7 @@ def feed_clients(
     accounts: Iterable[AccountConfig],
     held: Mapping[str, Iterable[str]],
     deliver: Callable[[Price], object],
-    options: FeedOptions | None = None,
+    options: SocketOptions | None = None,
     *,
     limiter: VenueLimiter,
 ) -> list[PriceFeedClient]:

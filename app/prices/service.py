@@ -42,7 +42,6 @@ from app.mints import STABLE_MINTS
 from app.prices.feed import (
     BitoproTickerChannel,
     DeltadefiMarketChannel,
-    FeedOptions,
     PriceChannel,
     PriceFeedClient,
     bitopro_pairs,
@@ -53,6 +52,7 @@ from app.prices.graph import PriceGraph
 from app.prices.model import Price
 from app.prices.persistence import PriceRecorder, PriceWriter, load_prices
 from app.ratelimit import VenueLimiter
+from app.reconnect import SocketOptions
 from app.settings import AccountConfig, Settings
 from app.store import Keys
 
@@ -90,12 +90,7 @@ class PriceService:
         self._on_reject = on_reject
         self._on_price = on_price
         self.started = clock()
-        self.options = FeedOptions(
-            heartbeat=s.heartbeat,
-            backoff_initial=s.backoff_initial,
-            backoff_max=s.backoff_max,
-            healthy_after=s.healthy_after,
-        )
+        self.options = SocketOptions.of(s)
         self.feeds: dict[str, PriceFeedClient] = {}
 
     # -- prices in -----------------------------------------------------------------------

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, TypeVar
-from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -47,7 +46,8 @@ REDIRECT: Final = "redirect"
 _MAX_ADJUSTED = 40
 _MIN_EXPONENT = -40
 
-_PLAIN_DECIMAL = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?")
+PLAIN_DECIMAL: Final = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?")
+"""A non-negative decimal string :func:`amount` takes as it is (bounded, no exponent)."""
 _SCI_DECIMAL = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?(?:[eE][+-]?[0-9]{1,3})?")
 _INT_LIMIT = 10**_MAX_ADJUSTED
 _ZERO = Decimal(0)
@@ -59,7 +59,8 @@ _MAX_LABEL = 128
 # whitespace or control characters have no business in a currency code or address.
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_ISO_MS_Z = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+ISO_MS_Z: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+"""A time :func:`iso_ms` returns unchanged (already UTC milliseconds)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _last_iso: object = None
 
@@ -223,7 +224,7 @@ def _in_range(value: Decimal) -> bool:
 def amount(value: object, field: str) -> Decimal:
     """A non-negative exact amount from a decimal string or a JSON number."""
     if type(value) is str:
-        if _PLAIN_DECIMAL.fullmatch(value) is not None:
+        if PLAIN_DECIMAL.fullmatch(value) is not None:
             return Decimal(value)
         if _SCI_DECIMAL.fullmatch(value) is not None:
             return _bounded(Decimal(value), field, signed=False)
@@ -329,7 +330,7 @@ def iso_ms(value: object, field: str) -> str:
         return value
     if type(value) is not str:
         raise reject(SCHEMA, f"{field}: expected an ISO 8601 string")
-    if _ISO_MS_Z.fullmatch(value) is not None:
+    if ISO_MS_Z.fullmatch(value) is not None:
         _last_iso = value
         return value
     try:
@@ -348,63 +349,6 @@ def iso_ms(value: object, field: str) -> str:
 
 def _format_ms(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-# -- URLs -------------------------------------------------------------------------------
-
-REDACTED: Final = "***"
-_SECRET_PARAM = re.compile(r"key|token|secret|sig|pass|auth", re.IGNORECASE)
-
-
-def quote_segment(value: str) -> str:
-    return quote(value, safe="")
-
-
-def with_query_param(url: str, name: str, quoted_value: str) -> str:
-    """``url`` with ``name=value`` appended to its query (``?`` or ``&`` as needed)."""
-    base, hash_, fragment = url.partition("#")
-    if "?" not in base:
-        sep = "?"
-    elif base.endswith(("?", "&")):
-        sep = ""
-    else:
-        sep = "&"
-    return f"{base}{sep}{name}={quoted_value}{hash_}{fragment}"
-
-
-def with_path_segment(url: str, quoted_segment: str) -> str:
-    """``url`` with one more path segment (the query, if any, stays after it)."""
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/") + "/" + quoted_segment
-    return urlunsplit(parts._replace(path=path))
-
-
-def redact_url(url: str) -> str:
-    """Hide what an operator may have written into a URL override: passwords, keys."""
-    parts: SplitResult = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = REDACTED + "@" + netloc.rpartition("@")[2]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_SECRET_PARAM.search(k) for k, _ in pairs):
-            query = urlencode(
-                [(k, REDACTED if _SECRET_PARAM.search(k) else v) for k, v in pairs],
-                safe="*",
-            )
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def scrub(message: str, secrets: Iterable[str], *, max_len: int = 120) -> str:
-    """A venue's own error text, shortened, with any of our secrets blanked out."""
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, REDACTED)
-    message = "".join(c if c.isprintable() else " " for c in message[: max_len * 2])
-    return message[:max_len]
 
 
 def first_present(doc: Mapping[str, Any], *keys: str) -> Any:

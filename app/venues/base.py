@@ -17,7 +17,7 @@ import abc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from app.domain import Event, Venue
+from app.domain import Event, LoneBalance, Venue
 from app.settings import AccountConfig
 
 MAX_FRAME_BYTES = 1 << 20
@@ -65,8 +65,9 @@ class VenueSession(abc.ABC):
     """
 
     venue: Venue
-    prices_on_socket: bool = False
-    """True if the account socket also carries prices (:meth:`price_messages` subscribes)."""
+    assets_are_token_addresses: bool = False
+    """True if the account's assets are token addresses (SolanaTracker mints), whose
+    symbols come from stored token metadata until the stream teaches them."""
 
     def __init__(self, account: AccountConfig) -> None:
         self.account = account
@@ -82,10 +83,15 @@ class VenueSession(abc.ABC):
         """Text frames to send right after the socket opens (sFOX authenticate, ST joins)."""
         return ()
 
-    def price_messages(self, held: Iterable[str]) -> list[str]:
-        """Frames that make this socket carry prices for the ``held`` assets (sFOX ticker
-        subscriptions), given what it already carries; empty for venues whose prices
-        arrive elsewhere."""
+    def follow_holdings(self, held: Iterable[str]) -> list[str]:
+        """Frames that make this socket follow the ``held`` assets, given what it already
+        follows: sFOX ticker subscriptions, SolanaTracker transaction and price room joins
+        and leaves. Empty by default: most sockets carry the same feeds whatever is held.
+
+        The connection loop calls it, once :attr:`subscribed`, after every frame that
+        carried events and after the REST seed, with the assets the fold holds now;
+        the session remembers what it asked for, so an unchanged set sends nothing.
+        """
         return []
 
     @abc.abstractmethod
@@ -94,6 +100,17 @@ class VenueSession(abc.ABC):
 
         Raises :class:`ProtocolError` (rejecting the whole frame) on anything malformed.
         """
+
+    def read_lone_balance(self, raw: str | bytes) -> LoneBalance | None:
+        """The venue's commonest frame, one asset's new balance, read straight from the
+        decoded JSON without building events (the per-frame hot path); ``None`` for any
+        other frame, which :meth:`on_frame` then reads. ``None`` by default.
+
+        Never more lenient than :meth:`on_frame`: a frame it reads, :meth:`on_frame`
+        would read into the same :class:`~app.domain.BalanceUpdate` with the same
+        session state after; anything :meth:`on_frame` would reject gives ``None``.
+        """
+        return None
 
     @property
     def subscribed(self) -> bool:
@@ -120,29 +137,23 @@ class VenueSession(abc.ABC):
         """
         return False
 
-    @property
-    def needs_rest_seed(self) -> bool:
-        """True if every (re)connect must be seeded from REST (the stream sends no snapshot)."""
-        return False
+    # -- REST seeding: one pair --------------------------------------------------------
 
-    def rest_snapshot_request(self) -> HttpRequest | None:
-        """The REST balance snapshot request used to seed, or None if not configured."""
-        return None
+    def seed_requests(self) -> list[HttpRequest]:
+        """The REST balance requests that seed this connection, in order; empty when the
+        stream needs none (it begins with a snapshot, or no seed is configured).
 
-    def rest_snapshot_requests(self) -> list[HttpRequest]:
-        """The REST requests that seed this connection: empty unless :attr:`needs_rest_seed`.
-
-        Venues that read one wallet per request (SolanaTracker) return several.
+        Called once per connection, once :attr:`subscribed`; the connection loop sends
+        each request (waiting on the venue's REST limit), hands its body to
+        :meth:`read_seed` and applies the snapshots under the fold's watermark, so a REST
+        answer never undoes a newer stream update. Venues that read one wallet per
+        request (SolanaTracker) return several, each naming its ``wallet``.
         """
-        if not self.needs_rest_seed:
-            return []
-        request = self.rest_snapshot_request()
-        return [] if request is None else [request]
+        return []
 
-    def parse_rest_snapshot(self, body: bytes) -> list[Event]:
-        """Read the REST snapshot body into snapshot events (one per wallet scope)."""
-        raise NotImplementedError
-
-    def parse_rest_snapshot_for(self, request: HttpRequest, body: bytes) -> list[Event]:
-        """Read the answer to ``request`` (one of :meth:`rest_snapshot_requests`)."""
-        return self.parse_rest_snapshot(body)
+    def read_seed(self, request: HttpRequest, body: bytes) -> list[Event]:
+        """Read the answer to ``request`` (one of :meth:`seed_requests`): one
+        :class:`~app.domain.BalanceSnapshot` per wallet scope it covers, plus any
+        :class:`~app.domain.PriceUpdate` it carries. Raises :class:`ProtocolError`
+        (:class:`AuthRejected` for a refusal) on a body it cannot accept whole."""
+        raise NotImplementedError(f"{type(self).__name__} has no REST balance snapshot")

@@ -24,6 +24,7 @@ from app.domain import (
 )
 from app.settings import AccountConfig
 from app.venues import _wire as w
+from app.venues import urls
 from app.venues.base import HttpRequest, VenueSession
 
 DEFAULT_WS_URL: Final = "wss://stream.deltadefi.io/accounts/stream"
@@ -41,15 +42,12 @@ class DeltadefiSession(VenueSession):
         super().__init__(account)
 
     def _api_key(self) -> str:
-        key = self.account.api_key
-        if key is None:
-            raise ValueError(f"account {self.account.id}: api_key required")
-        return key.get_secret_value()
+        return self.account.secret("api_key")
 
     def connect_request(self) -> HttpRequest:
         base = self.account.ws_url or DEFAULT_WS_URL
-        url = w.with_query_param(base, "api_key", w.quote_segment(self._api_key()))
-        log_url = w.with_query_param(w.redact_url(base), "api_key", w.REDACTED)
+        url = urls.with_query_param(base, "api_key", urls.quote_segment(self._api_key()))
+        log_url = urls.with_query_param(urls.redact_url(base), "api_key", urls.REDACTED)
         return HttpRequest("GET", url, log_url)
 
     def on_frame(self, raw: str | bytes) -> tuple[list[Event], list[str]]:
@@ -65,16 +63,13 @@ class DeltadefiSession(VenueSession):
         events = w.decode(raw, _read_frame)
         return events, []
 
-    @property
-    def needs_rest_seed(self) -> bool:
-        return True
-
-    def rest_snapshot_request(self) -> HttpRequest:
+    def seed_requests(self) -> list[HttpRequest]:
+        """``GET /accounts/balance``: every connection is seeded (the stream has no snapshot)."""
         base = (self.account.rest_url or DEFAULT_REST_URL).rstrip("/")
         url = base + REST_BALANCE_PATH
-        return HttpRequest("GET", url, w.redact_url(url), {"X-API-KEY": self._api_key()})
+        return [HttpRequest("GET", url, urls.redact_url(url), {"X-API-KEY": self._api_key()})]
 
-    def parse_rest_snapshot(self, body: bytes) -> list[Event]:
+    def read_seed(self, request: HttpRequest, body: bytes) -> list[Event]:
         """``[{"asset": "ada", "asset_unit": "", "free": 10.5, "locked": 0}, ...]``."""
         return [w.decode(body, _read_rest)]
 

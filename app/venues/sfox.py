@@ -6,7 +6,7 @@ web3 wallet (an object), which is a separate wallet scope and never touches the 
 Every message carries a per-connection ``sequence``; a jump or a step back means frames
 were lost or reordered, which is reported so the connection can resync.
 
-Prices ride the same socket: once balances are subscribed, :meth:`SfoxSession.price_messages`
+Prices ride the same socket: once balances are subscribed, :meth:`SfoxSession.follow_holdings`
 subscribes ``ticker.sfox.<asset>usd`` for every held currency (and unsubscribes what is no
 longer held). Ticker envelopes go through the same sequence check as balance frames (the
 counter is shared) and come out as :class:`~app.domain.MarketPrice` events; a refused
@@ -39,6 +39,7 @@ from app.domain import (
 from app.prices import sfox as tickers
 from app.settings import AccountConfig
 from app.venues import _wire as w
+from app.venues import urls
 from app.venues.base import AuthRejected, HttpRequest, ProtocolError, VenueSession
 
 DEFAULT_WS_URL: Final = "wss://ws.sfox.com/ws"
@@ -66,7 +67,6 @@ class SfoxSession(VenueSession):
     """One sFOX connection: authenticate, subscribe, then balance frames."""
 
     venue = Venue.SFOX
-    prices_on_socket = True
 
     def __init__(self, account: AccountConfig) -> None:
         super().__init__(account)
@@ -77,16 +77,13 @@ class SfoxSession(VenueSession):
         self._ticker_pairs: frozenset[str] = frozenset()
 
     def _api_key(self) -> str:
-        key = self.account.api_key
-        if key is None:
-            raise ValueError(f"account {self.account.id}: api_key required")
-        return key.get_secret_value()
+        return self.account.secret("api_key")
 
     # -- connection --------------------------------------------------------------------
 
     def connect_request(self) -> HttpRequest:
         url = self.account.ws_url or DEFAULT_WS_URL
-        return HttpRequest("GET", url, w.redact_url(url))
+        return HttpRequest("GET", url, urls.redact_url(url))
 
     def opening_messages(self) -> list[str]:
         """``{"type":"authenticate","apiKey":"<API_KEY>"}`` (the key is in the message)."""
@@ -100,7 +97,7 @@ class SfoxSession(VenueSession):
     def last_sequence(self) -> int | None:
         return self._last_sequence
 
-    def price_messages(self, held: Iterable[str]) -> list[str]:
+    def follow_holdings(self, held: Iterable[str]) -> list[str]:
         """Subscribe the ticker of every held currency (``BTC`` -> ``ticker.sfox.btcusd``)
         and unsubscribe those no longer held; nothing before balances are subscribed."""
         if not self._subscribed:
@@ -213,7 +210,7 @@ class SfoxSession(VenueSession):
         reason = w.first_present(payload, "error", "message", "reason")
         if reason is None:
             reason = w.first_present(doc, "error", "message", "reason")
-        detail = w.scrub(reason if type(reason) is str else "", [self._api_key()])
+        detail = urls.scrub(reason if type(reason) is str else "", [self._api_key()])
         if not action:  # an error naming no action refuses whatever we are waiting for
             action = "authenticate" if not self._authenticated else "subscribe"
         if self._subscribed and action in ("subscribe", "unsubscribe") and _only_tickers(payload):
@@ -231,17 +228,14 @@ class SfoxSession(VenueSession):
 
     # -- REST --------------------------------------------------------------------------
 
-    @property
-    def needs_rest_seed(self) -> bool:
-        return True
-
-    def rest_snapshot_request(self) -> HttpRequest:
+    def seed_requests(self) -> list[HttpRequest]:
+        """``GET /v1/user/balance``: every connection is seeded (the stream has no snapshot)."""
         base = (self.account.rest_url or DEFAULT_REST_URL).rstrip("/")
         url = base + REST_BALANCE_PATH
         headers = {"Authorization": f"Bearer {self._api_key()}"}
-        return HttpRequest("GET", url, w.redact_url(url), headers)
+        return [HttpRequest("GET", url, urls.redact_url(url), headers)]
 
-    def parse_rest_snapshot(self, body: bytes) -> list[Event]:
+    def read_seed(self, request: HttpRequest, body: bytes) -> list[Event]:
         """``[{"currency": "btc", "balance": 0.5, "available": 0.5, "held": 0, ...}]``:
         the trading account (wallet ``""``); web3 wallets are not part of it."""
         return [w.decode(body, _read_rest)]

@@ -1,9 +1,10 @@
 """SolanaTracker Datastream: the key in the URL path, wallet balance and token transaction rooms.
 
 The account's wallets are followed by joining ``wallet:<addr>:balance`` rooms. For every
-mint those wallets hold, the connection loop also joins ``transaction:<mint>`` (see
-:meth:`SolanatrackerSession.transaction_room`) to learn the mint's USD price and its
-symbol, name and decimals; swaps made by a tracked wallet are re-broadcast as events.
+mint those wallets hold, :meth:`SolanatrackerSession.follow_holdings` also joins
+``transaction:<mint>`` (see :meth:`SolanatrackerSession.transaction_room`) to learn the
+mint's USD price and its symbol, name and decimals, and leaves the rooms of mints no
+wallet holds any more; swaps made by a tracked wallet are re-broadcast as events.
 It also joins ``price:aggregated:<mint>`` (:meth:`SolanatrackerSession.price_room`) for
 every held mint; those messages come out as :class:`~app.domain.MarketPrice` events for
 the price recorder and never touch balances.
@@ -36,6 +37,7 @@ from app.mints import KNOWN_MINTS
 from app.prices import solanatracker as price_rooms
 from app.settings import AccountConfig
 from app.venues import _wire as w
+from app.venues import urls
 from app.venues.base import HttpRequest, VenueSession
 
 DEFAULT_WS_URL: Final = "wss://datastream.solanatracker.io"
@@ -74,27 +76,38 @@ class SolanatrackerSession(VenueSession):
     """One Datastream connection: room joins out, room messages in."""
 
     venue = Venue.SOLANATRACKER
+    assets_are_token_addresses = True
 
     def __init__(self, account: AccountConfig) -> None:
         super().__init__(account)
         self._wallets = frozenset(account.wallets)
         self._symbols: dict[str, str] = {}
         self._seen_tx = BoundedSet(SWAP_DEDUP_SIZE)
+        self._mint_rooms: set[str] = set()  # transaction and price rooms joined
 
     # -- connection and rooms ----------------------------------------------------------
 
     def connect_request(self) -> HttpRequest:
-        key = self.account.api_key
-        if key is None:
-            raise ValueError(f"account {self.account.id}: api_key required")
+        key = self.account.secret("api_key")
         base = self.account.ws_url or DEFAULT_WS_URL
-        url = w.with_path_segment(base, w.quote_segment(key.get_secret_value()))
-        log_url = w.with_path_segment(w.redact_url(base), w.REDACTED)
+        url = urls.with_path_segment(base, urls.quote_segment(key))
+        log_url = urls.with_path_segment(urls.redact_url(base), urls.REDACTED)
         return HttpRequest("GET", url, log_url)
 
     def opening_messages(self) -> list[str]:
         """One ``{"type":"join","room":"wallet:<addr>:balance"}`` per tracked wallet."""
         return [self.join_message(self.balance_room(wallet)) for wallet in self.account.wallets]
+
+    def follow_holdings(self, held: Iterable[str]) -> list[str]:
+        """Join the transaction and price rooms of every ``held`` mint, leave those of
+        mints no wallet holds (the wallet balance rooms stay)."""
+        wanted: set[str] = set()
+        for mint in held:
+            wanted.add(self.transaction_room(mint))
+            wanted.add(self.price_room(mint))
+        joins, leaves = sorted(wanted - self._mint_rooms), sorted(self._mint_rooms - wanted)
+        self._mint_rooms = wanted
+        return [self.join_message(r) for r in joins] + [self.leave_message(r) for r in leaves]
 
     @staticmethod
     def balance_room(wallet: str) -> str:
@@ -290,33 +303,25 @@ class SolanatrackerSession(VenueSession):
 
     # -- REST --------------------------------------------------------------------------
 
-    @property
-    def needs_rest_seed(self) -> bool:
-        return self.account.data_api_key is not None
-
-    def rest_snapshot_request(self) -> HttpRequest | None:
-        """The first wallet's request; see :meth:`rest_snapshot_requests` for all of them."""
-        requests = self.rest_snapshot_requests()
-        return requests[0] if requests else None
-
-    def rest_snapshot_requests(self) -> list[HttpRequest]:
-        """``GET /wallet/<owner>/basic`` for every tracked wallet (needs ``data_api_key``)."""
-        key = self.account.data_api_key
-        if key is None:
+    def seed_requests(self) -> list[HttpRequest]:
+        """``GET /wallet/<owner>/basic`` for every tracked wallet; none without a
+        ``data_api_key`` (the stream alone then tells the balances as they change)."""
+        if self.account.data_api_key is None:
             return []
         base = (self.account.rest_url or DEFAULT_REST_URL).rstrip("/")
-        headers = {"x-api-key": key.get_secret_value()}
+        headers = {"x-api-key": self.account.secret("data_api_key")}
         requests = []
         for wallet in self.account.wallets:
             url = f"{base}/wallet/{wallet}/basic"
-            requests.append(HttpRequest("GET", url, w.redact_url(url), headers, wallet=wallet))
+            requests.append(HttpRequest("GET", url, urls.redact_url(url), headers, wallet=wallet))
         return requests
 
-    def parse_rest_snapshot(self, body: bytes, *, wallet: str | None = None) -> list[Event]:
+    def read_seed(self, request: HttpRequest, body: bytes) -> list[Event]:
         """``{"tokens": [{"address": <mint>, "balance": 1.5, "value": 1.5,
         "price": {"usd": 1, "quote": 0.005}, ...}], "total": ..., "totalSol": ...}``: the
-        complete holdings of ``wallet`` (optional when the account tracks one wallet), plus
-        a price for each token that has one."""
+        complete holdings of the request's ``wallet`` (optional when the account tracks
+        one wallet), plus a price for each token that has one."""
+        wallet = request.wallet
         if wallet is None:
             if len(self.account.wallets) != 1:
                 raise ValueError("wallet is required when the account tracks several wallets")
@@ -325,9 +330,6 @@ class SolanatrackerSession(VenueSession):
             raise ValueError("wallet is not tracked by this account")
         owner = wallet
         return w.decode(body, lambda doc: self._read_rest(doc, owner))
-
-    def parse_rest_snapshot_for(self, request: HttpRequest, body: bytes) -> list[Event]:
-        return self.parse_rest_snapshot(body, wallet=request.wallet)
 
     def _read_rest(self, doc: Any, wallet: str) -> list[Event]:
         tokens = w.arr(w.obj(doc, "body").get("tokens"), "tokens")

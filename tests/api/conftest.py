@@ -40,8 +40,8 @@ VENUE = Venue.DELTADEFI
 class StubSupervisor:
     """Stands in for the upstream side: no sockets, records resync requests."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, *, accounts: Iterable[AccountConfig], **_parts: Any) -> None:
+        self.account_ids = {a.id for a in accounts}
         self.resyncs: list[str] = []
 
     async def start(self) -> None:
@@ -51,7 +51,7 @@ class StubSupervisor:
         return None
 
     async def resync(self, account_id: str) -> None:
-        if self.rt.account(account_id) is None:
+        if account_id not in self.account_ids:
             raise KeyError(account_id)
         self.resyncs.append(account_id)
 

@@ -15,7 +15,6 @@ import pytest
 
 from app.prices.feed import (
     BitoproTickerChannel,
-    FeedOptions,
     PriceFeedClient,
     bitopro_pairs,
     feed_clients,
@@ -23,12 +22,13 @@ from app.prices.feed import (
 from app.prices.graph import PriceGraph, Reason, Unvalued, Valued
 from app.prices.model import Price
 from app.ratelimit import VenueLimiter
+from app.reconnect import SocketOptions
 from app.settings import AccountConfig
 from app.simulators.bitopro import BitoproSimulator
 from app.simulators.deltadefi import DeltaDefiSimulator
 from tests.venues.conftest import CANARY_KEY
 
-FAST = FeedOptions(heartbeat=5.0, backoff_initial=0.02, backoff_max=0.1, healthy_after=5.0)
+FAST = SocketOptions(heartbeat=5.0, backoff_initial=0.02, backoff_max=0.1, healthy_after=5.0)
 NO_LIMITS = VenueLimiter({})  # these tests are about the feed itself, not the venue limits
 
 

@@ -8,12 +8,13 @@ import time
 import aiohttp
 
 from app.metrics import Metrics
-from app.prices.feed import BitoproTickerChannel, FeedOptions, PriceFeedClient
+from app.prices.feed import BitoproTickerChannel, PriceFeedClient
 from app.prices.model import Price
 from app.ratelimit import VenueLimiter, VenueLimits
+from app.reconnect import SocketOptions
 from app.simulators.bitopro import BitoproSimulator
 
-FAST = FeedOptions(heartbeat=5.0, backoff_initial=0.02, backoff_max=0.1, healthy_after=5.0)
+FAST = SocketOptions(heartbeat=5.0, backoff_initial=0.02, backoff_max=0.1, healthy_after=5.0)
 
 
 async def test_a_price_socket_reconnects_only_within_the_venue_connect_budget() -> None:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
-from app.domain import AssetBalance, BalanceSnapshot, BalanceUpdate, PriceUpdate
+from app.domain import (
+    AssetBalance,
+    BalanceSnapshot,
+    BalanceUpdate,
+    LoneBalance,
+    MarketPrice,
+    PriceUpdate,
+)
 from app.fold import AccountFold
+from app.prices.model import Price, PriceSource
 from app.store import BalanceReader, BalanceWriter, Keys
 
 
@@ -95,4 +105,82 @@ async def test_learned_symbol_relabels_held_mint(
     await writer.drain(5)
     snap = await BalanceReader(redis_client, Keys(key_prefix)).snapshot(["acct"])
     assert [r.symbol for r in snap.records] == ["TRUMP"]
+    await writer.close()
+
+
+async def test_prices_events_and_status_reach_the_writer_through_the_fold(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    keys = Keys(key_prefix)
+    writer = BalanceWriter(redis_client, keys)
+    writer.start()
+    recorded: list[object] = []
+    fold = AccountFold("acct", "solanatracker", writer, market=recorded.append)
+    mint = "6p6xgHyF7AeE6TZkSmFsko444wqoP15icUSqi2jfGiPN"
+    fold.apply_price(PriceUpdate(mint, Decimal("6.5"), "TRUMP", "OFFICIAL TRUMP", 6))
+    fold.apply_price(PriceUpdate(mint, Decimal("7.25"), None, None, None))  # lacks metadata
+    fold.report_status({"account": "acct", "state": "live"})
+    await writer.drain(5)
+    stored = orjson.loads(await redis_client.hget(keys.prices, mint) or b"null")
+    # a field the second update lacks never nulls a stored one
+    assert stored == {
+        "price_usd": "7.25",
+        "symbol": "TRUMP",
+        "name": "OFFICIAL TRUMP",
+        "decimals": 6,
+    }
+    snap = await BalanceReader(redis_client, keys).snapshot(["acct"])
+    assert snap.statuses["acct"]["state"] == "live"
+    price = Price(PriceSource.SFOX, "btcusd", "BTC", "USD", Decimal(1), 0.0)
+    fold.apply_market_price(MarketPrice(price))
+    assert recorded == [price]
+    await writer.close()
+
+
+async def test_a_batch_hands_the_newest_value_per_asset_to_the_writer_once(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    writer = BalanceWriter(redis_client, Keys(key_prefix))
+    writer.start()
+    fold = AccountFold("acct", "bitopro", writer)
+    submitted: list[tuple[str, ...]] = []
+    submit = writer.submit_update
+
+    def spy(account: str, venue: str, balances: Any, venue_ts: str | None = None) -> None:
+        balances = list(balances)
+        submitted.append(tuple(f"{x.asset}={x.total}@{venue_ts}" for x in balances))
+        submit(account, venue, balances, venue_ts)
+
+    writer.submit_update = spy  # type: ignore[method-assign]
+    version = fold.held_version
+    with fold.batch():
+        for n in range(1, 4):
+            fold.apply_update(BalanceUpdate((b("BTC", str(n)),), f"t{n}"))
+        lone: LoneBalance = ("", "ETH", Decimal(5), Decimal(5), Decimal(0), {}, "t9")
+        assert fold.apply_lone(lone)
+        assert not fold.apply_lone(lone)  # unchanged: nothing
+        assert submitted == []  # nothing leaves before the batch ends
+        assert fold.state[("", "BTC")].total == 3  # but the state moved at once
+    assert submitted == [("BTC=3@t3",), ("ETH=5@t9",)]
+    assert fold.held_version > version  # two assets became held
+    await writer.drain(5)
+    assert await state_of(redis_client, key_prefix) == {
+        ("", "BTC"): Decimal(3),
+        ("", "ETH"): Decimal(5),
+    }
+    await writer.close()
+
+
+async def test_a_snapshot_inside_a_batch_keeps_its_place(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    writer = BalanceWriter(redis_client, Keys(key_prefix))
+    writer.start()
+    fold = AccountFold("acct", "bitopro", writer)
+    with fold.batch():
+        fold.apply_update(BalanceUpdate((b("OLD", "1"),)))
+        fold.apply_snapshot(BalanceSnapshot("", (b("BTC", "1"),)))  # OLD is gone
+        fold.apply_update(BalanceUpdate((b("BTC", "2"),)))
+    await writer.drain(5)
+    assert await state_of(redis_client, key_prefix) == {("", "BTC"): Decimal(2)}
     await writer.close()

@@ -106,12 +106,11 @@ def test_url_override_and_rest_request() -> None:
         account("bitopro", ws_url="ws://127.0.0.1:9001/ws", rest_url="http://127.0.0.1:9002/")
     )
     assert s.connect_request().url == "ws://127.0.0.1:9001/ws"
-    rest = s.rest_snapshot_request()
+    rest = s.balance_request()
     assert rest.url == "http://127.0.0.1:9002/v3/accounts/balance"
     assert rest.method == "GET"
     assert set(rest.headers) == {"X-BITOPRO-APIKEY", "X-BITOPRO-PAYLOAD", "X-BITOPRO-SIGNATURE"}
-    assert not s.needs_rest_seed
-    assert s.rest_snapshot_requests() == []  # the stream's first frame is the snapshot
+    assert s.seed_requests() == []  # the stream's first frame is the snapshot
     assert s.stream_has_snapshot
     assert s.subscribed
     assert s.opening_messages() == ()
@@ -197,7 +196,7 @@ def test_rest_snapshot() -> None:
             ]
         }
     )
-    assert session().parse_rest_snapshot(body) == [
+    assert (s := session()).read_seed(s.balance_request(), body) == [
         BalanceSnapshot(
             "",
             (
@@ -302,7 +301,7 @@ def test_one_bad_currency_rejects_the_whole_frame() -> None:
 def test_secrets_stay_out_of_repr_log_url_and_errors() -> None:
     s = session()
     request = s.connect_request()
-    rest = s.rest_snapshot_request()
+    rest = s.balance_request()
     visible = [repr(s), repr(request), request.log_url, repr(rest), rest.log_url]
     with pytest.raises(ProtocolError) as info:
         s.on_frame(frame({"BTC": currency("BTC", "CANARY-SECRET-123", "0")}))

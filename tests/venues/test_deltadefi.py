@@ -139,12 +139,11 @@ def test_text_keepalives() -> None:
 
 def test_rest_snapshot() -> None:
     s = session(rest_url="http://127.0.0.1:9004")
-    request = s.rest_snapshot_request()
+    (request,) = s.seed_requests()
     assert request.url == "http://127.0.0.1:9004/accounts/balance"
     assert request.headers == {"X-API-KEY": CANARY_KEY}
-    assert s.needs_rest_seed and s.rest_snapshot_requests() == [request]
     body = b'[{"asset":"usdm","asset_unit":"u","free":1153.006812,"locked":"0.5"}]'
-    assert s.parse_rest_snapshot(body) == [
+    assert s.read_seed(request, body) == [
         BalanceSnapshot(
             "",
             (
@@ -160,7 +159,7 @@ def test_rest_snapshot() -> None:
             ),
         )
     ]
-    assert s.parse_rest_snapshot(b"[]") == [BalanceSnapshot("", ())]
+    assert s.read_seed(request, b"[]") == [BalanceSnapshot("", ())]
 
 
 BAD: list[tuple[str, bytes, str]] = [
@@ -196,7 +195,7 @@ def test_malformed_frames_are_rejected(case: str, raw: bytes, reason: str) -> No
 def test_secrets_stay_out_of_repr_log_url_and_errors() -> None:
     s = session()
     request = s.connect_request()
-    rest = s.rest_snapshot_request()
+    (rest,) = s.seed_requests()
     texts = [repr(s), repr(request), request.log_url, repr(rest), rest.log_url]
     with pytest.raises(ProtocolError) as info:
         s.on_frame(balance_frame({"asset": CANARY_KEY, "free": CANARY_KEY, "locked": 0}))

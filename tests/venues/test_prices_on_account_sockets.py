@@ -18,7 +18,7 @@ from tests.venues.conftest import TRUMP, WALLET, account
 
 def sfox_subscribed() -> SfoxSession:
     session = SfoxSession(account("sfox"))
-    assert session.price_messages({"BTC"}) == []  # nothing before balances are subscribed
+    assert session.follow_holdings({"BTC"}) == []  # nothing before balances are subscribed
     session.on_frame(b'{"type":"success","sequence":1,"payload":{"action":"authenticate"}}')
     session.on_frame(b'{"type":"success","sequence":2,"payload":{"action":"subscribe"}}')
     assert session.subscribed
@@ -38,13 +38,13 @@ def ticker(sequence: int, last: object = "41420.58", pair: str = "btcusd") -> by
 
 def test_sfox_subscribes_tickers_for_what_is_held_and_drops_the_rest() -> None:
     session = sfox_subscribed()
-    (subscribe,) = session.price_messages({"BTC", "ETH", "USD"})
+    (subscribe,) = session.follow_holdings({"BTC", "ETH", "USD"})
     assert orjson.loads(subscribe) == {
         "type": "subscribe",
         "feeds": ["ticker.sfox.btcusd", "ticker.sfox.ethusd"],
     }
-    assert session.price_messages({"BTC", "ETH"}) == []  # nothing new: nothing sent
-    messages = [orjson.loads(m) for m in session.price_messages({"ETH", "ADA"})]
+    assert session.follow_holdings({"BTC", "ETH"}) == []  # nothing new: nothing sent
+    messages = [orjson.loads(m) for m in session.follow_holdings({"ETH", "ADA"})]
     assert messages == [
         {"type": "subscribe", "feeds": ["ticker.sfox.adausd"]},
         {"type": "unsubscribe", "feeds": ["ticker.sfox.btcusd"]},

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from app.domain import BalanceSnapshot, BalanceUpdate, Event, PriceUpdate, VenueEvent
 from app.mints import USDC
 from app.venues import make_session
-from app.venues.base import ProtocolError, VenueSession
+from app.venues.base import HttpRequest, ProtocolError, VenueSession
 from tests.venues.conftest import CANARY_DATA_KEY, OTHER_WALLET, TRUMP, WALLET, account
 
 VENUES = ("bitopro", "sfox", "deltadefi", "solanatracker")
@@ -144,11 +144,9 @@ def feed(session: VenueSession, raw: str | bytes) -> None:
 
 def feed_rest(session: VenueSession, raw: bytes) -> None:
     try:
-        events = (
-            session.parse_rest_snapshot_for(session.rest_snapshot_requests()[0], raw)
-            if (session.rest_snapshot_requests())
-            else session.parse_rest_snapshot(raw)
-        )
+        requests = session.seed_requests()
+        request = requests[0] if requests else HttpRequest("GET", "http://h/", "http://h/")
+        events = session.read_seed(request, raw)
     except ProtocolError:
         return
     check_events(events)

@@ -27,8 +27,7 @@ def test_make_session(venue: str, kind: type, seed: bool) -> None:
     session = make_session(account(venue))
     assert type(session) is kind
     assert session.venue == Venue(venue)
-    assert session.needs_rest_seed is seed
-    assert len(session.rest_snapshot_requests()) == (1 if seed else 0)
+    assert len(session.seed_requests()) == (1 if seed else 0)
     for canary in CANARIES:
         assert canary not in repr(session)
 
@@ -38,7 +37,7 @@ def test_every_venue_is_registered() -> None:
 
 
 def test_solanatracker_seeds_only_with_a_data_key() -> None:
-    assert make_session(account("solanatracker", data_api_key=CANARY_DATA_KEY)).needs_rest_seed
+    assert make_session(account("solanatracker", data_api_key=CANARY_DATA_KEY)).seed_requests()
 
 
 def test_http_request_repr_shows_only_the_log_url() -> None:

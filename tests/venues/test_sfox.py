@@ -198,10 +198,9 @@ def test_other_control_replies_pass_through() -> None:
 
 def test_rest_snapshot_accepts_numbers_and_strings_exactly() -> None:
     s = SfoxSession(account("sfox", rest_url="http://127.0.0.1:9100"))
-    request = s.rest_snapshot_request()
+    (request,) = s.seed_requests()
     assert request.url == "http://127.0.0.1:9100/v1/user/balance"
     assert request.headers == {"Authorization": f"Bearer {CANARY_KEY}"}
-    assert s.needs_rest_seed and s.rest_snapshot_requests() == [request]
     body = (
         b'[{"currency":"btc","balance":0.17572419,"available":0.17572419,"held":0,'
         b'"trading_wallet":0.17572419},'
@@ -224,8 +223,7 @@ def test_rest_snapshot_accepts_numbers_and_strings_exactly() -> None:
             ),
         )
     ]
-    assert s.parse_rest_snapshot(body) == expected
-    assert s.parse_rest_snapshot_for(request, body) == expected
+    assert s.read_seed(request, body) == expected
 
 
 BAD: list[tuple[str, bytes, str]] = [
@@ -334,7 +332,7 @@ def test_frame_unreadable_before_its_sequence_changes_nothing() -> None:
 def test_secrets_stay_out_of_repr_and_log_url() -> None:
     s = SfoxSession(account("sfox", ws_url="wss://user:CANARY-SECRET-123@ws.example/ws"))
     request = s.connect_request()
-    rest = s.rest_snapshot_request()
+    (rest,) = s.seed_requests()
     for text in (repr(s), repr(request), request.log_url, repr(rest), rest.log_url):
         for canary in CANARIES:
             assert canary not in text

@@ -113,6 +113,24 @@ def test_room_messages_match_the_vectors(vector: Callable[[str], bytes]) -> None
     )
 
 
+def test_follow_holdings_joins_and_leaves_the_rooms_of_held_mints() -> None:
+    s = session()
+    first = [orjson.loads(m) for m in s.follow_holdings({TRUMP, USDC})]
+    assert first == [
+        {"type": "join", "room": f"price:aggregated:{TRUMP}"},
+        {"type": "join", "room": f"price:aggregated:{USDC}"},
+        {"type": "join", "room": f"transaction:{TRUMP}"},
+        {"type": "join", "room": f"transaction:{USDC}"},
+    ]
+    assert s.follow_holdings({USDC, TRUMP}) == []  # nothing new: nothing sent
+    second = [orjson.loads(m) for m in s.follow_holdings({USDC})]
+    assert second == [
+        {"type": "leave", "room": f"price:aggregated:{TRUMP}"},
+        {"type": "leave", "room": f"transaction:{TRUMP}"},
+    ]  # the wallet balance rooms are never left
+    assert session().follow_holdings(set()) == []  # a new connection follows nothing yet
+
+
 def test_vector_joined_is_a_control_reply(vector: Callable[[str], bytes]) -> None:
     assert session().on_frame(vector("solanatracker/joined_balance.json")) == (
         [ControlReply("join", True, BALANCE_ROOM)],
@@ -229,8 +247,7 @@ def test_rest_snapshot_per_wallet_with_prices() -> None:
         data_api_key=CANARY_DATA_KEY,
         rest_url="http://127.0.0.1:9006/",
     )
-    assert s.needs_rest_seed
-    requests = s.rest_snapshot_requests()
+    requests = s.seed_requests()
     assert [r.url for r in requests] == [
         f"http://127.0.0.1:9006/wallet/{WALLET}/basic",
         f"http://127.0.0.1:9006/wallet/{OTHER_WALLET}/basic",
@@ -243,7 +260,7 @@ def test_rest_snapshot_per_wallet_with_prices() -> None:
         b'{"address":"' + TRUMP.encode() + b'","balance":90,"value":540.2,"price":6.0024}],'
         b'"total":1693.2,"totalSol":8.1}'
     )
-    events = s.parse_rest_snapshot_for(requests[1], body)
+    events = s.read_seed(requests[1], body)
     assert events == [
         BalanceSnapshot(
             OTHER_WALLET,
@@ -258,14 +275,13 @@ def test_rest_snapshot_per_wallet_with_prices() -> None:
         PriceUpdate(TRUMP, Decimal("6.0024"), None, None, None),
     ]
     with pytest.raises(ValueError, match="wallet is required"):
-        s.parse_rest_snapshot(body)
+        s.read_seed(HttpRequest("GET", "http://h/", "http://h/"), body)
 
 
 def test_no_rest_seed_without_a_data_api_key() -> None:
     s = session()
-    assert not s.needs_rest_seed
-    assert s.rest_snapshot_requests() == [] and s.rest_snapshot_request() is None
-    events = s.parse_rest_snapshot(b'{"tokens":[]}')
+    assert s.seed_requests() == []
+    events = s.read_seed(HttpRequest("GET", "http://h/", "http://h/"), b'{"tokens":[]}')
     assert events == [BalanceSnapshot(WALLET, ())]
 
 
@@ -324,7 +340,7 @@ def test_rejected_transactions_frame_changes_no_state() -> None:
 
 def test_secrets_stay_out_of_repr_and_log_urls() -> None:
     s = session(data_api_key=CANARY_DATA_KEY)
-    requests: list[HttpRequest] = [s.connect_request(), *s.rest_snapshot_requests()]
+    requests: list[HttpRequest] = [s.connect_request(), *s.seed_requests()]
     for text in [repr(s)] + [t for r in requests for t in (repr(r), r.log_url)]:
         for canary in CANARIES:
             assert canary not in text
