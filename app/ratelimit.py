@@ -60,6 +60,9 @@ class ResyncThrottle:
 
 # -- venue limits ------------------------------------------------------------------------
 
+MAX_HANDSHAKES = 128
+"""Socket handshakes in flight at once per process (see :meth:`VenueLimiter.handshake`)."""
+
 Kind = Literal["connect", "rest"]
 
 
@@ -136,6 +139,7 @@ class VenueLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        handshakes: int = MAX_HANDSHAKES,
     ) -> None:
         self.limits = dict(limits)
         self._metrics = metrics
@@ -143,6 +147,18 @@ class VenueLimiter:
         self._sleep = sleep
         self._budgets: dict[tuple[str, str, str], _Budget] = {}
         self._sockets: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self._handshakes = asyncio.Semaphore(handshakes)
+
+    def handshake(self) -> asyncio.Semaphore:
+        """Held around one socket's opening handshake (``async with``): at most
+        :data:`MAX_HANDSHAKES` at a time in this process, whatever the venue.
+
+        Thousands of accounts starting at once otherwise open thousands of connections
+        in the same instant: the venue's accept queue overflows (dropped SYNs come back
+        only after 1, 3, 7 s) and this loop is too busy with handshakes to answer the
+        open sockets' pings in time, so healthy sockets are dropped and retried.
+        """
+        return self._handshakes
 
     async def connect(self, venue: str, url: str) -> SocketSlot:
         """Wait for a free socket slot and a connection attempt within budget.

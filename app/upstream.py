@@ -301,7 +301,8 @@ class AccountRunner:
         self.attempts += 1
         self._logged_reasons = set()
         log.info("%s: connecting to %s", self.account.id, request.log_url)
-        ws = await open_socket(self.http, request, self.options)
+        async with self.limiter.handshake():
+            ws = await open_socket(self.http, request, self.options)
         self._ws = ws
         self._m_connected.set(1)
         self.connected_since = utc_now_iso()

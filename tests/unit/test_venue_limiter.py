@@ -218,3 +218,25 @@ def test_bad_venue_limits_are_refused_at_startup(
     monkeypatch.setenv("BALAGG_VENUE_LIMITS", json.dumps(value))
     with pytest.raises(ValidationError, match=expected):
         Settings(_env_file=None)
+
+
+async def test_handshakes_in_flight_are_capped_per_process() -> None:
+    limiter = VenueLimiter({}, handshakes=3)
+    inside, peak = 0, 0
+    release = asyncio.Event()
+
+    async def open_one() -> None:
+        nonlocal inside, peak
+        async with limiter.handshake():
+            inside += 1
+            peak = max(peak, inside)
+            await release.wait()
+            inside -= 1
+
+    tasks = [asyncio.create_task(open_one()) for _ in range(10)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert inside == 3  # the rest wait their turn (as connecting, never as failed)
+    release.set()
+    await asyncio.gather(*tasks)
+    assert peak == 3 and inside == 0
