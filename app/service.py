@@ -110,6 +110,10 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
                     metrics.fenced_writes.labels(result.account).inc()
                     if runtime_ref:
                         runtime_ref[0].supervisor.on_fenced(result.account)
+            # own changes reach the stream's clients now, not after the hub reads them back
+            hub = getattr(runtime_ref[0], "hub", None) if runtime_ref else None
+            if hub is not None:
+                hub.take_local(change for result in results for change in result.written)
 
         def on_error(op: str, _exc: BaseException) -> None:
             metrics.redis_errors.labels(op).inc()

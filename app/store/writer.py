@@ -28,6 +28,7 @@ from app.canonical import iso_time, iso_time_us
 from app.domain import AssetBalance
 from app.store import scripts
 from app.store.keys import FIELD_SEP, Keys, field_name
+from app.store.reader import Change
 from app.store.records import STATUS_PREFIX, encode_content, encode_venue_ts, event_prefix
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,32 @@ _HELD_RETRY_S = 0.1
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
+    """What one account's write did; ``written`` holds each change exactly as it was
+    appended to ``P:changes``, in seq order, so the stream hub of this process can apply
+    its own writes without reading them back."""
+
     account: str
     changes: int
     last_seq: int
     fenced: bool
+    written: tuple[Change, ...] = ()
+
+
+def _written(account: str, reply: list[Any], received: float | None) -> tuple[Change, ...]:
+    """The ``seq, asset, message`` triples after a write script's ``count, last``."""
+    out: list[Change] = []
+    for i in range(2, len(reply) - 2, 3):
+        asset, message = reply[i + 1], reply[i + 2]
+        out.append(
+            Change(
+                seq=int(reply[i]),
+                account=account,
+                asset=asset.decode() if isinstance(asset, bytes) else str(asset),
+                message=message if isinstance(message, bytes) else str(message).encode(),
+                received=received,
+            )
+        )
+    return tuple(out)
 
 
 def _vts(content: _Content) -> bytes:
@@ -315,7 +338,7 @@ class BalanceWriter:
             pending.pop(account, None)
         if unowned:
             notes = deque(n for n in notes if n.account not in unowned)
-        calls: list[tuple[str, bool]] = []  # (account, is_apply)
+        calls: list[tuple[str, float | None]] = []  # (account, received as the stream has it)
         k = self._keys
         pipe = self._client.pipeline(transaction=False)
         try:
@@ -337,7 +360,8 @@ class BalanceWriter:
                     k.lease(account), k.seq, k.changes, k.holder(account),
                 ]  # fmt: skip
                 await self._apply(keys=keys, args=args, client=pipe)
-                calls.append((account, True))
+                received_us = int(acc.first_received * 1_000_000) if acc.first_received else 0
+                calls.append((account, received_us / 1_000_000 if received_us else None))
             for note in notes:
                 keys = [
                     k.status(note.account),
@@ -351,7 +375,7 @@ class BalanceWriter:
                     note.body, note.prefix, now_us,
                 ]  # fmt: skip
                 await self._note(keys=keys, args=args, client=pipe)
-                calls.append((note.account, False))
+                calls.append((note.account, None))
             if prices:
                 pipe.hset(self._keys.prices, mapping=prices)  # type: ignore[arg-type]
             replies = await pipe.execute(raise_on_error=False)
@@ -365,17 +389,26 @@ class BalanceWriter:
             if isinstance(price_reply, BaseException):
                 failed = price_reply
         held: set[str] = set()
-        for (account, _is_apply), reply in zip(calls, replies, strict=True):
+        for (account, received), reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 failed = reply
                 continue
-            count, last = (int(x) for x in cast(list[Any], reply))
+            values = cast(list[Any], reply)
+            count, last = int(values[0]), int(values[1])
             if count == _DATA_LOST:
                 held.add(account)
                 continue
             if last > self.max_seq:
                 self.max_seq = last
-            results.append(FlushResult(account, max(count, 0), last, count == _FENCED))
+            results.append(
+                FlushResult(
+                    account,
+                    max(count, 0),
+                    last,
+                    count == _FENCED,
+                    _written(account, values, received),
+                )
+            )
         if failed is not None:
             # Scripts are idempotent (compare-and-set), so re-running the whole batch is safe.
             self._restore(pending, notes, prices)

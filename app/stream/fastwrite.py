@@ -29,6 +29,7 @@ the real service's stream route uses this path.
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Iterable
 from typing import Any, Protocol, cast
 
@@ -45,6 +46,19 @@ PROTOCOL_ATTRIBUTES = (
 
 RAW_SEND = "balagg.raw_send"
 """Key in a WebSocket scope's ``extensions``: the server's own ASGI ``send``."""
+
+_OPEN = 1  # websockets.protocol.State.OPEN, an IntEnum (websockets is uvicorn's extra)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A server's unfragmented text frame of ``payload`` (RFC 6455 §5.2: FIN, opcode 1,
+    no mask), as ``websockets`` writes it without extensions."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
 class _Protocol(Protocol):
@@ -87,6 +101,21 @@ class DirectWriter:
     def __init__(self, proto: _Protocol) -> None:
         self._proto = proto
 
+    @property
+    def shares_frames(self) -> bool:
+        """No extension was negotiated: :func:`text_frame` bytes are this connection's."""
+        return not self._proto.conn.extensions
+
+    def writable(self) -> bool:
+        """The transport takes more now and the connection is open: a write needs no wait."""
+        proto = self._proto
+        return (
+            proto.writable.is_set()
+            and not proto.disconnected
+            and not proto.close_sent
+            and proto.conn.state == _OPEN
+        )
+
     async def ready(self) -> None:
         """Wait until the transport takes more (its flow control); raise
         ``ConnectionError`` once the client is gone or the connection is closing."""
@@ -105,6 +134,13 @@ class DirectWriter:
         if count:
             self._proto.transport.write(b"".join(conn.data_to_send()))
         return count
+
+    def write_frames(self, frames: bytes) -> None:
+        """Hand ready frames (see :attr:`shares_frames`) to the transport, behind anything
+        the connection still holds."""
+        proto = self._proto
+        held = proto.conn.data_to_send()
+        proto.transport.write(b"".join((*held, frames)) if held else frames)
 
     def close(self, code: int) -> bool:
         """Queue the close frame behind what is already buffered, without waiting for the

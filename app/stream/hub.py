@@ -2,12 +2,18 @@
 
 Where it sits::
 
+    BalanceWriter flush (this process's own changes) --take_local--> StreamHub
     Redis P:changes --XREAD BLOCK (one reader per process, own connection)--> StreamHub
         |-- Mirror (mirror.py): records, statuses, seq   REST and /metrics read it
         |-- ring: the last messages                      resume with ``since`` without Redis
         `-- one Subscriber per /v1/stream client         bounded, conflating queue + sender
 
-The mirror is loaded atomically and then applies every change in ``seq`` order. A gap
+The mirror is loaded atomically and then applies every change in ``seq`` order. This
+process's own writes are applied as soon as their flush returns (the write scripts hand
+back each change as appended), the stream read brings every other instance's; whichever
+arrives second for a ``seq`` is skipped, and an own change after a gap waits for the
+stream read to fill it. After each batch every client gets its share at once, written
+from this loop when its connection takes it (:meth:`Subscriber.offer`). A gap
 in ``seq`` (the stream was trimmed past this reader) or a ``seq`` that went backwards
 (Redis lost its data) reloads it and sends every client a fresh snapshot; so does a
 flip of owner liveness (read with the mirror and on every refresh). Each change is
@@ -59,6 +65,7 @@ _READ_COUNT = 1_000  # changes per XREAD: bounds one fan-out burst between sende
 _REPLAY_CHUNK = 10_000
 _RING_MAX = 10_000
 _WATCH_S = 0.5  # how often slow clients are looked for when no change arrives
+_HELD_MAX = 100_000  # own writes waiting for a gap before them (the stream has them too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +140,8 @@ class StreamHub:
         self._watch_s = watch_s
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_needed = False
+        self._loading = False
+        self._held: dict[int, Change] = {}  # own writes after a gap, by seq
         self._run_id = ""
         self._collector: BalanceCollector | None = None
 
@@ -206,10 +215,16 @@ class StreamHub:
     # -- loading -----------------------------------------------------------------------
 
     async def _reload(self) -> None:
-        run_id = await self._source.run_id()  # first: a restart after it is noticed later
-        await self._read_owners()
-        first = not self.mirror.loaded
-        self.mirror.install(await self._source.snapshot(self.mirror.account_ids))
+        self._loading = True  # own writes wait: the snapshot may be older than they are
+        try:
+            run_id = await self._source.run_id()  # first: a restart after it is noticed later
+            await self._read_owners()
+            first = not self.mirror.loaded
+            snapshot = await self._source.snapshot(self.mirror.account_ids)
+        finally:
+            self._loading = False
+        self.mirror.install(snapshot)
+        self._reload_needed = False
         self._ring.clear()
         if not first:
             self.reloads += 1
@@ -218,6 +233,8 @@ class StreamHub:
             self._send_snapshot(sub)
         self._run_id = run_id
         self.reader_ok = True
+        if self._held:
+            self._take(())  # own writes past the snapshot
 
     async def _read_owners(self) -> int:
         """Owner liveness and ``last_message_at`` into the mirror; returns ``P:seq``."""
@@ -272,18 +289,39 @@ class StreamHub:
                     continue
                 self._recheck_owners()
 
+    def take_local(self, changes: Iterable[Change]) -> None:
+        """This process's own writes, as its flush returned them: applied and fanned out
+        now, without waiting for the stream read to bring them back.
+
+        Only a change that follows the mirror's ``seq`` directly is applied; one after a
+        gap (another instance wrote in between) is held until the stream read delivers
+        the gap, which it does at once (the write woke it). The stream read skips every
+        seq already applied, so clients see each seq once, in order.
+        """
+        held = self._held
+        seq = self.mirror.seq
+        for change in changes:
+            if change.seq > seq:
+                held[change.seq] = change
+        if len(held) > _HELD_MAX:  # the stream read will bring them all
+            for dropped in sorted(held)[: len(held) - _HELD_MAX]:
+                del held[dropped]
+        if held and self.mirror.loaded and not (self._loading or self._reload_needed):
+            self._take(())
+
     def _take(self, changes: Sequence[Change]) -> None:
-        """Apply and fan out one batch in seq order; a gap means the mirror must reload."""
-        self._check_stalled()
+        """Apply one batch in seq order, then the held own writes it made contiguous, and
+        fan out what was applied; a gap in the stream means the mirror must reload."""
         mirror = self.mirror
         received = time.perf_counter()
         clock_offset = received - time.time()
         ring = self._ring
         ring_size = self.ring_size
-        subscribers = self._active
+        held = self._held
+        batch: list[Message] = []
         for change in changes:
             if change.seq <= mirror.seq:
-                continue
+                continue  # applied already (this process wrote it)
             if change.seq != mirror.seq + 1:
                 log.warning(
                     "change stream skipped from seq %d to %d (trimmed); reloading",
@@ -291,27 +329,67 @@ class StreamHub:
                     change.seq,
                 )
                 self._reload_needed = True
-                return
-            try:
-                # upstream receive time when the writer recorded it (same clock
-                # across processes on one host), else when the hub read the change
-                at = received if change.received is None else change.received + clock_offset
-                msg, doc = parse_change(change, at)
-                visible = mirror.apply(msg, doc, change.message)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("unreadable change at seq %d (%s); skipped", change.seq, exc)
-                msg = unreadable_change(change)
-                visible = False
-            mirror.advance(change.seq)
-            if not visible:
-                msg.text = ""
-            ring.append(msg)
-            if len(ring) > ring_size:
-                ring.popleft()
-            if visible:
-                for sub in subscribers:
-                    if sub.matches(msg):
-                        sub.push(msg)
+                break
+            self._apply(change, received, clock_offset, ring, ring_size, batch)
+        if held and not self._reload_needed:
+            for seq in [s for s in held if s <= mirror.seq]:
+                del held[seq]
+            while mirror.seq + 1 in held:
+                own = held.pop(mirror.seq + 1)
+                self._apply(own, received, clock_offset, ring, ring_size, batch)
+        if batch:
+            self._check_stalled()
+            self._fan_out(batch)
+
+    def _apply(
+        self,
+        change: Change,
+        received: float,
+        clock_offset: float,
+        ring: deque[Message],
+        ring_size: int,
+        batch: list[Message],
+    ) -> None:
+        """One change into the mirror and the ring; its message joins ``batch`` if it is
+        about an account served here."""
+        mirror = self.mirror
+        try:
+            # upstream receive time when the writer recorded it (same clock
+            # across processes on one host), else when the hub read the change
+            at = received if change.received is None else change.received + clock_offset
+            msg, doc = parse_change(change, at)
+            visible = mirror.apply(msg, doc, change.message)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("unreadable change at seq %d (%s); skipped", change.seq, exc)
+            msg = unreadable_change(change)
+            visible = False
+        mirror.advance(change.seq)
+        if not visible:
+            msg.text = ""
+        ring.append(msg)
+        if len(ring) > ring_size:
+            ring.popleft()
+        if visible:
+            batch.append(msg)
+
+    def _fan_out(self, batch: list[Message]) -> None:
+        """Each client's share of ``batch``, from this loop (see :meth:`Subscriber.offer`);
+        clients that get the whole batch share its frames, joined once."""
+        frames: bytes | None = None
+        size = len(batch)
+        for sub in self._active:
+            if sub.accounts is None and sub.assets is None:
+                mine = batch
+            else:
+                mine = [m for m in batch if sub.matches(m)]
+                if not mine:
+                    continue
+            if len(mine) == size:
+                if frames is None:
+                    frames = b"".join(m.framed() for m in batch)
+                sub.offer(mine, frames)
+            else:
+                sub.offer(mine)
 
     # -- slow and abusive clients ------------------------------------------------------
 

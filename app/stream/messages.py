@@ -2,7 +2,8 @@
 
 Where it sits: the hub turns each change read from ``P:changes`` into one
 :class:`Message` (serialized once, by the Redis write script, and shared by every
-client); the mirror builds snapshot frames; the subscriber queues and sends them. The
+client, and framed once for every client whose connection shares frames); the mirror
+builds snapshot frames; the subscriber queues and sends them. The
 shapes are SPEC §9's ``balance``, ``removed``, ``status``, ``price``, ``snapshot``,
 ``pong`` and ``error`` messages, plus the close codes a client may be closed with.
 """
@@ -18,6 +19,7 @@ import orjson
 from app.domain import BalanceRecord
 from app.prices.model import Price
 from app.store import Change, decimal_str, iso_time
+from app.stream.fastwrite import text_frame
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
@@ -41,12 +43,19 @@ class Message:
     received: float = 0.0  # perf_counter when the hub read it; 0 for control frames
     data: bytes | None = None  # ``text`` encoded, once, for every client's direct write
     control: bool = False  # a reply to one client (pong, error): counted against its bound
+    frame: bytes | None = None  # the text frame of ``data``, once, for every shared write
 
     def encoded(self) -> bytes:
         data = self.data
         if data is None:
             data = self.data = self.text.encode()
         return data
+
+    def framed(self) -> bytes:
+        frame = self.frame
+        if frame is None:
+            frame = self.frame = text_frame(self.encoded())
+        return frame
 
 
 def record_json(record: BalanceRecord) -> bytes:

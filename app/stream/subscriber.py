@@ -1,9 +1,14 @@
 """One ``/v1/stream`` client: its filter, its bounded conflating queue and its sender.
 
-Where it sits: the hub pushes every matching :class:`~app.stream.messages.Message` into
-the client's queue (without waiting); the subscriber's sender task is the only writer of
-the client's socket. It gets what it reports to as callbacks (conflated and sent counts,
-event lag), never the hub itself.
+Where it sits: after each batch of changes the hub :meth:`~Subscriber.offer` s every
+client its matching :class:`~app.stream.messages.Message` s. A client on uvicorn's
+connection (see :mod:`app.stream.fastwrite`) with nothing queued whose transport takes
+more now is written to at once, from the hub's own loop: no task wakes, and on a
+connection without extensions the hub's frames, built once per message, are written as
+they are. Anything else is queued (without waiting) for the subscriber's sender task,
+which writes once the transport drains; the two never overlap, since a direct write
+happens only while nothing is queued and no send is under way. It gets what it reports
+to as callbacks (conflated and sent counts, event lag), never the hub itself.
 
 The queue keeps every message while it holds at most ``limit``; past that it switches to
 conflation, keeping only the newest message per key (events and control frames are never
@@ -27,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from app.stream.fastwrite import direct_writer
+from app.stream.fastwrite import DirectWriter, direct_writer
 from app.stream.messages import Key, Message
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,7 @@ class Subscriber:
         self.direct = False  # the sender writes to the server's connection in batches
         self.closed = asyncio.Event()
         self._socket: ClientSocket | None = None
+        self._direct: DirectWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._in_send = False
         self._closer: asyncio.Task[None] | None = None
@@ -178,11 +184,47 @@ class Subscriber:
             self._conflating = False
         return msg
 
+    def offer(self, messages: Sequence[Message], frames: bytes | None = None) -> None:
+        """The hub's batch for this client (already filtered), in ``seq`` order: written
+        at once when the connection takes it now, else queued for the sender.
+
+        ``frames``: the text frames of exactly ``messages``, joined, shared with every
+        client that gets the same batch.
+        """
+        direct = self._direct
+        if (
+            direct is None
+            or self._queue
+            or self._in_send
+            or not self._sendable()
+            or not direct.writable()
+        ):
+            for msg in messages:
+                self.push(msg)
+            return
+        if direct.shares_frames:
+            direct.write_frames(
+                frames if frames is not None else b"".join(m.framed() for m in messages)
+            )
+        else:
+            direct.write(m.encoded() for m in messages)
+        self.stalled = 0
+        count = len(messages)
+        self.sent += count
+        self._on_sent(count)
+        observe = self._observe_lag
+        now = time.perf_counter()
+        for msg in messages:
+            if msg.received:
+                observe(now - msg.received)
+
     # -- sending -----------------------------------------------------------------------
 
     def attach(self, socket: ClientSocket) -> None:
-        """Start the sender: from now on it is the only writer of ``socket``."""
+        """Start the sender: from now on only it and :meth:`offer` write to ``socket``."""
         self._socket = socket
+        self._direct = direct_writer(socket)
+        self.direct = self._direct is not None
         self._task = asyncio.create_task(self._pump(socket), name="stream-client")
 
     def _sendable(self) -> bool:
@@ -199,8 +241,7 @@ class Subscriber:
 
     async def _pump(self, socket: ClientSocket) -> None:
         observe = self._observe_lag
-        direct = direct_writer(socket)
-        self.direct = direct is not None
+        direct = self._direct
         try:
             while self.close_code is None:
                 await self._wake.wait()
@@ -215,7 +256,10 @@ class Subscriber:
                     batch = self._take(_DIRECT_BATCH)
                     if not batch:
                         break
-                    direct.write(queued.encoded() for queued in batch)
+                    if direct.shares_frames and direct.writable():
+                        direct.write_frames(b"".join(queued.framed() for queued in batch))
+                    else:
+                        direct.write(queued.encoded() for queued in batch)
                     self.stalled = 0
                     sent += len(batch)
                     now = time.perf_counter()

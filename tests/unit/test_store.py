@@ -246,6 +246,27 @@ async def test_writes_arriving_together_share_one_round_trip(
     await writer.close()
 
 
+async def test_a_flush_returns_each_change_as_the_stream_holds_it(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """The writer's own changes, handed to its hub, equal what XREAD would deliver."""
+    keys = Keys(key_prefix)
+    writer = BalanceWriter(redis_client, keys)
+    reader = BalanceReader(redis_client, keys)
+    writer.touch("a", "bitopro", 1795255200.123456)
+    writer.submit_snapshot("a", "bitopro", "", [bal("BTC", "1.5"), bal("ETH", "2")])
+    writer.submit_status("a", {"account": "a", "venue": "bitopro", "state": "live"})
+    first = await writer.flush_once()
+    writer.submit_snapshot("a", "bitopro", "", [bal("BTC", "1.5")])  # ETH removed
+    second = await writer.flush_once()
+    written = [c for r in (*first, *second) for c in r.written]
+    assert [c.seq for c in written] == [1, 2, 3, 4]
+    stored = await reader.changes_since(0)
+    assert written == stored
+    assert [r.last_seq for r in first] == [2, 3]
+    assert orjson.loads(written[3].message)["type"] == "removed"
+
+
 async def test_status_is_stored_and_broadcast_once(
     redis_client: aioredis.Redis, key_prefix: str
 ) -> None:

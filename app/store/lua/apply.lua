@@ -4,6 +4,8 @@
 --       (field, content, vts)...   received: upstream receive time (epoch µs) or ''.
 --       now_us: the same instant as now (ISO, ms) in epoch µs, kept in each entry as t.
 -- The messages built here have a Python twin in app/store/records.py.
+-- Returns {count, last, seq, asset, message, ...}: every change written, as XADD wrote it,
+-- so the writing instance can apply its own changes without reading them back.
 local fenced = fence(KEYS[4], KEYS[7], ARGV[1])
 if fenced ~= 0 then return {-fenced, 0} end
 local now, maxlen, account = ARGV[2], ARGV[3], ARGV[4]
@@ -13,6 +15,13 @@ local nscopes = tonumber(ARGV[8])
 local scopes = {}
 for i = 1, nscopes do scopes[ARGV[8 + i]] = true end
 local count, last = 0, 0
+local out = {0, 0}
+local function written(seq, asset, msg)
+  local n = #out
+  out[n + 1] = seq
+  out[n + 2] = asset
+  out[n + 3] = msg
+end
 local keep = {}
 local i = 9 + nscopes
 while i <= #ARGV do
@@ -29,6 +38,7 @@ while i <= #ARGV do
       ',"stale":false}}'
     redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, last .. '-0',
       'a', account, 's', string.sub(f, sep + 1), 'm', msg, 'r', recv, 't', now_us)
+    written(last, string.sub(f, sep + 1), msg)
   end
   i = i + 3
 end
@@ -46,7 +56,9 @@ if nscopes > 0 then
         ',"wallet":' .. cjson.encode(wallet) .. ',"asset":' .. cjson.encode(asset) .. '}'
       redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, last .. '-0',
         'a', account, 's', asset, 'm', msg, 'r', recv, 't', now_us)
+      written(last, asset, msg)
     end
   end
 end
-return {count, last}
+out[1], out[2] = count, last
+return out
