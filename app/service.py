@@ -6,11 +6,15 @@ whose workers each run this same app on the shared socket via ``serve_on``.
 Nothing starts at import time. ``run_service`` first takes what only one process may
 hold — the data directory's lock (with the embedded Redis) and the HTTP port — and fails
 with one line naming it if another process has it, before any Redis or upstream socket
-exists. The lifespan then brings the parts up in dependency order — Redis (embedded
-unless ``BALAGG_REDIS_URL`` is set), the batched writer, the stream hub (one
-change-stream reader per process), then the upstream supervisor — and takes them down in
-reverse, flushing pending writes before Redis goes away. The last stored prices are read
-before the supervisor starts (served as stale until their feeds answer).
+exists. The lifespan then builds the parts in dependency order, each given its
+collaborators through its constructor — Redis (embedded unless ``BALAGG_REDIS_URL`` is
+set), the lease manager, the batched writer with its lease fence, the price service, the
+stream hub (one change-stream reader per process), then the upstream side (the
+:class:`~app.supervisor.Supervisor`, or the ``upstream`` factory given to
+``create_app``) — puts them on ``app.state.services`` as one
+:class:`~app.services.Services`, starts them, and takes them down in reverse, flushing
+pending writes before Redis goes away. The last stored prices are read before the
+upstream side starts (served as stale until their feeds answer).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 import redis.asyncio as aioredis
 import uvicorn
@@ -39,17 +43,19 @@ from app.disconnects import CancelOnDisconnect
 from app.history.api import HISTORY_PREFIX
 from app.history.runtime import History, start_history
 from app.httpproto import BoundedHttpToolsProtocol
+from app.leases import Fence, LeaseManager
 from app.logs import SCRUBBER, setup_logging
 from app.metrics import Metrics
 from app.prices.metrics import ValuationCollector
 from app.prices.service import PriceService
 from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
-from app.runtime import Runtime
+from app.services import Services, UpstreamFactory
 from app.settings import AccountConfig, Settings
 from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
 from app.stream.fastwrite import KeepRawSend
 from app.stream.hub import HubOptions, StreamHub
 from app.supervisor import Supervisor
+from app.upstream import AccountRunner
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +85,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = None) -> FastAPI:
-    """Build the app. ``accounts`` defaults to the configured accounts file/inline list."""
+def create_app(
+    settings: Settings,
+    accounts: Sequence[AccountConfig] | None = None,
+    *,
+    upstream: UpstreamFactory | None = None,
+) -> FastAPI:
+    """Build the app. ``accounts`` defaults to the configured accounts file/inline list;
+    ``upstream`` builds the upstream side (default: :class:`~app.supervisor.Supervisor`)."""
     resolved = list(accounts) if accounts is not None else settings.load_accounts()
     SCRUBBER.add(_secrets_of(settings, resolved))
 
@@ -99,7 +111,9 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
         )
         metrics = Metrics()
         keys = Keys(settings.key_prefix)
-        runtime_ref: list[Runtime] = []
+        leases = LeaseManager(client, keys, settings.instance_id, settings.lease_ms)
+        # the writer reports fenced accounts here; the upstream side steps down from them
+        fenced: asyncio.Queue[str] = asyncio.Queue()
 
         def on_flush(results: Sequence[FlushResult]) -> None:
             metrics.redis_up.set(1)
@@ -108,8 +122,7 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
                     metrics.balance_updates.labels(result.account).inc(result.changes)
                 if result.fenced:
                     metrics.fenced_writes.labels(result.account).inc()
-                    if runtime_ref:
-                        runtime_ref[0].supervisor.on_fenced(result.account)
+                    fenced.put_nowait(result.account)
 
         def on_error(op: str, _exc: BaseException) -> None:
             metrics.redis_errors.labels(op).inc()
@@ -119,30 +132,22 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             client,
             keys,
             stream_maxlen=settings.stream_maxlen,
+            fence=Fence(leases, [a.id for a in resolved if not a.enabled]),
             on_flush=on_flush,
             on_error=on_error,
         )
-        runtime = Runtime(
-            settings=settings,
-            accounts=resolved,
-            redis=client,
-            keys=keys,
-            writer=writer,
-            reader=BalanceReader(client, keys),
-            metrics=metrics,
-        )
-        runtime_ref.append(runtime)
+        reader = BalanceReader(client, keys)
 
         def on_price_reject(feed: str, reason: str) -> None:
             metrics.price_feed_errors.labels(feed, reason).inc()
 
         # -- history (app/history): after Redis, stopped before it --------------------
         history: History | None = await start_history(
-            settings, url, keys, runtime.account_ids, metrics
+            settings, url, keys, [a.id for a in resolved], metrics
         )
         app.state.history = history
         # -- end history ----------------------------------------------------------------
-        runtime.prices = PriceService(
+        prices = PriceService(
             settings,
             writer,
             client,
@@ -150,24 +155,38 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             on_reject=on_price_reject,
             on_price=history.prices.offer if history is not None else None,
         )
-        runtime.hub = build_hub(runtime)
-        runtime.prices.listeners.append(runtime.hub.publish_price)
-        metrics.registry.register(
-            ValuationCollector(runtime.prices.graph, lambda: runtime.hub.records())
+        runners: dict[str, AccountRunner] = {}  # the accounts this process runs
+        hub = build_hub(
+            settings, resolved, client, reader, keys, metrics, prices, runners.__contains__
         )
-        runtime.supervisor = Supervisor(
+        prices.listeners.append(hub.publish_price)
+        metrics.registry.register(ValuationCollector(prices.graph, hub.records))
+        supervisor = (upstream or Supervisor)(
             settings=settings,
             accounts=resolved,
             redis=client,
             keys=keys,
             writer=writer,
-            reader=runtime.reader,
+            reader=reader,
             metrics=metrics,
-            prices=runtime.prices,
-            seq_seen=lambda: runtime.hub.seq,
+            prices=prices,
+            seq_seen=lambda: hub.seq,
+            leases=leases,
+            runners=runners,
+            fenced=fenced,
         )
-        writer._fence = runtime.supervisor.fence_token
-        app.state.runtime = runtime
+        app.state.services = Services(
+            settings=settings,
+            accounts=tuple(resolved),
+            redis=client,
+            keys=keys,
+            writer=writer,
+            reader=reader,
+            metrics=metrics,
+            prices=prices,
+            hub=hub,
+            supervisor=supervisor,
+        )
         if not _is_loopback(settings.host) and not settings.api_tokens:
             log.warning(
                 "listening on %s without BALAGG_API_TOKENS: anyone who can reach it can read "
@@ -176,9 +195,9 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             )
         writer.start()
         try:
-            await runtime.prices.restore()
-            await runtime.hub.start()
-            await runtime.supervisor.start()
+            await prices.restore()
+            await hub.start()
+            await supervisor.start()
             log.info(
                 "serving %d account(s) (%d enabled) as instance %s",
                 len(resolved),
@@ -190,8 +209,8 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             log.info("shutting down")
             # Each step is bounded, so the whole shutdown fits an orchestrator's grace
             # period (SIGKILL follows at 30 s by default) even when one part hangs.
-            await stop_within("supervisor", runtime.supervisor.stop(), 8)
-            await stop_within("stream hub", runtime.hub.stop(), 4)
+            await stop_within("supervisor", supervisor.stop(), 8)
+            await stop_within("stream hub", hub.stop(), 4)
             if not await writer.drain(5):
                 log.warning("shutdown: %d pending write(s) not flushed", writer.pending_keys())
             await stop_within("writer", writer.close(1), 2)
@@ -250,20 +269,22 @@ async def stop_within(part: str, stopping: Awaitable[None], seconds: float) -> b
     return True
 
 
-def build_hub(runtime: Runtime) -> StreamHub:
-    """The stream hub with its collaborators taken from the runtime's parts."""
-    settings = runtime.settings
-
-    def runs_here(account: str) -> bool:
-        # the supervisor is built after the hub; a stand-in may have no runners
-        runner = getattr(getattr(runtime, "supervisor", None), "runner", None)
-        return runner is not None and runner(account) is not None
-
+def build_hub(
+    settings: Settings,
+    accounts: Sequence[AccountConfig],
+    redis: aioredis.Redis,
+    reader: BalanceReader,
+    keys: Keys,
+    metrics: Metrics,
+    prices: PriceService,
+    runs_here: Callable[[str], bool],
+) -> StreamHub:
+    """The stream hub, reading the change stream with the service's settings."""
     return StreamHub(
-        redis=runtime.redis,
-        reader=runtime.reader,
-        keys=runtime.keys,
-        accounts=runtime.accounts,
+        redis=redis,
+        reader=reader,
+        keys=keys,
+        accounts=accounts,
         options=HubOptions(
             instance_id=settings.instance_id,
             client_max_lag=settings.client_max_lag,
@@ -272,8 +293,8 @@ def build_hub(runtime: Runtime) -> StreamHub:
             private_redis=settings.redis_url is None,
             metrics_balances=settings.metrics_balances,
         ),
-        metrics=runtime.metrics,
-        prices=runtime.prices.graph.prices,
+        metrics=metrics,
+        prices=prices.graph.prices,
         runs_here=runs_here,
     )
 
@@ -396,10 +417,10 @@ class ServiceServer(uvicorn.Server):
         state = getattr(self.config.loaded_app, "state", None) or getattr(
             self.config.app, "state", None
         )
-        runtime = getattr(state, "runtime", None)
-        if runtime is not None:
+        services: Services | None = getattr(state, "services", None)
+        if services is not None:
             with contextlib.suppress(Exception):
-                await runtime.hub.close_clients(1001)
+                await services.hub.close_clients(1001)
         await super().shutdown(sockets)
 
     @contextlib.contextmanager

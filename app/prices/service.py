@@ -1,7 +1,7 @@
 """The service's prices: the graph, the recorder, the own-socket feeds and the Redis follow.
 
 Built by the app's lifespan (one per process) and shared through the
-:class:`~app.runtime.Runtime`. Where it sits:
+:class:`~app.services.Services`. Where it sits:
 
 - account sockets (sFOX tickers, SolanaTracker price rooms) hand their prices to
   :meth:`PriceService.record` from the connection loop;
