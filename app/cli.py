@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 import orjson
 
+from app.accounts import ConfigError
 from app.client.commands import add_client_commands
-from app.settings import ConfigError, auto_workers, load_config
+from app.settings import auto_workers, load_config
 
 
 def cmd_check_config(_args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import HTMLResponse
 from starlette.types import Scope
 
+from app.accounts import AccountConfig
 from app.api.main import install_routes
 from app.dashboard import install_dashboard
 from app.disconnects import CancelOnDisconnect
@@ -50,7 +51,7 @@ from app.prices.metrics import ValuationCollector
 from app.prices.service import PriceService
 from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
 from app.services import Services, UpstreamFactory
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
 from app.stream.fastwrite import KeepRawSend
 from app.stream.hub import HubOptions, StreamHub

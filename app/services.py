@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import redis.asyncio as aioredis
 
+from app.accounts import AccountConfig
 from app.leases import LeaseManager
 from app.metrics import Metrics
 from app.prices.service import PriceService
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.store import BalanceReader, BalanceWriter, Keys
 from app.stream.hub import StreamHub
 

@@ -40,6 +40,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.accounts import AccountConfig
 from app.domain import AccountState, AccountStatus, AssetBalance
 from app.fold import AccountFold
 from app.leases import Fence, LeaseManager
@@ -47,7 +48,7 @@ from app.metrics import Metrics
 from app.prices.service import PriceService
 from app.ratelimit import VenueLimiter
 from app.reconnect import http_session
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.store import BalanceReader, BalanceWriter, Keys
 from app.upstream import AccountRunner
 from app.venues import make_session

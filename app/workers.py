@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from app.accounts import AccountConfig
 from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
-from app.settings import AccountConfig, Settings, load_config
+from app.settings import Settings, load_config
 
 log = logging.getLogger(__name__)
 

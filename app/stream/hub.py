@@ -33,10 +33,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.accounts import AccountConfig
 from app.metrics import BalanceCollector, Metrics
 from app.prices.graph import QuoteView
 from app.prices.model import Price
-from app.settings import AccountConfig
 from app.store import BalanceReader, Change, Keys, ResyncRequired
 from app.stream.messages import (
     CLOSE_GOING_AWAY,

@@ -28,9 +28,10 @@ import uvicorn
 from fastapi import FastAPI
 
 import app.service as service_module
+from app.accounts import AccountConfig
 from app.domain import AccountState, AccountStatus, AssetBalance, ExtraValue, Venue
 from app.services import Services
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.store import BalanceWriter, Keys
 from app.stream.hub import StreamHub
 

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from app.accounts import AccountConfig
 from app.service import create_app
 from app.services import Services
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.simulators.runner import Simulators, start_simulators
 from app.supervisor import Supervisor
 

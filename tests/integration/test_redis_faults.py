@@ -13,9 +13,9 @@ import os
 import signal
 from pathlib import Path
 
+from app.accounts import AccountConfig
 from app.redis_server import EmbeddedRedis
 from app.services import Services
-from app.settings import AccountConfig
 from app.simulators.runner import DEMO_WALLETS, Simulators
 from app.simulators.solanatracker import BONK, USDC
 from tests.integration.conftest import (

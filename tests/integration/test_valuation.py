@@ -16,9 +16,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.accounts import AccountConfig
 from app.service import create_app
 from app.services import Services
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.simulators.runner import Simulators, start_simulators
 from tests.integration.conftest import (
     account_for,

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
+from app.accounts import AccountConfig
 from app.services import Services
-from app.settings import AccountConfig
 from app.simulators.runner import Simulators
 from app.simulators.sfox import REST_PATH, WS_PATH, SfoxSimulator
 from tests.integration.conftest import (
