@@ -4,7 +4,7 @@ Where it sits::
 
     Redis P:changes --XREAD BLOCK (one reader per process, own connection)--> StreamHub
         |-- Mirror (mirror.py): records, statuses, seq   REST and /metrics read it
-        |-- ring: the last messages                      resume with ``since`` without Redis
+        |-- Ring (resume.py): the last messages           resume with ``since`` without Redis
         `-- one Subscriber per /v1/stream client         bounded, conflating queue + sender
 
 The mirror is loaded atomically and then applies every change in ``seq`` order. A gap
@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +36,11 @@ from app.accounts import AccountConfig
 from app.metrics import BalanceCollector, Metrics
 from app.prices.graph import QuoteView
 from app.prices.model import Price
-from app.store import BalanceReader, Change, Keys, ResyncRequired
+from app.store import BalanceReader, Change, Keys
 from app.stream.messages import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
-    Message,
     control_message,
     normalize_assets,
     parse_change,
@@ -50,14 +48,13 @@ from app.stream.messages import (
     unreadable_change,
 )
 from app.stream.mirror import Mirror
+from app.stream.resume import Ring, resume_from_redis
 from app.stream.source import RedisSource
 from app.stream.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
 _READ_COUNT = 1_000  # changes per XREAD: bounds one fan-out burst between sender turns
-_REPLAY_CHUNK = 10_000
-_RING_MAX = 10_000
 _WATCH_S = 0.5  # how often slow clients are looked for when no change arrives
 
 
@@ -125,8 +122,7 @@ class StreamHub:
         self.reader_ok = False
         self.last_reader_error = ""
         self.reloads = 0
-        self.ring_size = max(1, min(options.client_max_lag, _RING_MAX))
-        self._ring: deque[Message] = deque()
+        self._ring = Ring(options.client_max_lag)
         self.subscribers: set[Subscriber] = set()  # every connected client
         self._active: set[Subscriber] = set()  # those still fed (not being closed)
         self._refresh_s = refresh_s
@@ -153,6 +149,15 @@ class StreamHub:
     @property
     def account_ids(self) -> list[str]:
         return self.mirror.account_ids
+
+    @property
+    def ring_size(self) -> int:
+        """How many recent messages are kept for resuming without Redis."""
+        return self._ring.size
+
+    @ring_size.setter
+    def ring_size(self, size: int) -> None:
+        self._ring.size = size
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -279,7 +284,6 @@ class StreamHub:
         received = time.perf_counter()
         clock_offset = received - time.time()
         ring = self._ring
-        ring_size = self.ring_size
         subscribers = self._active
         for change in changes:
             if change.seq <= mirror.seq:
@@ -306,8 +310,6 @@ class StreamHub:
             if not visible:
                 msg.text = ""
             ring.append(msg)
-            if len(ring) > ring_size:
-                ring.popleft()
             if visible:
                 for sub in subscribers:
                     if sub.matches(msg):
@@ -413,55 +415,19 @@ class StreamHub:
         ):
             self._send_snapshot(sub)
             return sub
-        replay = self._from_ring(since)
+        replay = self._ring.after(since, self.seq)
         if replay is not None:
             sub.prepend([m for m in replay if m.text and sub.matches(m)])
             self._send_prices(sub)
             return sub
-        await self._replay_from_redis(sub, since)
+        await resume_from_redis(
+            self._source, self.mirror.has_account, sub, since, self.seq, self._send_snapshot
+        )
         self._send_prices(sub)
         return sub
 
     def _resumable(self, since: int) -> bool:
         return self.loaded and 0 <= self.seq - since <= self._options.client_max_lag
-
-    def _from_ring(self, since: int) -> list[Message] | None:
-        if since == self.seq:
-            return []
-        ring = self._ring
-        if not ring or ring[0].seq > since + 1:
-            return None
-        start = since + 1 - ring[0].seq
-        return [ring[i] for i in range(start, len(ring))]
-
-    async def _replay_from_redis(self, sub: Subscriber, since: int) -> None:
-        """Live messages queue behind while the missed ones are read from the stream."""
-        upto = self.seq
-        epoch = sub.epoch
-        sub.holding = True
-        replay: list[Message] = []
-        try:
-            cursor = since
-            while cursor < upto:
-                batch = await self._source.changes_since(cursor, min(_REPLAY_CHUNK, upto - cursor))
-                if not batch:
-                    raise ResyncRequired(f"changes after seq {cursor} are gone")
-                for change in batch:
-                    if change.seq > upto:
-                        break
-                    msg, _doc = parse_change(change, 0.0)
-                    if self.mirror.has_account(msg.account) and sub.matches(msg):
-                        replay.append(msg)
-                    cursor = change.seq
-        except (ResyncRequired, RedisError, OSError, TimeoutError, ValueError, KeyError) as exc:
-            log.info("resume after seq %d not possible (%s); sending a snapshot", since, exc)
-            if sub.epoch == epoch:
-                self._send_snapshot(sub)
-            return
-        if sub.epoch != epoch:
-            return  # a fresh snapshot superseded the replay meanwhile
-        sub.holding = False
-        sub.prepend(replay)
 
     def resubscribe(
         self,
