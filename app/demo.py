@@ -26,7 +26,8 @@ from pydantic import ValidationError
 from app.accounts import AccountConfig, ConfigError
 from app.domain import Venue
 from app.logs import setup_logging
-from app.service import ServiceServer, create_app
+from app.server import ServiceServer
+from app.service import create_app
 from app.settings import Settings, describe_settings_error
 from app.simulators.runner import Simulators, start_simulators
 

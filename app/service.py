@@ -1,11 +1,11 @@
-"""The service: ``create_app(settings)`` and its lifespan, and ``run_service`` for the CLI.
+"""The service: ``create_app(settings)`` and its lifespan.
 
-With ``workers`` > 1, ``run_service`` hands over to the worker pool (``app/workers.py``),
-whose workers each run this same app on the shared socket via ``serve_on``.
-
-Nothing starts at import time. ``run_service`` first takes what only one process may
-hold — the data directory's lock (with the embedded Redis) and the HTTP port — and fails
-with one line naming it if another process has it, before any Redis or upstream socket
+Where it sits: the ``serve`` command (:func:`app.cli.run_service`) and each worker of
+the pool (:mod:`app.workers`) build the app here and serve it through
+:mod:`app.server`. Nothing starts at import time or in ``create_app``. ``run_service``
+first takes what only one process may hold — the data directory's lock (with the
+embedded Redis) and the HTTP port — and fails with one line naming it if another
+process has it, before any Redis or upstream socket
 exists. The lifespan then builds the parts in dependency order, each given its
 collaborators through its constructor — Redis (embedded unless ``BALAGG_REDIS_URL`` is
 set), the lease manager, the batched writer with its lease fence, the price service, the
@@ -23,15 +23,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import signal
-import socket
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
-import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
@@ -43,13 +38,12 @@ from app.dashboard import install_dashboard
 from app.disconnects import CancelOnDisconnect
 from app.history.api import HISTORY_PREFIX
 from app.history.runtime import History, start_history
-from app.httpproto import BoundedHttpToolsProtocol
 from app.leases import Fence, LeaseManager
-from app.logs import SCRUBBER, setup_logging
+from app.logs import SCRUBBER
 from app.metrics import Metrics
 from app.prices.metrics import ValuationCollector
 from app.prices.service import PriceService
-from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
+from app.redis_server import EmbeddedRedis
 from app.services import Services, UpstreamFactory
 from app.settings import Settings
 from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
@@ -60,11 +54,8 @@ from app.upstream import AccountRunner
 
 log = logging.getLogger(__name__)
 
-# The HTTP parser uvicorn runs: httptools with the request-head cap (app/httpproto.py).
-HTTP_PROTOCOL = BoundedHttpToolsProtocol
 
-
-def _secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[str]:
+def secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[str]:
     values = [t.get_secret_value() for t in settings.api_tokens]
     if settings.redis_url is not None:
         values.append(settings.redis_url.get_secret_value())
@@ -95,7 +86,7 @@ def create_app(
     """Build the app. ``accounts`` defaults to the configured accounts file/inline list;
     ``upstream`` builds the upstream side (default: :class:`~app.supervisor.Supervisor`)."""
     resolved = list(accounts) if accounts is not None else settings.load_accounts()
-    SCRUBBER.add(_secrets_of(settings, resolved))
+    SCRUBBER.add(secrets_of(settings, resolved))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -327,120 +318,3 @@ def install_docs(app: FastAPI) -> None:
     @app.get(redirect_url, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
-
-
-def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The HTTP listening socket, bound now (uvicorn serves on it later)."""
-    family, kind, proto, _name, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = None) -> int:
-    """Run until SIGINT/SIGTERM; return 0 after a clean shutdown.
-
-    The data directory lock and the HTTP port are taken before anything starts; when
-    either is taken by another process this returns 1 after one line on stderr.
-    """
-    setup_logging(settings.log_level, settings.log_format)
-    if settings.workers > 1:
-        from app.workers import run_workers
-
-        resolved = list(accounts) if accounts is not None else settings.load_accounts()
-        SCRUBBER.add(_secrets_of(settings, resolved))
-        return run_workers(settings, resolved)
-    app = create_app(settings, accounts)
-    lock: DirectoryLock | None = None
-    try:
-        if settings.redis_url is None:  # the embedded Redis lives in the data directory
-            lock = DirectoryLock(settings.data_dir).acquire()
-        listener = bind_listener(settings.host, settings.port)
-    except DirectoryInUse as exc:
-        sys.stderr.write(f"cannot start: {exc}\n")
-        return 1
-    except OSError as exc:
-        if lock is not None:
-            lock.release()
-        reason = exc.strerror or type(exc).__name__
-        sys.stderr.write(
-            f"cannot start: cannot listen on {settings.host}:{settings.port}: {reason}\n"
-        )
-        return 1
-    try:
-        return serve_on(app, settings, [listener])
-    finally:
-        listener.close()
-        if lock is not None:
-            lock.release()
-
-
-def serve_on(app: FastAPI, settings: Settings, sockets: list[socket.socket]) -> int:
-    """Serve ``app`` on already bound sockets until SIGINT/SIGTERM (a ``--workers``
-    worker passes the shared socket it inherited, and its own one when configured)."""
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop="uvloop" if _has_uvloop() else "asyncio",
-        http=HTTP_PROTOCOL,
-        ws="auto",
-        ws_ping_interval=settings.heartbeat,
-        timeout_graceful_shutdown=10,
-        ws_max_size=1 << 16,
-        h11_max_incomplete_event_size=1 << 16,
-    )
-    server = ServiceServer(config)
-    server.run(sockets=sockets)
-    return 0 if server.started else 1
-
-
-class ServiceServer(uvicorn.Server):
-    """uvicorn with the service's shutdown semantics (SPEC §14).
-
-    uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, which makes the process die
-    "by signal"; a service that shut down cleanly on request exits 0, so the captured
-    signals are handled here and not raised again. uvicorn also closes open WebSockets with
-    1012 before the app's shutdown runs; stream clients are told 1001 (going away) first.
-    """
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        state = getattr(self.config.loaded_app, "state", None) or getattr(
-            self.config.app, "state", None
-        )
-        services: Services | None = getattr(state, "services", None)
-        if services is not None:
-            with contextlib.suppress(Exception):
-                await services.hub.close_clients(1001)
-        await super().shutdown(sockets)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -30,6 +30,7 @@ from fastapi import FastAPI
 import app.service as service_module
 from app.accounts import AccountConfig
 from app.domain import AccountState, AccountStatus, AssetBalance, ExtraValue, Venue
+from app.server import HTTP_PROTOCOL, ServiceServer
 from app.services import Services
 from app.settings import Settings
 from app.store import BalanceWriter, Keys
@@ -210,14 +211,13 @@ def service_factory(
             log_config=None,
             access_log=False,
             lifespan="on",
-            http=service_module.HTTP_PROTOCOL,
+            http=HTTP_PROTOCOL,
             ws="websockets-sansio",
             ws_max_size=1 << 16,
             ws_per_message_deflate=False,
             ws_ping_interval=ws_ping_interval,
         )
-        server_cls = getattr(service_module, "ServiceServer", uvicorn.Server)
-        server = server_cls(config)
+        server = ServiceServer(config)
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():
