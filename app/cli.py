@@ -1,5 +1,9 @@
 """The ``balance-aggregator`` command: serve, demo, simulate, check-config, and the client
-commands (balances, totals, accounts, prices, watch) registered from ``app/client``."""
+commands (balances, totals, accounts, prices, watch) registered from ``app/client``.
+
+``serve`` is :func:`run_service`: one process serving ``create_app`` (:mod:`app.service`)
+through :mod:`app.server`, or with ``workers`` > 1 the worker pool (:mod:`app.workers`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from collections.abc import Sequence
 
 import orjson
 
+from app.accounts import AccountConfig, ConfigError
 from app.client.commands import add_client_commands
-from app.settings import ConfigError, auto_workers, load_config
+from app.settings import Settings, auto_workers, load_config
 
 
 def cmd_check_config(_args: argparse.Namespace) -> int:
@@ -33,9 +38,51 @@ def cmd_check_config(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from app.service import run_service
+def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = None) -> int:
+    """Run until SIGINT/SIGTERM; return 0 after a clean shutdown.
 
+    The data directory lock and the HTTP port are taken before anything starts; when
+    either is taken by another process this returns 1 after one line on stderr.
+    """
+    # imported here: the client commands need none of the service
+    from app.logs import SCRUBBER, setup_logging
+    from app.redis_server import DirectoryInUse, DirectoryLock
+    from app.server import bind_listener, serve_on
+    from app.service import create_app, secrets_of
+
+    setup_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        from app.workers import run_workers
+
+        resolved = list(accounts) if accounts is not None else settings.load_accounts()
+        SCRUBBER.add(secrets_of(settings, resolved))
+        return run_workers(settings, resolved)
+    app = create_app(settings, accounts)
+    lock: DirectoryLock | None = None
+    try:
+        if settings.redis_url is None:  # the embedded Redis lives in the data directory
+            lock = DirectoryLock(settings.data_dir).acquire()
+        listener = bind_listener(settings.host, settings.port)
+    except DirectoryInUse as exc:
+        sys.stderr.write(f"cannot start: {exc}\n")
+        return 1
+    except OSError as exc:
+        if lock is not None:
+            lock.release()
+        reason = exc.strerror or type(exc).__name__
+        sys.stderr.write(
+            f"cannot start: cannot listen on {settings.host}:{settings.port}: {reason}\n"
+        )
+        return 1
+    try:
+        return serve_on(app, settings, [listener])
+    finally:
+        listener.close()
+        if lock is not None:
+            lock.release()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     settings, _accounts = load_config()  # every problem at once, before anything starts
     if args.workers is not None:
         settings = settings.model_copy(update={"workers": args.workers})

@@ -23,10 +23,12 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from app.accounts import AccountConfig, ConfigError
 from app.domain import Venue
 from app.logs import setup_logging
-from app.service import ServiceServer, create_app
-from app.settings import AccountConfig, ConfigError, Settings, describe_settings_error
+from app.server import ServiceServer
+from app.service import create_app
+from app.settings import Settings, describe_settings_error
 from app.simulators.runner import Simulators, start_simulators
 
 # A second account per venue, so the demo shows more than one of each.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
@@ -237,3 +238,22 @@ class LeaseManager:
                 text = value.decode() if isinstance(value, bytes) else str(value)
                 out[account] = text.rsplit(":", 1)[0]
         return out
+
+
+class Fence:
+    """The lease token every write for an account must still match (the writer's fence).
+
+    ``None`` for an enabled account this instance does not hold (released, lost or never
+    acquired): the writer refuses such writes rather than send them unfenced. A disabled
+    account's status is written by every instance without a lease ('').
+    """
+
+    def __init__(self, leases: LeaseManager, disabled: Iterable[str]) -> None:
+        self._leases = leases
+        self._disabled = frozenset(disabled)
+
+    def __call__(self, account: str) -> str | None:
+        token = self._leases.token(account)
+        if token:
+            return token
+        return "" if account in self._disabled else None

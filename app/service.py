@@ -1,16 +1,20 @@
-"""The service: ``create_app(settings)`` and its lifespan, and ``run_service`` for the CLI.
+"""The service: ``create_app(settings)`` and its lifespan.
 
-With ``workers`` > 1, ``run_service`` hands over to the worker pool (``app/workers.py``),
-whose workers each run this same app on the shared socket via ``serve_on``.
-
-Nothing starts at import time. ``run_service`` first takes what only one process may
-hold — the data directory's lock (with the embedded Redis) and the HTTP port — and fails
-with one line naming it if another process has it, before any Redis or upstream socket
-exists. The lifespan then brings the parts up in dependency order — Redis (embedded
-unless ``BALAGG_REDIS_URL`` is set), the batched writer, the stream hub (one
-change-stream reader per process), then the upstream supervisor — and takes them down in
-reverse, flushing pending writes before Redis goes away. The last stored prices are read
-before the supervisor starts (served as stale until their feeds answer).
+Where it sits: the ``serve`` command (:func:`app.cli.run_service`) and each worker of
+the pool (:mod:`app.workers`) build the app here and serve it through
+:mod:`app.server`. Nothing starts at import time or in ``create_app``. ``run_service``
+first takes what only one process may hold — the data directory's lock (with the
+embedded Redis) and the HTTP port — and fails with one line naming it if another
+process has it, before any Redis or upstream socket
+exists. The lifespan then builds the parts in dependency order, each given its
+collaborators through its constructor — Redis (embedded unless ``BALAGG_REDIS_URL`` is
+set), the lease manager, the batched writer with its lease fence, the price service, the
+stream hub (one change-stream reader per process), then the upstream side (the
+:class:`~app.supervisor.Supervisor`, or the ``upstream`` factory given to
+``create_app``) — puts them on ``app.state.services`` as one
+:class:`~app.services.Services`, starts them, and takes them down in reverse, flushing
+pending writes before Redis goes away. The last stored prices are read before the
+upstream side starts (served as stale until their feeds answer).
 """
 
 from __future__ import annotations
@@ -19,45 +23,39 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import signal
-import socket
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
-import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from starlette.types import Scope
 
+from app.accounts import AccountConfig
 from app.api.main import install_routes
 from app.dashboard import install_dashboard
 from app.disconnects import CancelOnDisconnect
 from app.history.api import HISTORY_PREFIX
 from app.history.runtime import History, start_history
-from app.httpproto import BoundedHttpToolsProtocol
-from app.logs import SCRUBBER, setup_logging
+from app.leases import Fence, LeaseManager
+from app.logs import SCRUBBER
 from app.metrics import Metrics
 from app.prices.metrics import ValuationCollector
 from app.prices.service import PriceService
-from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
-from app.runtime import Runtime
-from app.settings import AccountConfig, Settings
-from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
+from app.redis_server import EmbeddedRedis
+from app.services import Services, UpstreamFactory
+from app.settings import Settings
+from app.store import BalanceReader, BalanceWriter, Change, FlushResult, Keys
 from app.stream.fastwrite import KeepRawSend
 from app.stream.hub import HubOptions, StreamHub
 from app.supervisor import Supervisor
+from app.upstream import AccountRunner
 
 log = logging.getLogger(__name__)
 
-# The HTTP parser uvicorn runs: httptools with the request-head cap (app/httpproto.py).
-HTTP_PROTOCOL = BoundedHttpToolsProtocol
 
-
-def _secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[str]:
+def secrets_of(settings: Settings, accounts: Sequence[AccountConfig]) -> list[str]:
     values = [t.get_secret_value() for t in settings.api_tokens]
     if settings.redis_url is not None:
         values.append(settings.redis_url.get_secret_value())
@@ -79,10 +77,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = None) -> FastAPI:
-    """Build the app. ``accounts`` defaults to the configured accounts file/inline list."""
+def create_app(
+    settings: Settings,
+    accounts: Sequence[AccountConfig] | None = None,
+    *,
+    upstream: UpstreamFactory | None = None,
+) -> FastAPI:
+    """Build the app. ``accounts`` defaults to the configured accounts file/inline list;
+    ``upstream`` builds the upstream side (default: :class:`~app.supervisor.Supervisor`)."""
     resolved = list(accounts) if accounts is not None else settings.load_accounts()
-    SCRUBBER.add(_secrets_of(settings, resolved))
+    SCRUBBER.add(secrets_of(settings, resolved))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,7 +103,11 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
         )
         metrics = Metrics()
         keys = Keys(settings.key_prefix)
-        runtime_ref: list[Runtime] = []
+        leases = LeaseManager(client, keys, settings.instance_id, settings.lease_ms)
+        # the writer reports fenced accounts here; the upstream side steps down from them
+        fenced: asyncio.Queue[str] = asyncio.Queue()
+        # and what each flush wrote, for the hub to apply without reading it back
+        own_writes: asyncio.Queue[tuple[Change, ...]] = asyncio.Queue(maxsize=1024)
 
         def on_flush(results: Sequence[FlushResult]) -> None:
             metrics.redis_up.set(1)
@@ -108,12 +116,13 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
                     metrics.balance_updates.labels(result.account).inc(result.changes)
                 if result.fenced:
                     metrics.fenced_writes.labels(result.account).inc()
-                    if runtime_ref:
-                        runtime_ref[0].supervisor.on_fenced(result.account)
-            # own changes reach the stream's clients now, not after the hub reads them back
-            hub = getattr(runtime_ref[0], "hub", None) if runtime_ref else None
-            if hub is not None:
-                hub.take_local(change for result in results for change in result.written)
+                    fenced.put_nowait(result.account)
+            # own changes reach the stream's clients now, not after the hub reads them
+            # back; when the hub is behind, the stream read brings them (nothing is lost)
+            written = tuple(change for result in results for change in result.written)
+            if written:
+                with contextlib.suppress(asyncio.QueueFull):
+                    own_writes.put_nowait(written)
 
         def on_error(op: str, _exc: BaseException) -> None:
             metrics.redis_errors.labels(op).inc()
@@ -123,30 +132,22 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             client,
             keys,
             stream_maxlen=settings.stream_maxlen,
+            fence=Fence(leases, [a.id for a in resolved if not a.enabled]),
             on_flush=on_flush,
             on_error=on_error,
         )
-        runtime = Runtime(
-            settings=settings,
-            accounts=resolved,
-            redis=client,
-            keys=keys,
-            writer=writer,
-            reader=BalanceReader(client, keys),
-            metrics=metrics,
-        )
-        runtime_ref.append(runtime)
+        reader = BalanceReader(client, keys)
 
         def on_price_reject(feed: str, reason: str) -> None:
             metrics.price_feed_errors.labels(feed, reason).inc()
 
         # -- history (app/history): after Redis, stopped before it --------------------
         history: History | None = await start_history(
-            settings, url, keys, runtime.account_ids, metrics
+            settings, url, keys, [a.id for a in resolved], metrics
         )
         app.state.history = history
         # -- end history ----------------------------------------------------------------
-        runtime.prices = PriceService(
+        prices = PriceService(
             settings,
             writer,
             client,
@@ -154,24 +155,39 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             on_reject=on_price_reject,
             on_price=history.prices.offer if history is not None else None,
         )
-        runtime.hub = build_hub(runtime)
-        runtime.prices.listeners.append(runtime.hub.publish_price)
-        metrics.registry.register(
-            ValuationCollector(runtime.prices.graph, lambda: runtime.hub.records())
-        )
-        runtime.supervisor = Supervisor(
+        runners: dict[str, AccountRunner] = {}  # the accounts this process runs
+        hub = build_hub(
+            settings, resolved, client, reader, keys, metrics, prices, runners.__contains__,
+            own_writes,
+        )  # fmt: skip
+        prices.listeners.append(hub.publish_price)
+        metrics.registry.register(ValuationCollector(prices.graph, hub.records))
+        supervisor = (upstream or Supervisor)(
             settings=settings,
             accounts=resolved,
             redis=client,
             keys=keys,
             writer=writer,
-            reader=runtime.reader,
+            reader=reader,
             metrics=metrics,
-            prices=runtime.prices,
-            seq_seen=lambda: runtime.hub.seq,
+            prices=prices,
+            seq_seen=lambda: hub.seq,
+            leases=leases,
+            runners=runners,
+            fenced=fenced,
         )
-        writer._fence = runtime.supervisor.fence_token
-        app.state.runtime = runtime
+        app.state.services = Services(
+            settings=settings,
+            accounts=tuple(resolved),
+            redis=client,
+            keys=keys,
+            writer=writer,
+            reader=reader,
+            metrics=metrics,
+            prices=prices,
+            hub=hub,
+            supervisor=supervisor,
+        )
         if not _is_loopback(settings.host) and not settings.api_tokens:
             log.warning(
                 "listening on %s without BALAGG_API_TOKENS: anyone who can reach it can read "
@@ -180,9 +196,9 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             )
         writer.start()
         try:
-            await runtime.prices.restore()
-            await runtime.hub.start()
-            await runtime.supervisor.start()
+            await prices.restore()
+            await hub.start()
+            await supervisor.start()
             log.info(
                 "serving %d account(s) (%d enabled) as instance %s",
                 len(resolved),
@@ -194,8 +210,8 @@ def create_app(settings: Settings, accounts: Sequence[AccountConfig] | None = No
             log.info("shutting down")
             # Each step is bounded, so the whole shutdown fits an orchestrator's grace
             # period (SIGKILL follows at 30 s by default) even when one part hangs.
-            await stop_within("supervisor", runtime.supervisor.stop(), 8)
-            await stop_within("stream hub", runtime.hub.stop(), 4)
+            await stop_within("supervisor", supervisor.stop(), 8)
+            await stop_within("stream hub", hub.stop(), 4)
             if not await writer.drain(5):
                 log.warning("shutdown: %d pending write(s) not flushed", writer.pending_keys())
             await stop_within("writer", writer.close(1), 2)
@@ -254,20 +270,23 @@ async def stop_within(part: str, stopping: Awaitable[None], seconds: float) -> b
     return True
 
 
-def build_hub(runtime: Runtime) -> StreamHub:
-    """The stream hub with its collaborators taken from the runtime's parts."""
-    settings = runtime.settings
-
-    def runs_here(account: str) -> bool:
-        # the supervisor is built after the hub; a stand-in may have no runners
-        runner = getattr(getattr(runtime, "supervisor", None), "runner", None)
-        return runner is not None and runner(account) is not None
-
+def build_hub(
+    settings: Settings,
+    accounts: Sequence[AccountConfig],
+    redis: aioredis.Redis,
+    reader: BalanceReader,
+    keys: Keys,
+    metrics: Metrics,
+    prices: PriceService,
+    runs_here: Callable[[str], bool],
+    own_writes: asyncio.Queue[tuple[Change, ...]] | None = None,
+) -> StreamHub:
+    """The stream hub, reading the change stream with the service's settings."""
     return StreamHub(
-        redis=runtime.redis,
-        reader=runtime.reader,
-        keys=runtime.keys,
-        accounts=runtime.accounts,
+        redis=redis,
+        reader=reader,
+        keys=keys,
+        accounts=accounts,
         options=HubOptions(
             instance_id=settings.instance_id,
             client_max_lag=settings.client_max_lag,
@@ -276,9 +295,10 @@ def build_hub(runtime: Runtime) -> StreamHub:
             private_redis=settings.redis_url is None,
             metrics_balances=settings.metrics_balances,
         ),
-        metrics=runtime.metrics,
-        prices=runtime.prices.graph.prices,
+        metrics=metrics,
+        prices=prices.graph.prices,
         runs_here=runs_here,
+        own_writes=own_writes,
     )
 
 
@@ -309,120 +329,3 @@ def install_docs(app: FastAPI) -> None:
     @app.get(redirect_url, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
-
-
-def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The HTTP listening socket, bound now (uvicorn serves on it later)."""
-    family, kind, proto, _name, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = None) -> int:
-    """Run until SIGINT/SIGTERM; return 0 after a clean shutdown.
-
-    The data directory lock and the HTTP port are taken before anything starts; when
-    either is taken by another process this returns 1 after one line on stderr.
-    """
-    setup_logging(settings.log_level, settings.log_format)
-    if settings.workers > 1:
-        from app.workers import run_workers
-
-        resolved = list(accounts) if accounts is not None else settings.load_accounts()
-        SCRUBBER.add(_secrets_of(settings, resolved))
-        return run_workers(settings, resolved)
-    app = create_app(settings, accounts)
-    lock: DirectoryLock | None = None
-    try:
-        if settings.redis_url is None:  # the embedded Redis lives in the data directory
-            lock = DirectoryLock(settings.data_dir).acquire()
-        listener = bind_listener(settings.host, settings.port)
-    except DirectoryInUse as exc:
-        sys.stderr.write(f"cannot start: {exc}\n")
-        return 1
-    except OSError as exc:
-        if lock is not None:
-            lock.release()
-        reason = exc.strerror or type(exc).__name__
-        sys.stderr.write(
-            f"cannot start: cannot listen on {settings.host}:{settings.port}: {reason}\n"
-        )
-        return 1
-    try:
-        return serve_on(app, settings, [listener])
-    finally:
-        listener.close()
-        if lock is not None:
-            lock.release()
-
-
-def serve_on(app: FastAPI, settings: Settings, sockets: list[socket.socket]) -> int:
-    """Serve ``app`` on already bound sockets until SIGINT/SIGTERM (a ``--workers``
-    worker passes the shared socket it inherited, and its own one when configured)."""
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop="uvloop" if _has_uvloop() else "asyncio",
-        http=HTTP_PROTOCOL,
-        ws="auto",
-        ws_ping_interval=settings.heartbeat,
-        timeout_graceful_shutdown=10,
-        ws_max_size=1 << 16,
-        h11_max_incomplete_event_size=1 << 16,
-    )
-    server = ServiceServer(config)
-    server.run(sockets=sockets)
-    return 0 if server.started else 1
-
-
-class ServiceServer(uvicorn.Server):
-    """uvicorn with the service's shutdown semantics (SPEC §14).
-
-    uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, which makes the process die
-    "by signal"; a service that shut down cleanly on request exits 0, so the captured
-    signals are handled here and not raised again. uvicorn also closes open WebSockets with
-    1012 before the app's shutdown runs; stream clients are told 1001 (going away) first.
-    """
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        state = getattr(self.config.loaded_app, "state", None) or getattr(
-            self.config.app, "state", None
-        )
-        runtime = getattr(state, "runtime", None)
-        if runtime is not None:
-            with contextlib.suppress(Exception):
-                await runtime.hub.close_clients(1001)
-        await super().shutdown(sockets)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -1,8 +1,10 @@
 """The supervisor: one :class:`AccountRunner` task per account this instance owns.
 
 It gets its collaborators through its constructor (settings, accounts, Redis and key
-names, writer and reader, metrics, the lease manager, the price service, an HTTP session
-factory) and hands each :class:`AccountRunner` what that one needs. It shares one aiohttp
+names, writer and reader, metrics, the lease manager, the price service, the registry of
+running accounts the stream hub reads, the queue of fenced accounts the writer fills, an
+HTTP session factory) and hands each :class:`AccountRunner` what that one needs. It is
+the service's default :class:`~app.services.UpstreamFactory`. It shares one aiohttp
 ``ClientSession`` and one :class:`~app.ratelimit.VenueLimiter` across all upstream
 sockets, keeps the account leases (:mod:`app.leases`) — acquiring its fair share,
 renewing, giving back surplus so replicas balance, stepping down when fenced — and
@@ -38,14 +40,15 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.accounts import AccountConfig
 from app.domain import AccountState, AccountStatus, AssetBalance
 from app.fold import AccountFold
-from app.leases import LeaseManager
+from app.leases import Fence, LeaseManager
 from app.metrics import Metrics
 from app.prices.service import PriceService
 from app.ratelimit import VenueLimiter
 from app.reconnect import http_session
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.store import BalanceReader, BalanceWriter, Keys
 from app.upstream import AccountRunner
 from app.venues import make_session
@@ -73,6 +76,8 @@ class Supervisor:
         prices: PriceService,
         seq_seen: Callable[[], int],
         leases: LeaseManager | None = None,
+        runners: dict[str, AccountRunner] | None = None,
+        fenced: asyncio.Queue[str] | None = None,
         http_factory: Callable[[], aiohttp.ClientSession] = http_session,
     ) -> None:
         s = self.settings = settings
@@ -86,7 +91,11 @@ class Supervisor:
         self._seq_seen = seq_seen
         self._http_factory = http_factory
         self.leases = leases or LeaseManager(redis, keys, s.instance_id, s.lease_ms)
-        self.runners: dict[str, AccountRunner] = {}
+        self.fence = Fence(self.leases, [a.id for a in accounts if not a.enabled])
+        # shared with the stream hub (its ``runs_here``): filled and emptied only here
+        self.runners: dict[str, AccountRunner] = runners if runners is not None else {}
+        self._fenced = fenced
+        self._fenced_task: asyncio.Task[None] | None = None
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.http: aiohttp.ClientSession | None = None
         # one per process: every account and price socket of a venue host shares it
@@ -120,10 +129,12 @@ class Supervisor:
                 await self._void_predecessors()
         self._loop_task = asyncio.create_task(self._lease_loop(), name="lease-loop")
         self._price_task = asyncio.create_task(self._price_loop(), name="price-feeds")
+        if self._fenced is not None:
+            self._fenced_task = asyncio.create_task(self._fenced_loop(), name="fenced-writes")
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in (self._loop_task, self._price_task):
+        for task in (self._loop_task, self._price_task, self._fenced_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -138,6 +149,12 @@ class Supervisor:
         self.metrics.leases_held.set(0)
         if self.http is not None:
             await self.http.close()
+
+    async def _fenced_loop(self) -> None:
+        """Step down from each account the writer reports fenced."""
+        assert self._fenced is not None
+        while True:
+            self.on_fenced(await self._fenced.get())
 
     async def _price_loop(self) -> None:
         """Keep the own price sockets matched to the owned accounts; follow ``P:prices``."""
@@ -203,17 +220,8 @@ class Supervisor:
         await self.redis.xadd(self.keys.resync, {"a": account_id}, maxlen=1000)
 
     def fence_token(self, account_id: str) -> str | None:
-        """The lease token every write for the account must still match.
-
-        ``None`` for an enabled account this instance does not hold (released, lost or
-        never acquired): the writer refuses such writes rather than send them unfenced.
-        A disabled account's status is written by every instance without a lease ('').
-        """
-        token = self.leases.token(account_id)
-        if token:
-            return token
-        account = self.accounts.get(account_id)
-        return "" if account is not None and not account.enabled else None
+        """The lease token every write for the account must still match (:class:`Fence`)."""
+        return self.fence(account_id)
 
     def on_fenced(self, account_id: str) -> None:
         """A write was refused: another instance owns the account now. Step down."""

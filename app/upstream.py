@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from app.accounts import AccountConfig
 from app.domain import AccountState, AccountStatus
 from app.fold import AccountFold
 from app.frames import FrameReader
@@ -56,7 +57,7 @@ from app.reconnect import (
 )
 from app.reconnect import full_jitter as full_jitter  # where tests have always found it
 from app.seed import AUTH_STATUSES, SeedFailed, seed_from_rest
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.store import utc_now_iso
 from app.venues import make_session
 from app.venues._wire import REDIRECT, SNAPSHOT_REJECTED

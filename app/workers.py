@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from app.accounts import AccountConfig
 from app.redis_server import DirectoryInUse, DirectoryLock, EmbeddedRedis
-from app.settings import AccountConfig, Settings, load_config
+from app.settings import Settings, load_config
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def _void_predecessors(url: str, settings: Settings, accounts: Sequence[AccountC
 
 def bind_worker_ports(settings: Settings) -> list[socket.socket]:
     """One private listener per worker at ``worker_port_base + k`` (none when 0)."""
-    from app.service import bind_listener
+    from app.server import bind_listener
 
     if not settings.worker_port_base:
         return []
@@ -232,7 +233,7 @@ def bind_worker_ports(settings: Settings) -> list[socket.socket]:
 
 def run_workers(settings: Settings, accounts: Sequence[AccountConfig]) -> int:
     """The parent of ``serve --workers N`` (N ≥ 2); returns the process exit code."""
-    from app.service import bind_listener
+    from app.server import bind_listener
 
     lock: DirectoryLock | None = None
     sockets: list[socket.socket] = []
@@ -285,7 +286,8 @@ def run_workers(settings: Settings, accounts: Sequence[AccountConfig]) -> int:
 def worker_main() -> int:
     """A worker: the full service on the listener(s) inherited from the parent."""
     from app.logs import setup_logging
-    from app.service import create_app, serve_on
+    from app.server import serve_on
+    from app.service import create_app
 
     fds = [int(x) for x in os.environ.pop(LISTEN_FDS_ENV, "").split(",") if x]
     if not fds:

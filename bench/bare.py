@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--body", type=Path, required=True)
     args = parser.parse_args()
-    # the same settings as app.service.run_service
+    # the same settings as app.server.serve_on
     uvicorn.run(
         make_app(args.body.read_bytes()),
         host="127.0.0.1",

@@ -33,8 +33,9 @@ from typing import Any
 from aiohttp import web
 
 from app.simulators.bitopro import BitoproSimulator
+from app.simulators.connection import Connection
 from app.simulators.runner import start_simulators
-from app.simulators.server import BurstPlan, Connection
+from app.simulators.server import BurstPlan
 
 _HIGH_WATER = 1 << 20
 _UNIT = Decimal("0.00000001")

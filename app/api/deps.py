@@ -1,14 +1,14 @@
 """What a route needs from the running service, as ``Annotated`` dependencies.
 
-Where it sits: the app's lifespan (:mod:`app.service`) puts the running parts on
-``app.state.runtime`` (an :class:`~app.runtime.Runtime`: the hub, the price service, the
-supervisor, Redis, metrics) once they are up; routes declare what they need and FastAPI
-resolves it here before the route body runs. The two 503 answers are raised here and
-nowhere else:
+Where it sits: the app's lifespan (:mod:`app.service`) builds every part, then puts
+them on ``app.state.services`` as one immutable :class:`~app.services.Services` (the
+hub, the price service, the upstream side, Redis, metrics); routes declare what they
+need and FastAPI resolves it here before the route body runs. The two 503 answers are
+raised here and nowhere else:
 
-- ``not_started`` (``StartedRuntime`` and everything built on it): the lifespan has not
+- ``not_started`` (``StartedServices`` and everything built on it): the lifespan has not
   put the parts in place yet;
-- ``not_loaded`` (``LoadedRuntime``): the hub's mirror has not read the balance state from
+- ``not_loaded`` (``LoadedServices``): the hub's mirror has not read the balance state from
   Redis yet, so any balance read would be wrong.
 
 ``/v1/balances?at=`` reads history, not the live mirror, so it takes
@@ -24,41 +24,41 @@ from starlette.requests import HTTPConnection
 
 from app.api.errors import ApiError
 from app.ratelimit import ResyncThrottle
-from app.runtime import Runtime
+from app.services import Services
 
 
-def optional_runtime(conn: HTTPConnection) -> Runtime | None:
+def optional_services(conn: HTTPConnection) -> Services | None:
     """The running parts, or ``None`` while the service is starting (no 503 raised)."""
-    return getattr(conn.app.state, "runtime", None)
+    return getattr(conn.app.state, "services", None)
 
 
-def started_runtime(request: Request) -> Runtime:
-    rt = optional_runtime(request)
+def started_services(request: Request) -> Services:
+    rt = optional_services(request)
     if rt is None:
         raise ApiError(503, "not_started", "the service is starting")
     return rt
 
 
-def loaded_runtime(rt: Annotated[Runtime, Depends(started_runtime)]) -> Runtime:
+def loaded_services(rt: Annotated[Services, Depends(started_services)]) -> Services:
     if not rt.hub.loaded:
         raise ApiError(503, "not_loaded", "balance state not loaded from redis yet")
     return rt
 
 
-def loaded_unless_at(request: Request) -> Runtime | None:
+def loaded_unless_at(request: Request) -> Services | None:
     """``None`` for a past state (``at=`` given: history answers), else the loaded parts.
 
     ``at`` present in the query is exactly when the route's ``at`` parameter is not None.
     """
     if "at" in request.query_params:
         return None
-    return loaded_runtime(started_runtime(request))
+    return loaded_services(started_services(request))
 
 
-OptionalRuntime = Annotated[Runtime | None, Depends(optional_runtime)]
-StartedRuntime = Annotated[Runtime, Depends(started_runtime)]
-LoadedRuntime = Annotated[Runtime, Depends(loaded_runtime)]
-LoadedUnlessAt = Annotated[Runtime | None, Depends(loaded_unless_at)]
+OptionalServices = Annotated[Services | None, Depends(optional_services)]
+StartedServices = Annotated[Services, Depends(started_services)]
+LoadedServices = Annotated[Services, Depends(loaded_services)]
+LoadedUnlessAt = Annotated[Services | None, Depends(loaded_unless_at)]
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import BadParam
 from app.api.params import TRUE_FALSE, account_list, asset_list
-from app.runtime import Runtime
+from app.services import Services
 
 
 class FastBalanceReads:
@@ -44,7 +44,7 @@ class FastBalanceReads:
         await self.app(scope, receive, send)
 
     def _answer(self, scope: Scope, path: str) -> bytes | None:
-        rt: Runtime | None = getattr(scope["app"].state, "runtime", None)
+        rt: Services | None = getattr(scope["app"].state, "services", None)
         if rt is None or not rt.hub.loaded:
             return None
         for name, value in scope["headers"]:

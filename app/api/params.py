@@ -17,8 +17,8 @@ from typing import Annotated, Final, Literal
 
 from fastapi import Path, Query
 
+from app.accounts import ACCOUNT_ID_RE
 from app.api.errors import BadParam, short
-from app.settings import ACCOUNT_ID_RE
 
 MAX_FILTER_ITEMS: Final = 1_000
 ASSET_RE: Final = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import AccountState
 from app.history import schema
+from app.history.schema import Key, RawRecord
 from app.history.snapshot_cache import SnapshotCache
 from app.history.times import iso_us
 from app.store import decimal_str
@@ -48,17 +49,12 @@ async def insert_ignore(
     await conn.execute(stmt, list(rows))
 
 
-Key = tuple[str, str, str]  # account, wallet, asset
-
-
 RECORD_COLUMNS = (
     "account", "venue", "wallet", "asset", "symbol", "total", "available", "locked",
     "updated_at", "venue_ts", "extra",
 )  # fmt: skip
 """A record's columns, in the order :func:`_raw_records` reads them (same names in
 ``history_changes`` and ``history_snapshot_rows``)."""
-
-RawRecord = tuple[Any, ...]  # the RECORD_COLUMNS values of one row, as stored
 
 
 def _from_raw(raw: RawRecord) -> dict[str, Any]:

@@ -35,6 +35,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+Key = tuple[str, str, str]
+"""A balance record's identity: account, wallet, asset."""
+
+RawRecord = tuple[Any, ...]
+"""One stored balance record as read: the values of
+:data:`app.history.queries.RECORD_COLUMNS` from ``history_changes`` or
+``history_snapshot_rows``."""
+
 WRITE_OPTION = "history_write"
 """Execution option marking a write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
 

@@ -17,10 +17,8 @@ budget is never kept.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from app.history.queries import Key, RawRecord
+from app.history.schema import Key, RawRecord
 
 DEFAULT_MAX_ROWS = 100_000
 

@@ -30,19 +30,34 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.history import schema
+from app.history.entries import (
+    READ_NEW,
+    Entry,
+    entry_of,
+    field_text,
+    iso_to_us,
+    seq_of,
+    unframe,
+    wall_us,
+)
 from app.history.queries import apply_retention, insert_ignore, write_checkpoint
+from app.history.rows import (
+    balance_row,
+    insert_changes,
+    time_before,
+    write_snapshot,
+)
 from app.metrics import Metrics
-from app.store import BalanceReader, Keys, decimal_str
+from app.store import BalanceReader, Keys
 
 log = logging.getLogger(__name__)
 
@@ -51,81 +66,6 @@ GROUP = "history"
 OVERLAP_BATCHES = 8
 """Most batches one round takes while full batches keep coming (each next batch is read
 while the previous one commits); the round then checkpoints and reports lag."""
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def _iso_to_us(text: str) -> int | None:
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return int(dt.timestamp()) * 1_000_000 + dt.microsecond
-
-
-def _text(fields: dict[Any, Any], name: str) -> str:
-    value = fields.get(name.encode(), fields.get(name))
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _seq(entry_id: bytes | str) -> int:
-    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(eid.partition("-")[0])
-
-
-Entry = tuple[bytes | str, int, str, bytes | str | None]
-"""A stream entry as the writer needs it: its id, seq, ``t`` (epoch µs, may be empty) and
-the message ``m``; ``m`` is None for an entry the stream no longer holds (pending, trimmed)."""
-
-
-def _entry(entry_id: bytes | str, fields: dict[Any, Any] | None) -> Entry:
-    if not fields:
-        return entry_id, _seq(entry_id), "", None
-    m = fields.get(b"m", fields.get("m"))
-    return entry_id, _seq(entry_id), _text(fields, "t"), m if m is not None else b""
-
-
-# XREADGROUP as a script that returns only what the writer reads, as one string: per
-# entry a header line "<id> <t> <length of m>" and then m itself (length-prefixed, so m's
-# bytes need no escaping; t is blanked unless it is digits, so a header is always one
-# line of three words). Parsing the full reply (an id plus four field/value pairs per
-# entry, each a separate RESP element, in redis-py's pure-Python parser) cost the writer
-# more than its database did. Scripts cannot block, so an empty answer falls back to the
-# blocking XREADGROUP. Reading inside a script changes nothing in the group's semantics:
-# the entries are delivered to this consumer and stay pending until XACK.
-_READ_NEW = """
-local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
-                     'STREAMS', KEYS[1], '>')
-if not r then return '' end
-local out = {}
-for _, e in ipairs(r[1][2]) do
-  local f, t, m = e[2], '', ''
-  for i = 1, #f, 2 do
-    if f[i] == 't' then t = f[i + 1] elseif f[i] == 'm' then m = f[i + 1] end
-  end
-  if not string.match(t, '^%d+$') then t = '' end
-  out[#out + 1] = e[1] .. ' ' .. t .. ' ' .. #m .. '\\n' .. m
-end
-return table.concat(out)
-"""
-
-
-def _unframe(blob: bytes) -> list[Entry]:
-    """The entries of one :data:`_READ_NEW` answer."""
-    out: list[Entry] = []
-    pos, end = 0, len(blob)
-    while pos < end:
-        eol = blob.index(b"\n", pos)
-        entry_id, t, size = blob[pos:eol].split(b" ")
-        pos = eol + 1 + int(size)
-        out.append((entry_id, _seq(entry_id), t.decode(), blob[eol + 1 : pos]))
-    if pos != end:
-        raise ValueError("history: malformed stream read (a message overran the answer)")
-    return out
 
 
 class ForeignHistory(Exception):
@@ -168,7 +108,7 @@ class HistoryWriter:
         self._next_checkpoint = 0.0
         self.checkpoints = 0  # checkpoints this writer stored
         self._metrics = metrics
-        self._read_script = redis.register_script(_READ_NEW)
+        self._read_script = redis.register_script(READ_NEW)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._retry_pending = True  # re-read our own pending entries first
@@ -224,7 +164,7 @@ class HistoryWriter:
                 self._retry_pending = True
                 self.last_error = type(exc).__name__
                 if self._behind_since_us is None:  # e.g. the database is down at start-up
-                    self._behind_since_us = _now_us()
+                    self._behind_since_us = wall_us()
                 # the type only: driver messages can quote connection details
                 log.warning(
                     "history write failed (%s); retrying in %.1fs", self.last_error, backoff
@@ -260,7 +200,7 @@ class HistoryWriter:
                 # The stream holds the deployment's whole life: history starts empty when
                 # its first change was written (or now), and knows nothing before that.
                 since = await self._first_time() if first == 1 else None
-                genesis = {"seq": 0, "time_us": since or _now_us(), "reason": "genesis"}
+                genesis = {"seq": 0, "time_us": since or wall_us(), "reason": "genesis"}
                 async with self._engine.begin() as conn:
                     await insert_ignore(conn, schema.snapshots, [genesis])
                 if not group_exists:
@@ -294,12 +234,12 @@ class HistoryWriter:
 
     async def _first_time(self) -> int | None:
         entries: Any = await self._redis.xrange(self._keys.changes, count=1)
-        t = _text(entries[0][1], "t") if entries else ""
+        t = field_text(entries[0][1], "t") if entries else ""
         return int(t) if t.isdigit() else None
 
     async def _first_seq(self) -> int | None:
         entries: Any = await self._redis.xrange(self._keys.changes, count=1)
-        return _seq(entries[0][0]) if entries else None
+        return seq_of(entries[0][0]) if entries else None
 
     # -- one round ---------------------------------------------------------------------
 
@@ -313,7 +253,7 @@ class HistoryWriter:
                 return claimed
         if self._retention_days and now >= self._next_retention:
             self._next_retention = now + 3600
-            cutoff = _now_us() - self._retention_days * 86_400_000_000
+            cutoff = wall_us() - self._retention_days * 86_400_000_000
             await apply_retention(self._engine, cutoff)
         if self._retry_pending:
             reply: Any = await self._redis.xreadgroup(
@@ -323,7 +263,7 @@ class HistoryWriter:
             if not entries:
                 self._retry_pending = False
                 return 0
-            await self._commit([_entry(eid, fields) for eid, fields in entries])
+            await self._commit([entry_of(eid, fields) for eid, fields in entries])
             return len(entries)
         taken, last = 0, 0
         new = await self._checked_read()
@@ -357,12 +297,12 @@ class HistoryWriter:
         return await self._read_new()
 
     async def _read_new(self) -> list[Entry]:
-        """Up to a batch of entries never delivered to the group (see :data:`_READ_NEW`)."""
+        """Up to a batch of entries never delivered to the group (see :data:`READ_NEW`)."""
         blob: Any = await self._read_script(
             keys=[self._keys.changes], args=[self.group, self.consumer, self._batch]
         )
         if blob:
-            return _unframe(blob.encode() if isinstance(blob, str) else blob)
+            return unframe(blob.encode() if isinstance(blob, str) else blob)
         reply: Any = await self._redis.xreadgroup(
             self.group,
             self.consumer,
@@ -370,7 +310,7 @@ class HistoryWriter:
             count=self._batch,
             block=self._block_ms,
         )
-        return [_entry(eid, fields) for eid, fields in (reply[0][1] if reply else [])]
+        return [entry_of(eid, fields) for eid, fields in (reply[0][1] if reply else [])]
 
     async def catch_up(self, max_rounds: int = 100_000) -> int:
         """Run rounds until one finds nothing new (used at shutdown and by tests)."""
@@ -394,12 +334,12 @@ class HistoryWriter:
             count=self._batch,
         )
         entries = list(reply[1]) if len(reply) > 1 else []
-        deleted = [_seq(d) for d in reply[2]] if len(reply) > 2 else []
+        deleted = [seq_of(d) for d in reply[2]] if len(reply) > 2 else []
         if deleted:
             # a dead consumer's entries the stream trimmed meanwhile: lost, say so
             await self._gap(min(deleted), move_group=False)
         if entries:
-            await self._commit([_entry(eid, fields) for eid, fields in entries])
+            await self._commit([entry_of(eid, fields) for eid, fields in entries])
         return len(entries) + len(deleted)
 
     async def _check_trimmed(self) -> None:
@@ -410,7 +350,7 @@ class HistoryWriter:
             self.ready = False
             return
         last = info.get("last-delivered-id")
-        delivered = _seq(last) if last else 0
+        delivered = seq_of(last) if last else 0
         first = await self._first_seq()
         if first is not None and first > delivered + 1:
             await self._gap(delivered + 1, move_group=True)
@@ -442,9 +382,9 @@ class HistoryWriter:
         if info is None:
             return None
         last = info.get("last-delivered-id")
-        delivered = _seq(last) if last else 0
+        delivered = seq_of(last) if last else 0
         if pending and pending.get("pending") and pending.get("min") is not None:
-            delivered = min(delivered, _seq(pending["min"]) - 1)
+            delivered = min(delivered, seq_of(pending["min"]) - 1)
         return delivered if delivered > 0 else None
 
     # -- writing -----------------------------------------------------------------------
@@ -462,7 +402,7 @@ class HistoryWriter:
         states: list[dict[str, Any]] = []
         ids: list[bytes | str] = []
         trimmed: list[int] = []
-        fallback_us = _now_us()
+        fallback_us = wall_us()
         for entry_id, seq, t, m in entries:  # t: epoch µs
             ids.append(entry_id)
             if m is None:
@@ -474,11 +414,11 @@ class HistoryWriter:
                 time_us = int(t)
             else:  # written before entries carried t: the record's time, else now
                 updated = (message.get("balance") or {}).get("updated_at")
-                time_us = (_iso_to_us(updated) if updated else None) or fallback_us
+                time_us = (iso_to_us(updated) if updated else None) or fallback_us
             if self._behind_since_us is None:
                 self._behind_since_us = time_us
             if kind == "balance":
-                rows.append(_balance_row(seq, time_us, message["balance"]))
+                rows.append(balance_row(seq, time_us, message["balance"]))
             elif kind == "removed":
                 rows.append(
                     (seq, time_us, "removed", message["account"], None, message["wallet"],
@@ -524,17 +464,17 @@ class HistoryWriter:
     async def _snapshot(self, reason: str, gap_from: int | None = None) -> int:
         """Write the current state from Redis as a snapshot; return its seq."""
         snap = await self._reader.snapshot(list(self._accounts()))
-        now_us = _now_us()
+        now_us = wall_us()
         async with self._engine.begin() as conn:
             if gap_from is not None:
-                from_time = await _time_before(conn, gap_from)
+                from_time = await time_before(conn, gap_from)
                 await insert_ignore(
                     conn,
                     schema.gaps,
                     [{"from_seq": gap_from, "to_seq": max(snap.seq, gap_from),
                       "from_time_us": from_time, "to_time_us": now_us}],
                 )  # fmt: skip
-            await _write_snapshot(conn, snap.seq, now_us, reason, snap.records, snap.statuses)
+            await write_snapshot(conn, snap.seq, now_us, reason, snap.records, snap.statuses)
         return snap.seq
 
     # -- lag ---------------------------------------------------------------------------
@@ -542,98 +482,8 @@ class HistoryWriter:
     def lag_seconds(self) -> float:
         if self._behind_since_us is None:
             return 0.0
-        return max(0.0, (_now_us() - self._behind_since_us) / 1_000_000)
+        return max(0.0, (wall_us() - self._behind_since_us) / 1_000_000)
 
     def _report_lag(self) -> None:
         if self._metrics is not None:
             self._metrics.history_lag_seconds.set(self.lag_seconds())
-
-
-def _balance_row(seq: int, time_us: int, b: dict[str, Any]) -> tuple[Any, ...]:
-    extra = b.get("extra")
-    return (
-        seq, time_us, "balance", b["account"], b.get("venue"), b["wallet"], b["asset"],
-        b.get("symbol"), b["total"], b["available"], b["locked"], b.get("updated_at"),
-        b.get("venue_ts"), orjson.dumps(extra).decode() if extra else "{}",
-    )  # fmt: skip
-
-
-CHANGE_COLUMNS = (
-    "seq", "time_us", "kind", "account", "venue", "wallet", "asset", "symbol", "total",
-    "available", "locked", "updated_at", "venue_ts", "extra",
-)  # fmt: skip
-"""The order of a change row's values (:func:`_balance_row`, :func:`insert_changes`)."""
-
-
-def _insert_changes_sql(dialect: str) -> str:
-    marks = (
-        [f"${i}" for i in range(1, len(CHANGE_COLUMNS) + 1)]
-        if dialect == "postgresql"
-        else ["?"] * len(CHANGE_COLUMNS)
-    )
-    return (
-        f"INSERT INTO {schema.changes.name} ({', '.join(CHANGE_COLUMNS)}) "
-        f"VALUES ({', '.join(marks)}) ON CONFLICT (seq) DO NOTHING"
-    )
-
-
-_INSERT_CHANGES = {d: _insert_changes_sql(d) for d in ("postgresql", "sqlite")}
-
-
-async def insert_changes(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert change rows (positional, :data:`CHANGE_COLUMNS` order), skipping stored seqs.
-
-    The same idempotent insert as :func:`app.history.queries.insert_ignore`, but handed to
-    the driver's own ``executemany`` as positional tuples (asyncpg's pipelined
-    executemany, sqlite3's C loop): SQLAlchemy's per-row parameter processing of dicts
-    cost more than the database did at the writer's rates. It runs in the caller's
-    transaction like any statement on ``conn``.
-    """
-    await conn.exec_driver_sql(_INSERT_CHANGES[conn.dialect.name], list(rows))
-
-
-async def _time_before(conn: AsyncConnection, seq: int) -> int:
-    """Time of the newest stored change or snapshot before ``seq`` (0 if none)."""
-    change = (
-        await conn.execute(
-            select(func.max(schema.changes.c.time_us)).where(schema.changes.c.seq < seq)
-        )
-    ).scalar()
-    snap = (
-        await conn.execute(
-            select(func.max(schema.snapshots.c.time_us)).where(schema.snapshots.c.seq < seq)
-        )
-    ).scalar()
-    return int(max(change or 0, snap or 0))
-
-
-async def _write_snapshot(
-    conn: AsyncConnection,
-    seq: int,
-    time_us: int,
-    reason: str,
-    records: Sequence[Any],
-    statuses: dict[str, dict[str, Any]],
-) -> None:
-    await insert_ignore(
-        conn, schema.snapshots, [{"seq": seq, "time_us": time_us, "reason": reason}]
-    )
-    rows = [
-        {
-            "snapshot_seq": seq, "account": r.account, "venue": r.venue, "wallet": r.wallet,
-            "asset": r.asset, "symbol": r.symbol, "total": decimal_str(r.total),
-            "available": decimal_str(r.available), "locked": decimal_str(r.locked),
-            "updated_at": r.updated_at or None, "venue_ts": r.venue_ts,
-            "extra": orjson.dumps(dict(r.extra)).decode(),
-        }
-        for r in records
-    ]  # fmt: skip
-    if rows:
-        await insert_ignore(conn, schema.snapshot_rows, rows)
-    states = [
-        {"seq": seq, "account": account, "state": str(doc.get("state") or "unknown")[:16],
-         "time_us": time_us}
-        for account, doc in statuses.items()
-    ]  # fmt: skip
-    if states:
-        await insert_ignore(conn, schema.statuses, states)

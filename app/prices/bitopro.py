@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from app.accounts import AccountConfig
 from app.prices import wire as pw
 from app.prices.model import Price, PriceSource
-from app.settings import AccountConfig
 from app.venues import _wire as w
 from app.venues import urls
 from app.venues.bitopro import DEFAULT_WS_URL

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from app.accounts import AccountConfig
 from app.prices import wire as pw
 from app.prices.model import Price, PriceSource
-from app.settings import AccountConfig
 from app.venues import _wire as w
 from app.venues import urls
 from app.venues.base import HttpRequest

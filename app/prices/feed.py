@@ -32,12 +32,12 @@ from typing import Final, Protocol
 
 import aiohttp
 
+from app.accounts import AccountConfig
 from app.domain import Venue
 from app.prices import bitopro, deltadefi
 from app.prices.model import Price
 from app.ratelimit import VenueLimiter
 from app.reconnect import Backoff, SocketOptions, close_socket, excerpt, open_socket
-from app.settings import AccountConfig
 from app.venues.base import HttpRequest, ProtocolError
 from app.venues.urls import redact_url
 

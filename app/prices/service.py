@@ -1,7 +1,7 @@
 """The service's prices: the graph, the recorder, the own-socket feeds and the Redis follow.
 
 Built by the app's lifespan (one per process) and shared through the
-:class:`~app.runtime.Runtime`. Where it sits:
+:class:`~app.services.Services`. Where it sits:
 
 - account sockets (sFOX tickers, SolanaTracker price rooms) hand their prices to
   :meth:`PriceService.record` from the connection loop;
@@ -37,6 +37,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.accounts import AccountConfig
 from app.domain import Venue
 from app.mints import STABLE_MINTS
 from app.prices.feed import (
@@ -53,7 +54,7 @@ from app.prices.model import Price
 from app.prices.persistence import PriceRecorder, PriceWriter, load_prices
 from app.ratelimit import VenueLimiter
 from app.reconnect import SocketOptions
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.store import Keys
 
 log = logging.getLogger(__name__)

@@ -46,8 +46,9 @@ from typing import Any
 
 from aiohttp import web
 
+from app.simulators.connection import Connection
 from app.simulators.control import control_route, json_error, json_ok, pick, pick_mapping
-from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator, parse_balances
+from app.simulators.server import AccountBase, BurstPlan, VenueSimulator, parse_balances
 from app.simulators.types import JsonObject, SimulatorError, TruthRow
 from app.simulators.wire import (
     FrameTemplate,

@@ -41,19 +41,53 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from app.simulators.types import SimulatorError, UnknownAccount
+from app.simulators.types import (
+    BurstResult,
+    ConnectionCounts,
+    JsonObject,
+    SimulatorError,
+    TruthRow,
+    UnknownAccount,
+)
 from app.simulators.wire import dumps, loads_exact
-
-if TYPE_CHECKING:
-    from app.simulators.server import VenueSimulator
 
 ControlCall = Callable[[web.Request, dict[str, Any]], Awaitable[Any]]
 
 PREFIX = "/_sim"
+
+
+class Controlled(Protocol):
+    """What the control routes drive: a venue simulator
+    (:class:`app.simulators.server.VenueSimulator`)."""
+
+    @property
+    def venue(self) -> str: ...
+    @property
+    def ws_url(self) -> str: ...
+    @property
+    def rest_url(self) -> str: ...
+    @property
+    def malformed_kinds(self) -> tuple[str, ...]: ...
+    def account_keys(self) -> list[str]: ...
+    def account(self, key: str) -> object: ...
+    def credentials(self, key: str) -> dict[str, Any]: ...
+    def add_account_json(self, body: JsonObject) -> str: ...
+    def remove_account(self, key: str) -> None: ...
+    def set_balances(self, key: str, balances: JsonObject) -> None: ...
+    async def push(self, key: str, changes: JsonObject) -> int: ...
+    async def remove_asset(self, key: str, asset: str) -> bool: ...
+    def truth(self, key: str) -> list[TruthRow]: ...
+    def native_truth(self, key: str) -> dict[str, Any]: ...
+    def refuse_auth(self, key: str, refuse: bool = True) -> None: ...
+    def drop(self, key: str) -> int: ...
+    def stall(self, key: str, stalled: bool = True) -> int: ...
+    async def send_malformed(self, key: str, kind: str) -> int: ...
+    async def burst(self, key: str, count: int, asset: str | None = None) -> BurstResult: ...
+    def all_connection_counts(self) -> dict[str, ConnectionCounts]: ...
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -111,7 +145,7 @@ def control_route(
     return handler
 
 
-def add_control_routes(router: web.UrlDispatcher, sim: VenueSimulator[Any]) -> None:
+def add_control_routes(router: web.UrlDispatcher, sim: Controlled) -> None:
     """Register the routes listed in the module docstring for ``sim``."""
 
     def key_of(request: web.Request) -> str:

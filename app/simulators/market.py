@@ -35,17 +35,31 @@ import contextlib
 import random
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from aiohttp import WSMsgType, web
 
+from app.simulators.connection import CLIENT_MAX_MSG, Connection
 from app.simulators.control import PREFIX, control_route, json_error, pick
-from app.simulators.server import CLIENT_MAX_MSG, Connection
 from app.simulators.types import Amount, ConnectionCounts, SimulatorError
 from app.simulators.wire import dumps, iso_ms, now_ms, to_decimal
 
-if TYPE_CHECKING:
-    from app.simulators.server import VenueSimulator
+
+class FeedHost(Protocol):
+    """What a price feed uses of its simulator (:class:`app.simulators.server.VenueSimulator`)."""
+
+    ping_interval: float
+
+    @property
+    def venue(self) -> str: ...
+    @property
+    def every_connection(self) -> set[Connection]: ...
+    async def keepalive(self, conn: Connection) -> None: ...
+    async def close_connection(self, conn: Connection, code: int, message: bytes) -> None: ...
+    async def send(self, conn: Connection, payload: bytes) -> bool: ...
+    def is_accepted(self, key: str | None) -> bool: ...
+    def note_refused(self, key: str | None) -> None: ...
+
 
 MALFORMED_KINDS = ("bad_json", "wrong_types", "negative", "non_numeric", "zero")
 DEFAULT_INTERVAL = 3.0
@@ -123,7 +137,7 @@ class PriceFeed(abc.ABC):
 
     def __init__(
         self,
-        sim: VenueSimulator[Any],
+        sim: FeedHost,
         board: PriceBoard,
         *,
         interval: float = DEFAULT_INTERVAL,
@@ -259,7 +273,7 @@ class PriceFeed(abc.ABC):
         self._sockets.add(conn)
         self._total += 1
         if self.sim.ping_interval > 0:
-            conn.tasks.append(asyncio.create_task(self.sim._keepalive(conn)))
+            conn.tasks.append(asyncio.create_task(self.sim.keepalive(conn)))
         try:
             for pair in sorted(pairs):
                 price = self.board.prices.get(pair)
@@ -358,7 +372,7 @@ class SfoxTickerFeed(PriceFeed):
 
     def subscribers(self, pair: str) -> list[Connection]:
         feed = self.PREFIX + pair
-        return [c for c in self.sim._every if feed in c.feeds and c.key is not None]
+        return [c for c in self.sim.every_connection if feed in c.feeds and c.key is not None]
 
     def payload(self, pair: str, price: Any) -> dict[str, Any]:
         return {
@@ -435,7 +449,7 @@ class SolanaPriceFeed(PriceFeed):
 
     def subscribers(self, pair: str) -> list[Connection]:
         rooms = (self.AGGREGATED + pair, self.POOL + pair)
-        return [c for c in self.sim._every if any(r in c.rooms for r in rooms)]
+        return [c for c in self.sim.every_connection if any(r in c.rooms for r in rooms)]
 
     async def deliver(self, conn: Connection, pair: str, frame: bytes) -> bool:
         # one frame per joined room: the aggregated one, and the single-pool one
@@ -477,7 +491,7 @@ class SolanaPriceFeed(PriceFeed):
         }
 
 
-def make_price_feed(sim: VenueSimulator[Any], interval: float = DEFAULT_INTERVAL) -> PriceFeed:
+def make_price_feed(sim: FeedHost, interval: float = DEFAULT_INTERVAL) -> PriceFeed:
     """The price feed of ``sim``'s venue, with that venue's plausible demo prices."""
     if sim.venue == "bitopro":
         return BitoproTickerFeed(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from aiohttp import WSMsgType, web
 
+from app.simulators.connection import CLIENT_MAX_MSG, Connection
 from app.simulators.control import add_control_routes
 from app.simulators.types import (
     BurstResult,
@@ -44,57 +45,7 @@ from app.simulators.wire import dumps
 if TYPE_CHECKING:
     from app.simulators.market import PriceFeed
 
-CLIENT_MAX_MSG = 64 * 1024
-"""Largest frame a simulator accepts from a client (control messages are tiny)."""
-
 _HIGH_WATER = 1 << 20
-
-
-class Connection:
-    """One accepted WebSocket and the protocol state a venue keeps for it."""
-
-    __slots__ = (
-        "feeds",
-        "key",
-        "lock",
-        "pong",
-        "ready",
-        "request",
-        "rooms",
-        "seq",
-        "stalled",
-        "tasks",
-        "ws",
-    )
-
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
-        self.request = request
-        self.ws = ws
-        self.key: str | None = None
-        self.stalled = False
-        self.ready = False
-        self.pong = asyncio.Event()
-        # Held while a burst writes, so a push cannot land in the middle of it.
-        self.lock = asyncio.Lock()
-        self.tasks: list[asyncio.Task[None]] = []
-        self.seq = 0  # sFOX: per-connection sequence counter
-        self.feeds: set[str] = set()  # sFOX: subscribed feeds
-        self.rooms: set[str] = set()  # SolanaTracker: joined rooms
-
-    @property
-    def closed(self) -> bool:
-        transport = self.request.transport
-        return self.ws.closed or transport is None or transport.is_closing()
-
-    def abort(self) -> None:
-        """Close the TCP connection at once: no close frame, pending writes discarded."""
-        transport = self.request.transport
-        if transport is not None:
-            transport.abort()
-
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
 
 
 @dataclass
@@ -377,7 +328,7 @@ class VenueSimulator(abc.ABC, Generic[A]):
         if key is not None:
             self.register(conn, key)
         if self.ping_interval > 0:
-            conn.tasks.append(asyncio.create_task(self._keepalive(conn)))
+            conn.tasks.append(asyncio.create_task(self.keepalive(conn)))
         try:
             await self.on_open(conn)
             async for msg in ws:
@@ -409,7 +360,13 @@ class VenueSimulator(abc.ABC, Generic[A]):
         self._conns.setdefault(key, set()).add(conn)
         self._stats.setdefault(key, _Stats()).total += 1
 
-    async def _keepalive(self, conn: Connection) -> None:
+    @property
+    def every_connection(self) -> set[Connection]:
+        """Every open connection (account and price-only sockets alike)."""
+        return self._every
+
+    async def keepalive(self, conn: Connection) -> None:
+        """Ping ``conn`` every ``ping_interval``; abort it when no pong comes in time."""
         try:
             while not conn.closed:
                 await asyncio.sleep(self.ping_interval)

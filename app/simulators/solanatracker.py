@@ -43,8 +43,9 @@ from typing import Any
 
 from aiohttp import web
 
+from app.simulators.connection import Connection
 from app.simulators.control import control_route, json_error, json_ok, pick, pick_mapping
-from app.simulators.server import AccountBase, BurstPlan, Connection, VenueSimulator
+from app.simulators.server import AccountBase, BurstPlan, VenueSimulator
 from app.simulators.types import Amount, JsonObject, SimulatorError, TruthRow
 from app.simulators.wire import (
     FrameTemplate,

@@ -5,22 +5,19 @@ Where it sits::
     BalanceWriter flush (this process's own changes) --take_local--> StreamHub
     Redis P:changes --XREAD BLOCK (one reader per process, own connection)--> StreamHub
         |-- Mirror (mirror.py): records, statuses, seq   REST and /metrics read it
-        |-- ring: the last messages                      resume with ``since`` without Redis
+        |-- Ring (resume.py): the last messages           resume with ``since`` without Redis
         `-- one Subscriber per /v1/stream client         bounded, conflating queue + sender
 
-The mirror is loaded atomically and then applies every change in ``seq`` order. This
-process's own writes are applied as soon as their flush returns (the write scripts hand
-back each change as appended), the stream read brings every other instance's; whichever
-arrives second for a ``seq`` is skipped, and an own change after a gap waits for the
-stream read to fill it. After each batch every client gets its share at once, written
-from this loop when its connection takes it (:meth:`Subscriber.offer`). A gap
-in ``seq`` (the stream was trimmed past this reader) or a ``seq`` that went backwards
-(Redis lost its data) reloads it and sends every client a fresh snapshot; so does a
-flip of owner liveness (read with the mirror and on every refresh). Each change is
-serialized once, by the Redis write script, and the same text is handed to every
-client. A client whose socket accepts nothing while more than ``client_max_lag``
-messages arrive for it, or with ``client_buffer`` replies waiting, is closed with 1013
-and can resume; that is checked on every batch and on a timer.
+The mirror is loaded atomically, then changes — this process's own as their flush
+returns them, every instance's from the stream read — go in strictly by ``seq``
+(:mod:`app.stream.sequencer`). After each batch every client gets its share at once,
+from this loop when its connection takes it (:meth:`Subscriber.offer`), the text
+serialized once by the Redis write script. A gap in the stream (trimmed past this
+reader) or a ``seq`` that went backwards (Redis lost its data) reloads the mirror and
+sends every client a fresh snapshot; so does a flip of owner liveness. A client whose
+socket accepts nothing while more than ``client_max_lag`` messages arrive for it, or
+with ``client_buffer`` replies waiting, is closed with 1013 and can resume (checked on
+every batch and on a timer).
 
 Every collaborator comes through the constructor (``build_hub`` in ``app/service.py``).
 """
@@ -30,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,33 +34,29 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.accounts import AccountConfig
 from app.metrics import BalanceCollector, Metrics
 from app.prices.graph import QuoteView
 from app.prices.model import Price
-from app.settings import AccountConfig
-from app.store import BalanceReader, Change, Keys, ResyncRequired
+from app.store import BalanceReader, Change, Keys
 from app.stream.messages import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
-    Message,
     control_message,
     normalize_assets,
-    parse_change,
     price_message,
-    unreadable_change,
 )
 from app.stream.mirror import Mirror
+from app.stream.resume import Ring, resume_from_redis
+from app.stream.sequencer import Sequencer
 from app.stream.source import RedisSource
-from app.stream.subscriber import Subscriber
+from app.stream.subscriber import Subscriber, fan_out
 
 log = logging.getLogger(__name__)
 
 _READ_COUNT = 1_000  # changes per XREAD: bounds one fan-out burst between sender turns
-_REPLAY_CHUNK = 10_000
-_RING_MAX = 10_000
 _WATCH_S = 0.5  # how often slow clients are looked for when no change arrives
-_HELD_MAX = 100_000  # own writes waiting for a gap before them (the stream has them too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +99,13 @@ class StreamHub:
         metrics: Metrics,
         prices: Callable[[], Iterable[QuoteView]] = list,
         runs_here: Callable[[str], bool] = lambda _account: False,
+        own_writes: asyncio.Queue[tuple[Change, ...]] | None = None,
         block_ms: int = 1_000,
         refresh_s: float = 1.5,
         watch_s: float = _WATCH_S,
     ) -> None:
         self._source = RedisSource(redis, reader, keys, block_ms)
+        self._own_writes = own_writes
         self._options = options
         self.metrics = metrics
         self._prices = prices
@@ -132,8 +125,8 @@ class StreamHub:
         self.reader_ok = False
         self.last_reader_error = ""
         self.reloads = 0
-        self.ring_size = max(1, min(options.client_max_lag, _RING_MAX))
-        self._ring: deque[Message] = deque()
+        self._ring = Ring(options.client_max_lag)
+        self._sequencer = Sequencer(self.mirror, self._ring)
         self.subscribers: set[Subscriber] = set()  # every connected client
         self._active: set[Subscriber] = set()  # those still fed (not being closed)
         self._refresh_s = refresh_s
@@ -141,7 +134,6 @@ class StreamHub:
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_needed = False
         self._loading = False
-        self._held: dict[int, Change] = {}  # own writes after a gap, by seq
         self._run_id = ""
         self._collector: BalanceCollector | None = None
 
@@ -162,6 +154,15 @@ class StreamHub:
     @property
     def account_ids(self) -> list[str]:
         return self.mirror.account_ids
+
+    @property
+    def ring_size(self) -> int:
+        """How many recent messages are kept for resuming without Redis."""
+        return self._ring.size
+
+    @ring_size.setter
+    def ring_size(self, size: int) -> None:
+        self._ring.size = size
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -185,6 +186,18 @@ class StreamHub:
             asyncio.create_task(self._refresh(), name="hub-refresh"),
             asyncio.create_task(self._watch(), name="hub-watch"),
         ]
+        if self._own_writes is not None:
+            self._tasks.append(asyncio.create_task(self._take_own(), name="hub-own-writes"))
+
+    async def _take_own(self) -> None:
+        """What this process's writer flushed (``own_writes``), applied as it comes."""
+        assert self._own_writes is not None
+        queue = self._own_writes
+        while True:
+            changes = list(await queue.get())
+            while not queue.empty():  # everything already waiting, as one batch
+                changes.extend(queue.get_nowait())
+            self.take_local(changes)
 
     async def stop(self) -> None:
         """Close every client with 1001, stop the reader, release its connection."""
@@ -233,7 +246,7 @@ class StreamHub:
             self._send_snapshot(sub)
         self._run_id = run_id
         self.reader_ok = True
-        if self._held:
+        if self._sequencer.held:
             self._take(())  # own writes past the snapshot
 
     async def _read_owners(self) -> int:
@@ -291,105 +304,21 @@ class StreamHub:
 
     def take_local(self, changes: Iterable[Change]) -> None:
         """This process's own writes, as its flush returned them: applied and fanned out
-        now, without waiting for the stream read to bring them back.
-
-        Only a change that follows the mirror's ``seq`` directly is applied; one after a
-        gap (another instance wrote in between) is held until the stream read delivers
-        the gap, which it does at once (the write woke it). The stream read skips every
-        seq already applied, so clients see each seq once, in order.
-        """
-        held = self._held
-        seq = self.mirror.seq
-        for change in changes:
-            if change.seq > seq:
-                held[change.seq] = change
-        if len(held) > _HELD_MAX:  # the stream read will bring them all
-            for dropped in sorted(held)[: len(held) - _HELD_MAX]:
-                del held[dropped]
-        if held and self.mirror.loaded and not (self._loading or self._reload_needed):
+        now, without waiting for the stream read to bring them back
+        (:class:`~app.stream.sequencer.Sequencer` keeps the order)."""
+        waiting = self._sequencer.hold(changes)
+        if waiting and self.mirror.loaded and not (self._loading or self._reload_needed):
             self._take(())
 
     def _take(self, changes: Sequence[Change]) -> None:
-        """Apply one batch in seq order, then the held own writes it made contiguous, and
-        fan out what was applied; a gap in the stream means the mirror must reload."""
-        mirror = self.mirror
-        received = time.perf_counter()
-        clock_offset = received - time.time()
-        ring = self._ring
-        ring_size = self.ring_size
-        held = self._held
-        batch: list[Message] = []
-        for change in changes:
-            if change.seq <= mirror.seq:
-                continue  # applied already (this process wrote it)
-            if change.seq != mirror.seq + 1:
-                log.warning(
-                    "change stream skipped from seq %d to %d (trimmed); reloading",
-                    mirror.seq,
-                    change.seq,
-                )
-                self._reload_needed = True
-                break
-            self._apply(change, received, clock_offset, ring, ring_size, batch)
-        if held and not self._reload_needed:
-            for seq in [s for s in held if s <= mirror.seq]:
-                del held[seq]
-            while mirror.seq + 1 in held:
-                own = held.pop(mirror.seq + 1)
-                self._apply(own, received, clock_offset, ring, ring_size, batch)
+        """Apply one batch in seq order and fan out what was applied; a gap in the
+        stream means the mirror must reload."""
+        batch, gap = self._sequencer.take(changes)
+        if gap:
+            self._reload_needed = True
         if batch:
             self._check_stalled()
-            self._fan_out(batch)
-
-    def _apply(
-        self,
-        change: Change,
-        received: float,
-        clock_offset: float,
-        ring: deque[Message],
-        ring_size: int,
-        batch: list[Message],
-    ) -> None:
-        """One change into the mirror and the ring; its message joins ``batch`` if it is
-        about an account served here."""
-        mirror = self.mirror
-        try:
-            # upstream receive time when the writer recorded it (same clock
-            # across processes on one host), else when the hub read the change
-            at = received if change.received is None else change.received + clock_offset
-            msg, doc = parse_change(change, at)
-            visible = mirror.apply(msg, doc, change.message)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("unreadable change at seq %d (%s); skipped", change.seq, exc)
-            msg = unreadable_change(change)
-            visible = False
-        mirror.advance(change.seq)
-        if not visible:
-            msg.text = ""
-        ring.append(msg)
-        if len(ring) > ring_size:
-            ring.popleft()
-        if visible:
-            batch.append(msg)
-
-    def _fan_out(self, batch: list[Message]) -> None:
-        """Each client's share of ``batch``, from this loop (see :meth:`Subscriber.offer`);
-        clients that get the whole batch share its frames, joined once."""
-        frames: bytes | None = None
-        size = len(batch)
-        for sub in self._active:
-            if sub.accounts is None and sub.assets is None:
-                mine = batch
-            else:
-                mine = [m for m in batch if sub.matches(m)]
-                if not mine:
-                    continue
-            if len(mine) == size:
-                if frames is None:
-                    frames = b"".join(m.framed() for m in batch)
-                sub.offer(mine, frames)
-            else:
-                sub.offer(mine)
+            fan_out(self._active, batch)
 
     # -- slow and abusive clients ------------------------------------------------------
 
@@ -491,55 +420,19 @@ class StreamHub:
         ):
             self._send_snapshot(sub)
             return sub
-        replay = self._from_ring(since)
+        replay = self._ring.after(since, self.seq)
         if replay is not None:
             sub.prepend([m for m in replay if m.text and sub.matches(m)])
             self._send_prices(sub)
             return sub
-        await self._replay_from_redis(sub, since)
+        await resume_from_redis(
+            self._source, self.mirror.has_account, sub, since, self.seq, self._send_snapshot
+        )
         self._send_prices(sub)
         return sub
 
     def _resumable(self, since: int) -> bool:
         return self.loaded and 0 <= self.seq - since <= self._options.client_max_lag
-
-    def _from_ring(self, since: int) -> list[Message] | None:
-        if since == self.seq:
-            return []
-        ring = self._ring
-        if not ring or ring[0].seq > since + 1:
-            return None
-        start = since + 1 - ring[0].seq
-        return [ring[i] for i in range(start, len(ring))]
-
-    async def _replay_from_redis(self, sub: Subscriber, since: int) -> None:
-        """Live messages queue behind while the missed ones are read from the stream."""
-        upto = self.seq
-        epoch = sub.epoch
-        sub.holding = True
-        replay: list[Message] = []
-        try:
-            cursor = since
-            while cursor < upto:
-                batch = await self._source.changes_since(cursor, min(_REPLAY_CHUNK, upto - cursor))
-                if not batch:
-                    raise ResyncRequired(f"changes after seq {cursor} are gone")
-                for change in batch:
-                    if change.seq > upto:
-                        break
-                    msg, _doc = parse_change(change, 0.0)
-                    if self.mirror.has_account(msg.account) and sub.matches(msg):
-                        replay.append(msg)
-                    cursor = change.seq
-        except (ResyncRequired, RedisError, OSError, TimeoutError, ValueError, KeyError) as exc:
-            log.info("resume after seq %d not possible (%s); sending a snapshot", since, exc)
-            if sub.epoch == epoch:
-                self._send_snapshot(sub)
-            return
-        if sub.epoch != epoch:
-            return  # a fresh snapshot superseded the replay meanwhile
-        sub.holding = False
-        sub.prepend(replay)
 
     def resubscribe(
         self,

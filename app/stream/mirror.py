@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
+from app.accounts import AccountConfig
 from app.domain import AccountState, AccountStatus, BalanceRecord
-from app.settings import AccountConfig
 from app.store import StateSnapshot, decimal_str, field_name
 from app.stream.messages import Message, normalize_assets, record_json, snapshot_message
 

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from app.stream.fastwrite import DirectWriter, direct_writer
@@ -322,3 +322,23 @@ class Subscriber:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.closed.set()
+
+
+def fan_out(subscribers: Iterable[Subscriber], batch: list[Message]) -> None:
+    """Each client's share of ``batch``, from the hub's loop (see :meth:`Subscriber.offer`);
+    clients that get the whole batch share its frames, joined once."""
+    frames: bytes | None = None
+    size = len(batch)
+    for sub in subscribers:
+        if sub.accounts is None and sub.assets is None:
+            mine = batch
+        else:
+            mine = [m for m in batch if sub.matches(m)]
+            if not mine:
+                continue
+        if len(mine) == size:
+            if frames is None:
+                frames = b"".join(m.framed() for m in batch)
+            sub.offer(mine, frames)
+        else:
+            sub.offer(mine)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from app.accounts import AccountConfig
 from app.domain import Venue
-from app.settings import AccountConfig
 from app.venues.base import VenueSession
 from app.venues.bitopro import BitoproSession
 from app.venues.deltadefi import DeltadefiSession

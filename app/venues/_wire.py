@@ -23,8 +23,8 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
+from app.accounts import SOLANA_ADDRESS_RE
 from app.domain import EXACT
-from app.settings import SOLANA_ADDRESS_RE
 from app.venues.base import MAX_FRAME_BYTES, ProtocolError
 
 T = TypeVar("T")

@@ -17,8 +17,8 @@ import abc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from app.accounts import AccountConfig
 from app.domain import Event, LoneBalance, Venue
-from app.settings import AccountConfig
 
 MAX_FRAME_BYTES = 1 << 20
 """Frames larger than this are rejected whole (reason ``oversize``)."""

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import orjson
 
+from app.accounts import AccountConfig
 from app.domain import (
     EXCHANGE_WALLET,
     AssetBalance,
@@ -43,7 +44,6 @@ from app.domain import (
     LoneBalance,
     Venue,
 )
-from app.settings import AccountConfig
 from app.venues import _wire as w
 from app.venues import urls
 from app.venues.base import MAX_FRAME_BYTES, HttpRequest, ProtocolError, VenueSession

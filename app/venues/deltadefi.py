@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from app.accounts import AccountConfig
 from app.domain import (
     EXCHANGE_WALLET,
     AssetBalance,
@@ -22,7 +23,6 @@ from app.domain import (
     Venue,
     VenueEvent,
 )
-from app.settings import AccountConfig
 from app.venues import _wire as w
 from app.venues import urls
 from app.venues.base import HttpRequest, VenueSession

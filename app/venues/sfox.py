@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import orjson
 
+from app.accounts import AccountConfig
 from app.domain import (
     EXCHANGE_WALLET,
     AssetBalance,
@@ -37,7 +38,6 @@ from app.domain import (
     adds_up,
 )
 from app.prices import sfox as tickers
-from app.settings import AccountConfig
 from app.venues import _wire as w
 from app.venues import urls
 from app.venues.base import AuthRejected, HttpRequest, ProtocolError, VenueSession

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import orjson
 
+from app.accounts import AccountConfig
 from app.domain import (
     AssetBalance,
     BalanceSnapshot,
@@ -35,7 +36,6 @@ from app.domain import (
 )
 from app.mints import KNOWN_MINTS
 from app.prices import solanatracker as price_rooms
-from app.settings import AccountConfig
 from app.venues import _wire as w
 from app.venues import urls
 from app.venues.base import HttpRequest, VenueSession

@@ -28,9 +28,11 @@ import uvicorn
 from fastapi import FastAPI
 
 import app.service as service_module
+from app.accounts import AccountConfig
 from app.domain import AccountState, AccountStatus, AssetBalance, ExtraValue, Venue
-from app.runtime import Runtime
-from app.settings import AccountConfig, Settings
+from app.server import HTTP_PROTOCOL, ServiceServer
+from app.services import Services
+from app.settings import Settings
 from app.store import BalanceWriter, Keys
 from app.stream.hub import StreamHub
 
@@ -59,6 +61,9 @@ class StubSupervisor:
         return ""
 
     def on_fenced(self, account_id: str) -> None:
+        return None
+
+    def runner(self, account_id: str) -> None:
         return None
 
 
@@ -106,7 +111,7 @@ class Service:
     server: uvicorn.Server
     base: str
     ws_base: str
-    runtime: Runtime
+    services: Services
     owner: BalanceWriter
     http: aiohttp.ClientSession
     redis: aioredis.Redis
@@ -115,7 +120,7 @@ class Service:
 
     @property
     def hub(self) -> StreamHub:
-        return self.runtime.hub
+        return self.services.hub
 
     def headers(self, token: str | None = None) -> dict[str, str]:
         value = token if token is not None else self.token
@@ -128,7 +133,7 @@ class Service:
     async def settle(self, timeout: float = 10.0) -> int:
         """Wait until everything written is in Redis and mirrored by the hub."""
         assert await self.owner.drain(timeout)
-        keys = self.runtime.keys
+        keys = self.services.keys
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             raw = await self.redis.get(keys.seq)
@@ -168,7 +173,6 @@ def service_factory(
     redis_url: str,
     key_prefix: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> ServiceFactory:
     session_redis = redis_url
 
@@ -184,8 +188,6 @@ def service_factory(
     ) -> AsyncIterator[Service]:
         url = redis_url or session_redis
         accounts = list(accounts)
-        if not real_supervisor:
-            monkeypatch.setattr(service_module, "Supervisor", StubSupervisor)
         if token is not None:
             overrides.setdefault("api_tokens", token)
         settings = Settings(
@@ -197,7 +199,11 @@ def service_factory(
             port=0,
             **overrides,
         )
-        app = service_module.create_app(settings, accounts=list(accounts))
+        app = service_module.create_app(
+            settings,
+            accounts=list(accounts),
+            upstream=None if real_supervisor else StubSupervisor,
+        )
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -205,14 +211,13 @@ def service_factory(
             log_config=None,
             access_log=False,
             lifespan="on",
-            http=service_module.HTTP_PROTOCOL,
+            http=HTTP_PROTOCOL,
             ws="websockets-sansio",
             ws_max_size=1 << 16,
             ws_per_message_deflate=False,
             ws_ping_interval=ws_ping_interval,
         )
-        server_cls = getattr(service_module, "ServiceServer", uvicorn.Server)
-        server = server_cls(config)
+        server = ServiceServer(config)
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():
@@ -231,7 +236,7 @@ def service_factory(
             server=server,
             base=f"http://127.0.0.1:{port}",
             ws_base=f"ws://127.0.0.1:{port}",
-            runtime=app.state.runtime,
+            services=app.state.services,
             owner=owner,
             http=http,
             redis=redis_client,

@@ -53,7 +53,7 @@ async def _until(condition: Callable[[], bool], timeout: float) -> bool:
 
 
 def _disconnects(svc: Service, reason: str) -> float:
-    value = svc.runtime.metrics.registry.get_sample_value(
+    value = svc.services.metrics.registry.get_sample_value(
         "balagg_downstream_disconnects_total", {"reason": reason}
     )
     return value or 0.0
@@ -105,5 +105,5 @@ async def test_pending_control_replies_are_bounded(service_factory: ServiceFacto
         assert not svc.hub.subscribers
         assert sub.close_code == 1013
         assert _disconnects(svc, "slow") == 1
-        assert sub.peak_pending <= svc.runtime.settings.client_buffer + 1
+        assert sub.peak_pending <= svc.services.settings.client_buffer + 1
         writer.close()

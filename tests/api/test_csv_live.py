@@ -39,7 +39,7 @@ async def _seed(svc: Service) -> None:
          bal("USDM", "0.000000000000000001")],
     )  # fmt: skip
     svc.owner.submit_snapshot("ex-b", "deltadefi", "", [bal("BTC", "1e-8"), bal("ADA", "7")])
-    svc.runtime.prices.record(
+    svc.services.prices.record(
         Price(PriceSource.BITOPRO, "BTC_USDT", "BTC", "USDT", Decimal("98765.43210987"),
               time.time())
     )  # fmt: skip

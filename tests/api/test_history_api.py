@@ -202,6 +202,6 @@ async def test_the_database_password_never_leaks(
         assert status == 503 and canary not in str(body)
         async with svc.http.get(svc.base + "/metrics") as r:
             assert canary not in await r.text()
-        assert canary not in repr(svc.runtime.settings)
+        assert canary not in repr(svc.services.settings)
     assert canary not in caplog.text
     assert "***" in caplog.text  # the URL is logged, masked

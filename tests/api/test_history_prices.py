@@ -51,7 +51,7 @@ async def _feed_and_follow(factory: ServiceFactory, **overrides: object) -> list
     async with factory([account("ex-a")], **overrides) as svc:
         history: History | None = svc.app.state.history
         assert history is not None
-        prices = svc.runtime.prices
+        prices = svc.services.prices
         # a price from a feed socket of this instance
         prices.record(_price(PriceSource.BITOPRO, "BTC_TWD", "BTC", "TWD", "3141592.65358979"))
         # a price another replica's feed wrote to P:prices since this process started

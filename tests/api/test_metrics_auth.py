@@ -59,10 +59,8 @@ async def test_binding_every_interface_without_tokens_warns(
     redis_url: str,
     key_prefix: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(service_module, "Supervisor", StubSupervisor)
     settings = Settings(
         redis_url=redis_url,
         key_prefix=key_prefix,
@@ -70,7 +68,7 @@ async def test_binding_every_interface_without_tokens_warns(
         accounts_file=tmp_path / "none.yaml",
         host=host,
     )
-    app = service_module.create_app(settings, accounts=[])
+    app = service_module.create_app(settings, accounts=[], upstream=StubSupervisor)
     caplog.set_level(logging.WARNING, logger="app.service")
     async with app.router.lifespan_context(app):
         pass

@@ -124,7 +124,7 @@ async def test_totals_are_exact_and_valued(service_factory: ServiceFactory) -> N
         )
         # a mint is valued from its price room (a market price), not from swap metadata
         o.submit_price(BONK, {"price_usd": "0.00002345", "symbol": "BONK", "decimals": 5})
-        svc.runtime.prices.record(
+        svc.services.prices.record(
             Price(PriceSource.SOLANATRACKER, BONK, BONK, "USD", Decimal("0.00002345"), time.time())
         )
         await svc.settle()
@@ -196,7 +196,7 @@ async def test_accounts_and_resync(service_factory: ServiceFactory) -> None:
 
         async with svc.http.post(svc.base + "/v1/accounts/ex-b/resync") as r:
             assert r.status == 202 and (await r.json())["account"] == "ex-b"
-        supervisor = svc.runtime.supervisor
+        supervisor = svc.services.supervisor
         assert isinstance(supervisor, StubSupervisor) and supervisor.resyncs == ["ex-b"]
         async with svc.http.post(svc.base + "/v1/accounts/ghost/resync") as r:
             assert_error(r.status, await r.json(), 404, "unknown_account")
@@ -224,10 +224,10 @@ async def test_readiness(service_factory: ServiceFactory) -> None:
         status, body = await svc.get("/readyz")
         assert status == 200 and body == {"ready": True, "reasons": []}
 
-        svc.runtime.writer.healthy = False
+        svc.services.writer.healthy = False
         status, body = await svc.get("/readyz")
         assert status == 503 and "writes are failing" in body["reasons"][0]
-        svc.runtime.writer.healthy = True
+        svc.services.writer.healthy = True
 
 
 async def test_with_the_real_supervisor(service_factory: ServiceFactory) -> None:

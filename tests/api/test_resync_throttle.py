@@ -23,7 +23,7 @@ async def test_a_resync_burst_reaches_the_upstream_once(service_factory: Service
             if status == 429:
                 assert retry_after is not None and 1 <= int(retry_after) <= 30
                 assert body["error"]["code"] == "too_many_requests"  # type: ignore[index]
-        supervisor = svc.runtime.supervisor
+        supervisor = svc.services.supervisor
         assert isinstance(supervisor, StubSupervisor)
         assert supervisor.resyncs == ["ex-a"]
         async with svc.http.post(svc.base + "/v1/accounts/ex-b/resync") as r:

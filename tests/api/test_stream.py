@@ -251,7 +251,7 @@ async def _slow_client_run(svc: Any, updates: int, *, expect_close: bool, pad: i
     not about. Its callers serve without keepalive pings; the stream's own 1013 is what
     closes a client here."""
     keys = [(a, f"T{i}") for a in SLOW_ACCOUNTS for i in range(50)]  # 500 keys
-    buffer = svc.runtime.settings.client_buffer
+    buffer = svc.services.settings.client_buffer
     for name in SLOW_ACCOUNTS:
         svc.owner.submit_status(name, status_doc(name, AccountState.LIVE))
     first = await svc.settle()
@@ -276,7 +276,7 @@ async def _slow_client_run(svc: Any, updates: int, *, expect_close: bool, pad: i
     assert sub.peak_pending <= buffer + 1, sub.peak_pending
     assert peak <= buffer + 1
     assert rss_growth < 100 * 2**20, f"RSS grew {rss_growth / 2**20:.0f} MiB"
-    metrics = svc.runtime.metrics
+    metrics = svc.services.metrics
     assert metrics.downstream_conflated._value.get() > 0
 
     closed = False

@@ -30,7 +30,7 @@ async def test_prices_are_sent_only_to_clients_that_ask(service_factory: Service
         svc.owner.submit_snapshot("ex-a", VENUE, "", [bal("BTC", "1")])
         svc.owner.submit_status("ex-a", status_doc("ex-a", AccountState.LIVE))
         await svc.settle()
-        svc.runtime.prices.record(btc_twd("3012345.12345678"))
+        svc.services.prices.record(btc_twd("3012345.12345678"))
         opted = await svc.ws(prices="true")
         plain = await svc.ws()
         later = await svc.ws()
@@ -43,7 +43,7 @@ async def test_prices_are_sent_only_to_clients_that_ask(service_factory: Service
             assert (await read_one(later))["type"] == "snapshot"
             await later.send_json({"op": "subscribe", "prices": True})
 
-            svc.runtime.prices.record(btc_twd("3012399.5"))
+            svc.services.prices.record(btc_twd("3012399.5"))
             doc = await next_of(opted, "price")
             assert doc["price"] == "3012399.5" and doc["source"] == "bitopro"
             assert (await read_one(later))["type"] == "snapshot"
@@ -85,7 +85,7 @@ async def test_a_slow_client_keeps_only_the_newest_price_per_pair(
                 pair = pairs[i % len(pairs)]
                 newest[pair] = f"{i + 1}.5"
                 base = pair.split("_")[0]
-                svc.runtime.prices.record(
+                svc.services.prices.record(
                     Price(
                         PriceSource.BITOPRO, pair, base, "TWD", Decimal(newest[pair]), time.time()
                     )

@@ -36,7 +36,7 @@ async def test_a_resume_after_the_owner_died_shows_the_account_stale(
         await ws.close()
 
         # the owner dies while this client is away: its lease and heartbeat are gone
-        keys = svc.runtime.keys
+        keys = svc.services.keys
         await svc.redis.delete(keys.lease("acct-0"))
         await svc.redis.zrem(keys.instances, "test-owner")
         deadline = asyncio.get_running_loop().time() + 10

@@ -28,9 +28,10 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from app.accounts import AccountConfig
 from app.dashboard import install_dashboard
 from app.domain import AccountState, AccountStatus, AssetBalance, Venue
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.store import BalanceReader, BalanceWriter, Keys
 from tests.browser.cdp import Browser, Page, find_chromium
 

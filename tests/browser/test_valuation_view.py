@@ -23,8 +23,9 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from app.accounts import AccountConfig
 from app.service import create_app
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.simulators.runner import Simulators, start_simulators
 from tests.browser.cdp import Page
 from tests.browser.test_dashboard import browser_page, chromium, expect, screenshot_path

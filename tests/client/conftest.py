@@ -24,8 +24,9 @@ import orjson
 import pytest
 import uvicorn
 
+from app.accounts import AccountConfig
 from app.service import create_app
-from app.settings import AccountConfig, Settings
+from app.settings import Settings
 from app.simulators.runner import Simulators
 from tests.integration.conftest import all_default_accounts, fast_settings, free_port, sims
 

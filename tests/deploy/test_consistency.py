@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from app.settings import Settings, load_accounts
+from app.accounts import load_accounts
+from app.settings import Settings
 from tests.deploy.support import (
     COMPOSE_FILE,
     DEPLOY,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.settings import load_accounts
+from app.accounts import load_accounts
 from tests.deploy.support import K8S, K8S_BASE, load_yaml, load_yaml_docs, parse_cli
 
 # The oldest Kubernetes release the manifests are checked against, besides the newest one

@@ -5,11 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app.history import queries
+from app.history import queries, schema
 
 
 def _state() -> queries.StateAt:
-    def raw(account: str, asset: str, total: str, extra: str | None) -> queries.RawRecord:
+    def raw(account: str, asset: str, total: str, extra: str | None) -> schema.RawRecord:
         return (account, "bitopro", "", asset, None, total, total, "0",
                 "2026-11-28T08:00:00.000Z", None, extra)  # fmt: skip
 

@@ -76,7 +76,7 @@ async def test_answers_with_and_without_the_cache_are_the_same(engine: AsyncEngi
 def test_the_cache_keeps_at_most_its_rows_least_recently_used_first() -> None:
     cache = SnapshotCache(max_rows=5)
 
-    def rows(n: int) -> dict[queries.Key, queries.RawRecord]:
+    def rows(n: int) -> dict[schema.Key, schema.RawRecord]:
         return {(str(i), "", "X"): (str(i),) for i in range(n)}
 
     cache.put(1, rows(2))

@@ -79,7 +79,7 @@ async def _record(
     a read is kept only if, after every write in flight has landed, Redis holds no change
     the read did not show (else it is taken again).
     """
-    runtime = app.state.runtime
+    runtime = app.state.services
     for _ in range(50):
         await _until(lambda: _settled(http, base, sims))
         at = iso_us(time.time_ns() // 1000)

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from app.runtime import Runtime
+from app.accounts import AccountConfig
 from app.service import create_app
-from app.settings import AccountConfig, Settings
+from app.services import Services
+from app.settings import Settings
 from app.simulators.runner import Simulators, start_simulators
+from app.supervisor import Supervisor
 
 Row = tuple[Decimal, Decimal, Decimal]
 State = dict[tuple[str, str], Row]
@@ -84,11 +86,11 @@ def fast_settings(redis_url: str, key_prefix: str, **extra: Any) -> Settings:
 @contextlib.asynccontextmanager
 async def running_service(
     settings: Settings, accounts: list[AccountConfig]
-) -> AsyncIterator[Runtime]:
+) -> AsyncIterator[Services]:
     """The service's lifespan without an HTTP listener: supervisor, writer, hub."""
     app: FastAPI = create_app(settings, accounts)
     async with app.router.lifespan_context(app):
-        yield app.state.runtime
+        yield app.state.services
 
 
 def truth_state(sims: Simulators, venue: str, key: str | None = None) -> State:
@@ -97,7 +99,7 @@ def truth_state(sims: Simulators, venue: str, key: str | None = None) -> State:
     return {(r.wallet, r.asset): (r.total, r.available, r.locked) for r in sim.truth(credential)}
 
 
-async def service_state(runtime: Runtime, account: str) -> State:
+async def service_state(runtime: Services, account: str) -> State:
     snap = await runtime.reader.snapshot([account])
     return {(r.wallet, r.asset): (r.total, r.available, r.locked) for r in snap.records}
 
@@ -126,7 +128,7 @@ async def wait_until(
 
 
 async def converge(
-    runtime: Runtime,
+    runtime: Services,
     sims: Simulators,
     venue: str,
     account: str,
@@ -151,7 +153,7 @@ async def converge(
 
 
 async def wait_state(
-    runtime: Runtime, account: str, states: Iterable[str], timeout: float = 15.0
+    runtime: Services, account: str, states: Iterable[str], timeout: float = 15.0
 ) -> str:
     wanted = set(states)
 
@@ -165,12 +167,18 @@ async def wait_state(
     return str(runner.state)
 
 
-def metric(runtime: Runtime, name: str, labels: dict[str, str]) -> float:
+def supervisor_of(runtime: Services) -> Supervisor:
+    """The real upstream side these tests run (``Services`` types it as the protocol)."""
+    assert isinstance(runtime.supervisor, Supervisor)
+    return runtime.supervisor
+
+
+def metric(runtime: Services, name: str, labels: dict[str, str]) -> float:
     value = runtime.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
 
 
-async def go_live(runtime: Runtime, sims: Simulators, account: AccountConfig) -> None:
+async def go_live(runtime: Services, sims: Simulators, account: AccountConfig) -> None:
     """Wait for ``live``; for sFOX also re-announce web3 wallets.
 
     sFOX's REST snapshot holds only the trading account: a web3 wallet is learned from

@@ -39,7 +39,7 @@ async def test_redis_killed_and_restarted_mid_stream(
         accounts = [account_for(sims, "bitopro"), account_for(sims, "sfox")]
         app = create_app(fast_settings(server.url, key_prefix), accounts)
         async with app.router.lifespan_context(app):
-            rt = app.state.runtime
+            rt = app.state.services
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://svc") as http:
                 for account in accounts:

@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     fast_settings,
     running_service,
     service_state,
+    supervisor_of,
     wait_state,
 )
 
@@ -38,8 +39,8 @@ async def test_a_write_pending_after_the_lease_is_released_is_not_written(
         assert ours == truth
 
         # what rebalancing does: stop the runner, keep its pending writes, give the lease up
-        await rt.supervisor._stop_runner(account.id, stale=False, discard=False)
-        await rt.supervisor.leases.release(account.id)
+        await supervisor_of(rt)._stop_runner(account.id, stale=False, discard=False)
+        await supervisor_of(rt).leases.release(account.id)
 
         # another instance takes the account and writes its state
         other = LeaseManager(rt.redis, rt.keys, "other-instance", 10_000)

@@ -13,9 +13,9 @@ import os
 import signal
 from pathlib import Path
 
+from app.accounts import AccountConfig
 from app.redis_server import EmbeddedRedis
-from app.runtime import Runtime
-from app.settings import AccountConfig
+from app.services import Services
 from app.simulators.runner import DEMO_WALLETS, Simulators
 from app.simulators.solanatracker import BONK, USDC
 from tests.integration.conftest import (
@@ -24,6 +24,7 @@ from tests.integration.conftest import (
     fast_settings,
     go_live,
     running_service,
+    supervisor_of,
     wait_until,
 )
 
@@ -57,7 +58,7 @@ def _key(account: AccountConfig) -> str | None:
 
 
 async def _assert_truth_and_live(
-    rt: Runtime, sims: Simulators, accounts: list[AccountConfig]
+    rt: Services, sims: Simulators, accounts: list[AccountConfig]
 ) -> None:
     for account in accounts:
         ours, truth = await converge(rt, sims, account.venue, account.id, _key(account), 30)
@@ -97,7 +98,7 @@ async def test_redis_stall_longer_than_the_lease_loses_nothing(
 
             async def lease_outlived() -> bool:
                 # the writes failed and no renewal succeeded for longer than the lease
-                expired = rt.supervisor.leases.expired_locally()
+                expired = supervisor_of(rt).leases.expired_locally()
                 return not rt.writer.healthy and expired >= {a.id for a in accounts}
 
             assert await wait_until(lease_outlived, 20)

@@ -12,7 +12,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from app.runtime import Runtime
+from app.services import Services
 from app.simulators.bitopro import BAD_SNAPSHOT_KINDS
 from app.simulators.runner import DEMO_WALLETS, Simulators
 from app.simulators.solanatracker import TRUMP, USDC, WSOL, transaction_room
@@ -29,7 +29,7 @@ from tests.integration.conftest import (
 )
 
 
-def _status(rt: Runtime, account: str) -> dict[str, object]:
+def _status(rt: Services, account: str) -> dict[str, object]:
     runner = rt.supervisor.runner(account)
     assert runner is not None
     return runner.status_doc()
@@ -70,7 +70,7 @@ async def test_bitopro_rejected_snapshot_never_promotes_a_partial_frame(
         assert ours == truth and ours[("", "BTC")][0] == Decimal("2.5")
 
 
-def _record_states(rt: Runtime, account: str) -> list[str]:
+def _record_states(rt: Services, account: str) -> list[str]:
     """Every state the account's runner moves through from now on (in order)."""
     runner = rt.supervisor.runner(account)
     assert runner is not None
@@ -205,13 +205,13 @@ async def test_solanatracker_json_pings_are_answered_and_counted_as_pings(
         assert str(_status(rt, account.id)["state"]) == "live"
 
 
-async def _symbols(rt: Runtime, account: str) -> dict[tuple[str, str], str | None]:
+async def _symbols(rt: Services, account: str) -> dict[tuple[str, str], str | None]:
     await rt.writer.drain(1)
     snap = await rt.reader.snapshot([account])
     return {(r.wallet, r.asset): r.symbol for r in snap.records}
 
 
-async def _price_doc(rt: Runtime, mint: str) -> dict[str, object]:
+async def _price_doc(rt: Services, mint: str) -> dict[str, object]:
     raw = await rt.redis.hget(rt.keys.prices, mint)
     return {} if raw is None else dict(orjson.loads(raw))
 

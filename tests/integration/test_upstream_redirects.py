@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from app.settings import AccountConfig
+from app.accounts import AccountConfig
 from tests.integration.conftest import fast_settings, metric, running_service, wait_until
 
 KEY = "CANARY-REDIRECT-KEY-4242"

@@ -16,9 +16,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.runtime import Runtime
+from app.accounts import AccountConfig
 from app.service import create_app
-from app.settings import AccountConfig, Settings
+from app.services import Services
+from app.settings import Settings
 from app.simulators.runner import Simulators, start_simulators
 from tests.integration.conftest import (
     account_for,
@@ -27,6 +28,7 @@ from tests.integration.conftest import (
     fast_settings,
     go_live,
     metric,
+    supervisor_of,
     wait_until,
 )
 
@@ -59,8 +61,8 @@ class Api:
         self.http = http
 
     @property
-    def runtime(self) -> Runtime:
-        runtime: Runtime = self.app.state.runtime
+    def runtime(self) -> Services:
+        runtime: Services = self.app.state.services
         return runtime
 
     async def get(self, path: str, **params: str) -> Any:
@@ -247,7 +249,7 @@ async def test_bad_ticker_frames_are_rejected_whole_and_counted(
             return {"bitopro", "sfox"} <= sources
 
         assert await wait_until(both_priced, 15)
-        attempts = {a.id: rt.supervisor.runners[a.id].attempts for a in accounts}
+        attempts = {a.id: supervisor_of(rt).runners[a.id].attempts for a in accounts}
         before = {p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]}
         kinds = ("bad_json", "wrong_types", "negative", "non_numeric", "zero")
         for kind in kinds:
@@ -282,7 +284,7 @@ async def test_bad_ticker_frames_are_rejected_whole_and_counted(
         assert after["BTC_TWD"] == before["BTC_TWD"] and after["btcusd"] == before["btcusd"]
         # the account sockets and states never noticed
         for account in accounts:
-            runner = rt.supervisor.runners[account.id]
+            runner = supervisor_of(rt).runners[account.id]
             assert str(runner.state) == "live" and runner.attempts == attempts[account.id]
             ours, truth = await converge(rt, sims, account.venue, account.id)
             assert ours == truth
@@ -354,4 +356,4 @@ async def test_prices_follow_what_another_replica_stored(
 
             assert await wait_until(followed, 15)
             # it owns no account and runs no price socket: the prices came through Redis
-            assert not second.runtime.supervisor.runners and not second.runtime.prices.feeds
+            assert not supervisor_of(second.runtime).runners and not second.runtime.prices.feeds

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from app.runtime import Runtime
-from app.settings import AccountConfig
+from app.accounts import AccountConfig
+from app.services import Services
 from app.simulators.runner import Simulators
 from app.simulators.sfox import REST_PATH, WS_PATH, SfoxSimulator
 from tests.integration.conftest import (
@@ -102,7 +102,7 @@ def sfox_account(sim: RecordingSfox, n: int) -> AccountConfig:
     )  # fmt: skip
 
 
-def states(rt: Runtime, ids: list[str]) -> dict[str, str]:
+def states(rt: Services, ids: list[str]) -> dict[str, str]:
     out = {}
     for account in ids:
         runner = rt.supervisor.runner(account)

@@ -13,6 +13,7 @@ from decimal import Decimal
 import aiohttp
 import pytest
 
+from app.accounts import AccountConfig
 from app.prices.feed import (
     BitoproTickerChannel,
     PriceFeedClient,
@@ -23,7 +24,6 @@ from app.prices.graph import PriceGraph, Reason, Unvalued, Valued
 from app.prices.model import Price
 from app.ratelimit import VenueLimiter
 from app.reconnect import SocketOptions
-from app.settings import AccountConfig
 from app.simulators.bitopro import BitoproSimulator
 from app.simulators.deltadefi import DeltaDefiSimulator
 from tests.venues.conftest import CANARY_KEY

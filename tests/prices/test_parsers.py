@@ -8,9 +8,9 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from app.accounts import AccountConfig
 from app.prices import bitopro, deltadefi, sfox, solanatracker
 from app.prices.model import Price, PriceSource
-from app.settings import AccountConfig
 from app.venues.base import ProtocolError
 from tests.prices.conftest import RECEIVED
 from tests.venues.conftest import CANARY_KEY, TRUMP, account

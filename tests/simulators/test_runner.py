@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from app.settings import AccountConfig
+from app.accounts import AccountConfig
 from app.simulators.runner import Simulators, start_simulators
 from tests.simulators.wsclient import bitopro_headers, recv_json
 

@@ -53,7 +53,7 @@ async def test_no_parts_yet_is_not_started(tmp_path: Path, path: str) -> None:
 @pytest.mark.parametrize("path", ["/v1/balances", "/v1/balances/acct-0", "/v1/totals"])
 async def test_a_mirror_not_loaded_is_not_loaded(tmp_path: Path, path: str) -> None:
     app = _app(tmp_path)
-    app.state.runtime = SimpleNamespace(hub=SimpleNamespace(loaded=False))
+    app.state.services = SimpleNamespace(hub=SimpleNamespace(loaded=False))
     status, body = await _get(app, path)
     assert status == 503 and body["error"] == {
         "code": "not_loaded",

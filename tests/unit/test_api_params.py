@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.accounts import ACCOUNT_ID_RE
 from app.api.errors import BadParam
 from app.api.params import (
     MAX_FILTER_ITEMS,
@@ -13,7 +14,6 @@ from app.api.params import (
     parse_since,
     split_list,
 )
-from app.settings import ACCOUNT_ID_RE
 
 
 def test_comma_lists_and_repeats_read_alike() -> None:

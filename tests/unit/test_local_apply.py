@@ -16,9 +16,9 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
+from app.accounts import AccountConfig
 from app.domain import AssetBalance, Venue
 from app.metrics import Metrics
-from app.settings import AccountConfig
 from app.store import BalanceReader, BalanceWriter, Keys
 from app.stream.hub import HubOptions, StreamHub
 from app.stream.subscriber import Subscriber

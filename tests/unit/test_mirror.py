@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from app.accounts import AccountConfig
 from app.domain import BalanceRecord
-from app.settings import AccountConfig
 from app.store import Change, StateSnapshot
 from app.stream.messages import parse_change
 from app.stream.mirror import Mirror

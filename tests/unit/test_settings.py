@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, Settings, load_accounts
+from app.accounts import ConfigError, load_accounts
+from app.settings import Settings
 
 CANARY = "CANARY-s3cr3t-9f8e7d"
 WALLET = "FV1r15rbNKkJanXLheoJA7fXEq6NDuMJ3bukXuhJWyV1"

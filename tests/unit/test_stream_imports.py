@@ -1,11 +1,11 @@
-"""The stream package stands on its own: no Runtime bag, no upstream side."""
+"""The stream package stands on its own: no service wiring, no upstream side."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-FORBIDDEN = ("app.runtime", "app.supervisor", "app.upstream", "app.api", "app.service")
+FORBIDDEN = ("app.services", "app.supervisor", "app.upstream", "app.api", "app.service")
 
 
 def test_the_stream_package_imports_none_of_the_service_wiring() -> None:

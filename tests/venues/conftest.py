@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app.settings import AccountConfig
+from app.accounts import AccountConfig
 from tests.samples import VECTORS
 
 CANARY_KEY = "CANARY-KEY-456"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import AccountConfig
+from app.accounts import AccountConfig
 from app.venues import urls
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
-from app.api.deps import Resyncs, StartedRuntime
+from app.api.deps import Resyncs, StartedServices
 from app.api.errors import ApiError, openapi_errors, unknown_account
 from app.api.models import AccountsResponse, ResyncAccepted, json_response
 from app.api.params import AccountPath
@@ -28,7 +28,7 @@ router = APIRouter()
     tags=["accounts"],
     summary="Lifecycle state of every configured account",
 )
-async def get_accounts(rt: StartedRuntime) -> Response:
+async def get_accounts(rt: StartedServices) -> Response:
     return json_response(orjson.dumps({"accounts": rt.hub.account_views()}))
 
 
@@ -40,7 +40,7 @@ async def get_accounts(rt: StartedRuntime) -> Response:
     tags=["accounts"],
     summary="Reconnect the account's upstream socket and re-seed it",
 )
-async def post_resync(rt: StartedRuntime, resyncs: Resyncs, account: AccountPath) -> Response:
+async def post_resync(rt: StartedServices, resyncs: Resyncs, account: AccountPath) -> Response:
     if not rt.hub.has_account(account):
         raise unknown_account(account)
     # one resync per account per interval: each one reconnects and re-seeds upstream

@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.deps import LoadedRuntime, LoadedUnlessAt
+from app.api.deps import LoadedServices, LoadedUnlessAt
 from app.api.errors import ApiError, openapi_errors, unknown_account, unknown_quote
 from app.api.models import BalancesResponse, ValuedBalancesResponse, json_response
 from app.api.params import (
@@ -30,7 +30,7 @@ from app.api.params import (
 )
 from app.history import export
 from app.history.api import balances_at
-from app.runtime import Runtime
+from app.services import Services
 from app.valuation import LiveValuation, UnknownQuote
 
 router = APIRouter()
@@ -75,7 +75,7 @@ async def get_balances(
 )
 async def get_account_balances(
     request: Request,
-    rt: LoadedRuntime,
+    rt: LoadedServices,
     account: AccountPath,
     asset: AssetFilter = None,
     nonzero: NonzeroFlag = False,
@@ -89,7 +89,7 @@ async def get_account_balances(
 
 def _live_balances(
     request: Request,
-    rt: Runtime,
+    rt: Services,
     accounts: list[str] | None,
     asset: list[str] | None,
     nonzero: bool,

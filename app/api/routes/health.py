@@ -15,10 +15,10 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from app.api.deps import OptionalRuntime, StartedRuntime
+from app.api.deps import OptionalServices, StartedServices
 from app.api.models import Health, Readiness, json_response
 from app.domain import AccountState
-from app.runtime import Runtime
+from app.services import Services
 
 _READY_NAMES_SHOWN = 20
 
@@ -37,7 +37,7 @@ async def healthz() -> Response:
     tags=["health"],
     summary="Readiness: Redis answers and every enabled account has left connecting",
 )
-async def readyz(rt: OptionalRuntime) -> Response:
+async def readyz(rt: OptionalServices) -> Response:
     reasons = await readiness_problems(rt)
     if not reasons:
         return json_response(b'{"ready":true,"reasons":[]}')
@@ -56,7 +56,7 @@ async def readyz(rt: OptionalRuntime) -> Response:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
 )
-async def metrics(rt: StartedRuntime) -> Response:
+async def metrics(rt: StartedServices) -> Response:
     rt.metrics.pending_writes.set(rt.writer.pending_keys())
     return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -67,7 +67,7 @@ def _named(names: list[str]) -> str:
     return shown + more
 
 
-async def readiness_problems(rt: Runtime | None) -> list[str]:
+async def readiness_problems(rt: Services | None) -> list[str]:
     """Why the instance should not take traffic yet (empty when ready)."""
     if rt is None:
         return ["the service is starting"]

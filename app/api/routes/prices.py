@@ -7,7 +7,7 @@ import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.api.deps import StartedRuntime
+from app.api.deps import StartedServices
 from app.api.errors import openapi_errors
 from app.api.models import PricesResponse, json_response
 from app.prices.report import assumptions_doc, price_doc
@@ -23,7 +23,7 @@ router = APIRouter()
     tags=["prices"],
     summary="Every known market price with its source, path, age and stale flag",
 )
-async def get_prices(rt: StartedRuntime) -> Response:
+async def get_prices(rt: StartedServices) -> Response:
     graph = rt.prices.graph
     doc = {
         "prices": [price_doc(q) for q in graph.prices()],

@@ -18,10 +18,10 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from app.api.deps import OptionalRuntime
+from app.api.deps import OptionalServices
 from app.api.errors import BadParam, error_response
 from app.api.params import account_list, asset_list, parse_flag, parse_since
-from app.runtime import Runtime
+from app.services import Services
 from app.settings import Settings
 from app.stream.hub import StreamHub
 from app.stream.subscriber import Subscriber
@@ -33,7 +33,7 @@ router = APIRouter()
 
 
 @router.websocket(STREAM_PATH)
-async def stream(websocket: WebSocket, rt: OptionalRuntime) -> None:
+async def stream(websocket: WebSocket, rt: OptionalServices) -> None:
     await serve_stream(websocket, rt)
 
 
@@ -95,7 +95,7 @@ def handle_client_frame(hub: StreamHub, sub: Subscriber, message: Mapping[str, A
         )
 
 
-async def serve_stream(websocket: WebSocket, rt: Runtime | None) -> None:
+async def serve_stream(websocket: WebSocket, rt: Services | None) -> None:
     """One downstream client from handshake to close (auth already checked by the guard)."""
     params = websocket.query_params
     try:

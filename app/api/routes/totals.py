@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.deps import LoadedRuntime
+from app.api.deps import LoadedServices
 from app.api.errors import openapi_errors, unknown_quote
 from app.api.models import TotalsResponse, json_response
 from app.api.params import AccountFilter, Format, Quote, account_list
@@ -30,7 +30,7 @@ router = APIRouter()
 )
 async def get_totals(
     request: Request,
-    rt: LoadedRuntime,
+    rt: LoadedServices,
     quote: Quote = "USD",
     account: AccountFilter = None,
     format: Format = None,
