@@ -21,8 +21,9 @@ import orjson
 
 from app.prices.graph import GraphView, PriceGraph
 from app.prices.report import balance_value, resolve_quote, totals_doc
+from app.store.records import record_json
 from app.stream.hub import StreamHub
-from app.stream.messages import normalize_assets, record_json
+from app.stream.messages import normalize_assets
 
 
 class UnknownQuote(Exception):

@@ -36,21 +36,43 @@ def event_prefix(account: str, kind: str) -> bytes:
     )  # fmt: skip
 
 
+def _content(
+    account: str, venue: str, wallet: str, asset: str, symbol: str | None,
+    total: Decimal, available: Decimal, locked: Decimal, extra: Mapping[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The record's fields before its times, in the order every encoding keeps."""
+    return {
+        "account": account,
+        "venue": venue,
+        "wallet": wallet,
+        "asset": asset,
+        "symbol": symbol,
+        "total": decimal_str(total),
+        "available": decimal_str(available),
+        "locked": decimal_str(locked),
+        "extra": dict(extra),
+    }
+
+
 def encode_content(account: str, venue: str, balance: AssetBalance) -> bytes:
     """The comparable part of a record: everything but the times and the stale flag."""
+    b = balance
     return orjson.dumps(
-        {
-            "account": account,
-            "venue": venue,
-            "wallet": balance.wallet,
-            "asset": balance.asset,
-            "symbol": balance.symbol,
-            "total": decimal_str(balance.total),
-            "available": decimal_str(balance.available),
-            "locked": decimal_str(balance.locked),
-            "extra": dict(balance.extra),
-        }
-    )
+        _content(account, venue, b.wallet, b.asset, b.symbol, b.total, b.available,
+                 b.locked, b.extra)
+    )  # fmt: skip
+
+
+def record_json(record: BalanceRecord) -> bytes:
+    """A whole record in the field order the write script produces (``stale`` false,
+    last: readers flip it for a stale account)."""
+    r = record
+    doc = _content(r.account, r.venue, r.wallet, r.asset, r.symbol, r.total, r.available,
+                   r.locked, r.extra)  # fmt: skip
+    doc["updated_at"] = r.updated_at
+    doc["venue_ts"] = r.venue_ts
+    doc["stale"] = False
+    return orjson.dumps(doc)
 
 
 def encode_venue_ts(venue_ts: str | None) -> bytes:

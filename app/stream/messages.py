@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from app.domain import BalanceRecord
 from app.prices.model import Price
 from app.store import Change, decimal_str, iso_time
 from app.stream.fastwrite import text_frame
@@ -56,26 +55,6 @@ class Message:
         if frame is None:
             frame = self.frame = text_frame(self.encoded())
         return frame
-
-
-def record_json(record: BalanceRecord) -> bytes:
-    """A record in the field order the Redis write script produces (``stale`` last)."""
-    return orjson.dumps(
-        {
-            "account": record.account,
-            "venue": record.venue,
-            "wallet": record.wallet,
-            "asset": record.asset,
-            "symbol": record.symbol,
-            "total": decimal_str(record.total),
-            "available": decimal_str(record.available),
-            "locked": decimal_str(record.locked),
-            "extra": dict(record.extra),
-            "updated_at": record.updated_at,
-            "venue_ts": record.venue_ts,
-            "stale": False,
-        }
-    )
 
 
 def parse_change(change: Change, received: float) -> tuple[Message, dict[str, Any]]:

@@ -29,7 +29,8 @@ import orjson
 from app.accounts import AccountConfig
 from app.domain import AccountState, AccountStatus, BalanceRecord
 from app.store import StateSnapshot, decimal_str, field_name
-from app.stream.messages import Message, normalize_assets, record_json, snapshot_message
+from app.store.records import record_json
+from app.stream.messages import Message, normalize_assets, snapshot_message
 
 _OWNED_STATES = frozenset({AccountState.CONNECTING, AccountState.SYNCING, AccountState.LIVE})
 _STALE_FALSE = b'"stale":false}'
