@@ -23,7 +23,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from app.domain import AccountState
+from app.domain import EXACT, AccountState
 
 MISSING = "—"
 HIGHLIGHT = "bold black on yellow"
@@ -280,7 +280,9 @@ def balances_footer(doc: Mapping[str, Any], quote: str | None) -> Text:
             unpriced = [r for r in records if r.get("value") is None]
             parts.append(f"coverage: {len(priced)} of {len(records)} holdings priced")
             if priced:
-                total = sum((Decimal(str(r["value"])) for r in priced), Decimal(0))
+                total = Decimal(0)
+                for r in priced:  # exact: the default context would round at 28 digits
+                    total = EXACT.add(total, Decimal(str(r["value"])))
                 label = "value" if not unpriced else "priced value"
                 parts.append(f"{label} {grouped(str(total))} {quote}")
             if unpriced:

@@ -18,7 +18,7 @@ from sqlalchemy import Table, and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.domain import AccountState
+from app.domain import EXACT, AccountState
 from app.history import schema
 from app.history.schema import Key, RawRecord
 from app.history.snapshot_cache import SnapshotCache
@@ -432,10 +432,11 @@ async def series(
                    "reason": exc.code}  # fmt: skip
         else:
             sums = [Decimal(0), Decimal(0), Decimal(0)]
+            add = EXACT.add  # a balance sum: exact, never rounded to 28 digits
             for r in state.raw.values():  # total, available, locked as stored
-                sums[0] += Decimal(r[5])
-                sums[1] += Decimal(r[6])
-                sums[2] += Decimal(r[7])
+                sums[0] = add(sums[0], Decimal(r[5]))
+                sums[1] = add(sums[1], Decimal(r[6]))
+                sums[2] = add(sums[2], Decimal(r[7]))
             yield {"time": iso_us(t), "total": decimal_str(sums[0]),
                    "available": decimal_str(sums[1]), "locked": decimal_str(sums[2]),
                    "seq": state.seq}  # fmt: skip

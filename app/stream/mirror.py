@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from app.accounts import AccountConfig
-from app.domain import AccountState, AccountStatus, BalanceRecord
+from app.domain import EXACT, AccountState, AccountStatus, BalanceRecord
 from app.store import StateSnapshot, decimal_str, field_name
 from app.store.records import record_json
 from app.stream.messages import Message, normalize_assets, snapshot_message
@@ -371,7 +371,9 @@ class Mirror:
                 key = (account, entry.asset)
                 prev = out.get(key)
                 if prev is not None:
-                    values = (prev[0] + values[0], prev[1] + values[1], prev[2] + values[2])
+                    add = EXACT.add
+                    values = (add(prev[0], values[0]), add(prev[1], values[1]),
+                              add(prev[2], values[2]))  # fmt: skip
                 out[key] = values
         return out
 

@@ -205,3 +205,20 @@ async def test_the_database_password_never_leaks(
         assert canary not in repr(svc.services.settings)
     assert canary not in caplog.text
     assert "***" in caplog.text  # the URL is logged, masked
+
+
+async def test_series_sums_long_amounts_exactly(service_factory: ServiceFactory) -> None:
+    """A sum past 28 significant digits (Python's default context) is not rounded."""
+    async with service_factory([account("ex-a"), account("ex-b")]) as svc:
+        for name in ("ex-a", "ex-b"):
+            svc.owner.submit_status(name, status_doc(name, AccountState.LIVE))
+        await svc.settle()
+        svc.owner.submit_snapshot(
+            "ex-a", "deltadefi", "", [bal("BIG", "1234567890123456789012345678.25")]
+        )
+        svc.owner.submit_snapshot("ex-b", "deltadefi", "", [bal("BIG", "0.00000001")])
+        await _caught_up(svc)
+        now = iso_us(time.time_ns() // 1000)
+        status, series = await svc.get("/v1/history/series", asset="BIG", to=now, step="1h")
+        assert status == 200, series
+        assert series["points"][-1]["total"] == "1234567890123456789012345678.25000001"

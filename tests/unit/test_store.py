@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from app.domain import AssetBalance
+from app.domain import AssetBalance, adds_up
 from app.prices.graph import PriceGraph
 from app.prices.report import totals_doc
 from app.redis_server import EmbeddedRedis
@@ -55,7 +55,7 @@ async def test_exact_round_trip_of_large_amount(
     assert record.total == Decimal("999999999999.99999999")
     assert record.available == Decimal("0.00000001")
     assert record.locked == Decimal("999999999999.99999998")
-    assert record.total == record.available + record.locked
+    assert adds_up(record.total, record.available, record.locked)
     raw = await redis_client.hget(Keys(key_prefix).balances("acct"), field_name("", "ADA"))
     assert isinstance(raw, bytes) and b'"total":"999999999999.99999999"' in raw
     (msg,) = await messages(reader)

@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.domain import BalanceSnapshot, BalanceUpdate, Event, PriceUpdate, VenueEvent
+from app.domain import BalanceSnapshot, BalanceUpdate, Event, PriceUpdate, VenueEvent, adds_up
 from app.mints import USDC
 from app.venues import make_session
 from app.venues.base import HttpRequest, ProtocolError, VenueSession
@@ -123,7 +123,7 @@ def check_events(events: list[Event]) -> None:
         if isinstance(event, BalanceUpdate | BalanceSnapshot):
             for b in event.balances:
                 assert all(type(x) is Decimal for x in (b.total, b.available, b.locked))
-                assert b.total == b.available + b.locked
+                assert adds_up(b.total, b.available, b.locked)
                 assert min(b.total, b.available, b.locked) >= 0
                 assert "|" not in b.wallet and "|" not in b.asset
         elif isinstance(event, PriceUpdate):
