@@ -6,13 +6,15 @@ Everything here is an immutable value with exact ``Decimal`` amounts; nothing do
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from pydantic import Field
+
+from app.names import AccountState as AccountState  # re-exported: the domain's vocabulary
+from app.names import Venue as Venue
 
 if TYPE_CHECKING:
     from app.prices.model import Price
@@ -27,24 +29,6 @@ differences of them are exact."""
 def adds_up(total: Decimal, available: Decimal, locked: Decimal) -> bool:
     """The balance invariant ``total == available + locked``, computed exactly."""
     return EXACT.add(available, locked) == total
-
-
-class Venue(enum.StrEnum):
-    BITOPRO = "bitopro"
-    SFOX = "sfox"
-    DELTADEFI = "deltadefi"
-    SOLANATRACKER = "solanatracker"
-
-
-class AccountState(enum.StrEnum):
-    """Lifecycle of one upstream account (SPEC §7)."""
-
-    CONNECTING = "connecting"
-    SYNCING = "syncing"
-    LIVE = "live"
-    STALE = "stale"
-    AUTH_FAILED = "auth_failed"
-    DISABLED = "disabled"
 
 
 @dataclass(frozen=True, slots=True)

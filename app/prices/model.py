@@ -13,19 +13,19 @@ import enum
 from dataclasses import dataclass
 from decimal import Decimal
 
+from app.names import Venue
+
 
 class PriceSource(enum.StrEnum):
     """Where a price came from. Market sources are the venues; the rest are assumptions.
 
-    The market sources are spelled as the venues' names (:class:`app.domain.Venue`, equal
-    as strings), not taken from it: :mod:`app.domain` carries prices in its events, so this
-    module sits below it.
+    The market sources are the venues (:class:`app.names.Venue`).
     """
 
-    BITOPRO = "bitopro"
-    SFOX = "sfox"
-    DELTADEFI = "deltadefi"
-    SOLANATRACKER = "solanatracker"
+    BITOPRO = Venue.BITOPRO.value
+    SFOX = Venue.SFOX.value
+    DELTADEFI = Venue.DELTADEFI.value
+    SOLANATRACKER = Venue.SOLANATRACKER.value
     PEG = "peg"
     STATIC = "static"
     IDENTITY = "identity"
