@@ -44,7 +44,8 @@ class _Content:
 
 @dataclass(slots=True)
 class _PendingAccount:
-    """Everything not yet written for one account, conflated to the newest value per key.
+    """Everything not yet written for one account: the newest value per key, and the
+    superseded values the writer still keeps (``earlier``).
 
     Invariant: a field whose wallet has a pending replace lives in ``replaces``, never in
     ``updates``, so writing replaces and updates in one script keeps arrival order.
@@ -53,6 +54,9 @@ class _PendingAccount:
     venue: str
     replaces: dict[str, dict[str, _Content]] = field(default_factory=dict)
     updates: dict[str, _Content] = field(default_factory=dict)
+    # values an update superseded before they were written, oldest first, that the
+    # writer keeps (see KEEP_PER_SECOND); never for a wallet with a pending replace
+    earlier: list[tuple[str, _Content]] = field(default_factory=list)
     last_message_ts: float = 0.0  # newest upstream receive time (epoch s)
     first_received: float = 0.0  # oldest upstream receive time not yet written (epoch s)
 
@@ -61,17 +65,28 @@ class _PendingAccount:
         prefix = wallet + FIELD_SEP
         for name in [n for n in self.updates if n.startswith(prefix)]:
             del self.updates[name]
+        if self.earlier:
+            # the replace supersedes them, and listing them would keep assets it removes
+            self.earlier = [e for e in self.earlier if not e[0].startswith(prefix)]
 
-    def add_update(self, name: str, content: _Content) -> None:
+    def add_update(self, name: str, content: _Content) -> _Content | None:
+        """Set ``name``'s pending value; return the different pending value it superseded
+        (one a pending replace holds is not returned: the replace keeps its place)."""
         wallet = name.partition(FIELD_SEP)[0]
         scope = self.replaces.get(wallet)
         if scope is not None:
             scope[name] = content
-        else:
-            self.updates[name] = content
+            return None
+        updates = self.updates
+        older = updates.get(name)
+        updates[name] = content
+        if older is None or older.balance == content.balance:
+            return None
+        return older
 
     def merge_newer(self, newer: _PendingAccount) -> None:
-        """Fold ``newer`` (arrived later) on top of this older pending set."""
+        """Fold ``newer`` (arrived later) on top of this older pending set; values that
+        ``newer`` kept as :attr:`earlier` are conflated away (the write was retried)."""
         for wallet, contents in newer.replaces.items():
             self.add_replace(wallet, dict(contents))
         for name, content in newer.updates.items():
@@ -97,6 +112,13 @@ class _Note:
 _FENCED = -1  # a write script's answer: another instance owns the account
 _DATA_LOST = -2  # a write script's answer: lease and holder gone with a lost data set
 _HELD_RETRY_S = 0.1
+KEEP_PER_SECOND = 1_000
+KEEP_PER_KEY = 200
+"""Superseded values kept per second, in all and per key: below them every value of a
+key reaches the change stream (and so every client and the history) even when it
+changes faster than the writer flushes; past them (a burst) only the newest of a flush.
+So a key changing 100 times a second shows every value, one changing 5,000 times a
+second costs at most 200 extra entries a second."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +167,12 @@ class BalanceWriter:
     one Redis round trip. On a Redis error nothing is lost: the taken batch is merged back
     under anything newer and retried with backoff, and memory stays bounded by the
     number of keys (values are conflated), not by the number of frames.
+
+    Conflation is the answer to load, not the rule: while the writer is healthy, up to
+    ``keep_per_second`` superseded values a second (``keep_per_key`` per key) are written
+    too, each with its own ``seq`` before the newer one, so a key that changes faster
+    than one flush still shows every value on the change stream; past that budget (a
+    burst), only the newest.
     """
 
     def __init__(
@@ -157,6 +185,8 @@ class BalanceWriter:
         on_flush: Callable[[Sequence[FlushResult]], None] | None = None,
         on_error: Callable[[str, BaseException], None] | None = None,
         max_pending_notes: int = 10_000,
+        keep_per_second: int = KEEP_PER_SECOND,
+        keep_per_key: int = KEEP_PER_KEY,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -168,6 +198,11 @@ class BalanceWriter:
         self._notes: deque[_Note] = deque()
         self._prices: dict[str, bytes] = {}
         self._max_notes = max_pending_notes
+        self.keep_per_second = keep_per_second
+        self.keep_per_key = keep_per_key
+        self._keep = keep_per_second  # left in this second's window
+        self._kept: dict[tuple[str, str], int] = {}  # (account, field) -> kept this second
+        self._window = int(time.monotonic())
         self.dropped_notes = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -215,11 +250,34 @@ class BalanceWriter:
         balances: Iterable[AssetBalance],
         venue_ts: str | None = None,
     ) -> None:
-        """New values for some assets; others untouched."""
+        """New values for some assets; others untouched. While the writer is healthy and
+        within its budgets (see KEEP_PER_SECOND), a pending value this supersedes is
+        written too, before it, so the change stream carries every value, not only the
+        newest."""
         pending = self._account(account, venue)
         for b in balances:
-            pending.add_update(field_name(b.wallet, b.asset), _Content(b, venue_ts))
+            name = field_name(b.wallet, b.asset)
+            older = pending.add_update(name, _Content(b, venue_ts))
+            if older is not None and self._keep > 0 and self.healthy:
+                kept = self._kept.get((account, name), 0)
+                if kept < self.keep_per_key:
+                    self._kept[(account, name)] = kept + 1
+                    self._keep -= 1
+                    pending.earlier.append((name, older))
         self._kick()
+
+    @property
+    def keeping(self) -> bool:
+        """A superseded pending value may still be kept (see :meth:`submit_update`)."""
+        return self._keep > 0 and self.healthy
+
+    def _next_window(self) -> None:
+        """Renew the budgets of superseded values kept once a second."""
+        window = int(time.monotonic())
+        if window != self._window:
+            self._window = window
+            self._keep = self.keep_per_second
+            self._kept.clear()
 
     def touch(self, account: str, venue: str, received: float) -> None:
         """An upstream frame arrived at ``received`` (epoch s).
@@ -327,6 +385,7 @@ class BalanceWriter:
         pending, self._pending = self._pending, {}
         notes, self._notes = self._notes, deque()
         prices, self._prices = self._prices, {}
+        self._next_window()
         if not pending and not notes and not prices:
             return []
         now_us = time.time_ns() // 1000
@@ -353,6 +412,8 @@ class BalanceWriter:
                 for contents in acc.replaces.values():
                     for name, c in contents.items():
                         args += (name, encode_content(account, venue, c.balance), _vts(c))
+                for name, c in acc.earlier:
+                    args += (name, encode_content(account, venue, c.balance), _vts(c))
                 for name, c in acc.updates.items():
                     args += (name, encode_content(account, venue, c.balance), _vts(c))
                 keys = [
