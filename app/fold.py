@@ -156,6 +156,8 @@ class AccountFold:
                 self.state[key] = balance
                 changed.append(balance)
                 if batch is not None:
+                    if key in batch:
+                        self._supersede(batch[key])
                     batch[key] = (balance, update.venue_ts)
                 for touched in self._seeding.values():
                     touched.add(key)
@@ -186,11 +188,21 @@ class AccountFold:
         self.state[key] = balance
         for touched in self._seeding.values():
             touched.add(key)
-        if self._batch is not None:
-            self._batch[key] = (balance, venue_ts)
+        batch = self._batch
+        if batch is not None:
+            if key in batch:
+                self._supersede(batch[key])
+            batch[key] = (balance, venue_ts)
         else:
             self._writer.submit_update(self.account, self.venue, (balance,), venue_ts)
         return True
+
+    def _supersede(self, older: tuple[AssetBalance, str | None]) -> None:
+        """A later frame of the batch replaces ``older``: hand it to the writer now while
+        it still keeps superseded values (see ``BalanceWriter.submit_update``), so the
+        change stream carries it too."""
+        if self._writer.keeping:
+            self._writer.submit_update(self.account, self.venue, (older[0],), older[1])
 
     def begin_batch(self) -> None:
         """From now until :meth:`end_batch`, collect balance updates instead of handing
@@ -200,7 +212,9 @@ class AccountFold:
 
     def end_batch(self) -> None:
         """Hand the batch's updates to the writer once: newest value per asset, each with
-        the venue time of the frame that carried it. Snapshots kept their place."""
+        the venue time of the frame that carried it (values a later frame superseded went
+        to the writer as they were superseded, while it keeps them). Snapshots kept their
+        place."""
         self._submit_batch()
         self._batch = None
 

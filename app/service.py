@@ -41,8 +41,9 @@ from app.history.runtime import History, start_history
 from app.leases import Fence, LeaseManager
 from app.logs import SCRUBBER
 from app.metrics import Metrics
+from app.prices.graph import PriceGraph
 from app.prices.metrics import ValuationCollector
-from app.prices.service import PriceService
+from app.prices.service import PriceService, price_graph
 from app.redis_server import EmbeddedRedis
 from app.services import Services, UpstreamFactory
 from app.settings import Settings
@@ -147,21 +148,23 @@ def create_app(
         )
         app.state.history = history
         # -- end history ----------------------------------------------------------------
+        graph = price_graph(settings)
+        runners: dict[str, AccountRunner] = {}  # the accounts this process runs
+        hub = build_hub(
+            settings, resolved, client, reader, keys, metrics, graph, runners.__contains__,
+            own_writes,
+        )  # fmt: skip
         prices = PriceService(
             settings,
+            graph,
             writer,
             client,
             keys,
             on_reject=on_price_reject,
             on_price=history.prices.offer if history is not None else None,
+            on_announce=hub.publish_price,
         )
-        runners: dict[str, AccountRunner] = {}  # the accounts this process runs
-        hub = build_hub(
-            settings, resolved, client, reader, keys, metrics, prices, runners.__contains__,
-            own_writes,
-        )  # fmt: skip
-        prices.listeners.append(hub.publish_price)
-        metrics.registry.register(ValuationCollector(prices.graph, hub.records))
+        metrics.registry.register(ValuationCollector(graph, hub.records))
         supervisor = (upstream or Supervisor)(
             settings=settings,
             accounts=resolved,
@@ -277,7 +280,7 @@ def build_hub(
     reader: BalanceReader,
     keys: Keys,
     metrics: Metrics,
-    prices: PriceService,
+    prices: PriceGraph,
     runs_here: Callable[[str], bool],
     own_writes: asyncio.Queue[tuple[Change, ...]] | None = None,
 ) -> StreamHub:
@@ -296,7 +299,7 @@ def build_hub(
             metrics_balances=settings.metrics_balances,
         ),
         metrics=metrics,
-        prices=prices.graph.prices,
+        prices=prices.prices,
         runs_here=runs_here,
         own_writes=own_writes,
     )

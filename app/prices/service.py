@@ -60,31 +60,40 @@ from app.store import Keys
 log = logging.getLogger(__name__)
 
 
+def price_graph(settings: Settings, clock: Callable[[], float] = time.time) -> PriceGraph:
+    """The price graph with the service's ages, pegs and static prices."""
+    return PriceGraph(
+        max_age=settings.price_max_age,
+        max_ages=settings.price_max_ages,
+        pegs=settings.price_pegs,
+        identities=STABLE_MINTS,
+        static=settings.static_prices,
+        clock=clock,
+    )
+
+
 class PriceService:
     """Owns the price graph and every price socket this instance runs."""
 
     def __init__(
         self,
         settings: Settings,
+        graph: PriceGraph,
         writer: PriceWriter,
         redis: aioredis.Redis,
         keys: Keys,
         *,
         on_reject: Callable[[str, str], None] | None = None,
         on_price: Callable[[Price, bool], object] | None = None,
+        on_announce: Callable[[Price], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``graph`` (see :func:`price_graph`) is shared with the readers that value
+        balances; ``on_announce`` is told of every new market price (the stream hub)."""
         s = settings
         self.settings = settings
-        self.graph = PriceGraph(
-            max_age=s.price_max_age,
-            max_ages=s.price_max_ages,
-            pegs=s.price_pegs,
-            identities=STABLE_MINTS,
-            static=s.static_prices,
-            clock=clock,
-        )
-        self.listeners: list[Callable[[Price], None]] = []
+        self.graph = graph
+        self._on_announce = on_announce
         self._recorder = PriceRecorder(self.graph, writer, self._announce)
         self._redis = redis
         self._keys = keys
@@ -97,11 +106,12 @@ class PriceService:
     # -- prices in -----------------------------------------------------------------------
 
     def _announce(self, price: Price) -> None:
-        for listener in self.listeners:
-            try:
-                listener(price)
-            except Exception as exc:  # a listener's fault never loses the price
-                log.warning("price listener failed (%s)", type(exc).__name__)
+        if self._on_announce is None:
+            return
+        try:
+            self._on_announce(price)
+        except Exception as exc:  # a listener's fault never loses the price
+            log.warning("price listener failed (%s)", type(exc).__name__)
 
     def _history(self, price: Price, own: bool) -> None:
         if self._on_price is not None:

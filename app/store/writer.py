@@ -6,7 +6,8 @@ Every write is one Lua script: it checks the account's lease (the fence), compar
 writes, takes a ``seq`` per real change and appends the ready-to-send downstream message
 to ``P:changes`` in the same atomic step, so REST, the WebSocket and resume can never
 disagree. The writer keeps the newest state per key in memory while Redis is unreachable.
-Key names are in :mod:`app.store.keys`, the record shape in :mod:`app.store.records`.
+Key names are in :mod:`app.store.keys`, the record shape in :mod:`app.store.records`,
+what is held between flushes in :mod:`app.store.pending`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -28,75 +29,23 @@ from app.canonical import iso_time, iso_time_us
 from app.domain import AssetBalance
 from app.store import scripts
 from app.store.keys import FIELD_SEP, Keys, field_name
+from app.store.pending import Content, Note, PendingAccount
 from app.store.reader import Change
 from app.store.records import STATUS_PREFIX, encode_content, encode_venue_ts, event_prefix
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class _Content:
-    """A pending record; encoded only at flush, so conflated values cost no encoding."""
-
-    balance: AssetBalance
-    venue_ts: str | None
-
-
-@dataclass(slots=True)
-class _PendingAccount:
-    """Everything not yet written for one account, conflated to the newest value per key.
-
-    Invariant: a field whose wallet has a pending replace lives in ``replaces``, never in
-    ``updates``, so writing replaces and updates in one script keeps arrival order.
-    """
-
-    venue: str
-    replaces: dict[str, dict[str, _Content]] = field(default_factory=dict)
-    updates: dict[str, _Content] = field(default_factory=dict)
-    last_message_ts: float = 0.0  # newest upstream receive time (epoch s)
-    first_received: float = 0.0  # oldest upstream receive time not yet written (epoch s)
-
-    def add_replace(self, wallet: str, contents: dict[str, _Content]) -> None:
-        self.replaces[wallet] = contents
-        prefix = wallet + FIELD_SEP
-        for name in [n for n in self.updates if n.startswith(prefix)]:
-            del self.updates[name]
-
-    def add_update(self, name: str, content: _Content) -> None:
-        wallet = name.partition(FIELD_SEP)[0]
-        scope = self.replaces.get(wallet)
-        if scope is not None:
-            scope[name] = content
-        else:
-            self.updates[name] = content
-
-    def merge_newer(self, newer: _PendingAccount) -> None:
-        """Fold ``newer`` (arrived later) on top of this older pending set."""
-        for wallet, contents in newer.replaces.items():
-            self.add_replace(wallet, dict(contents))
-        for name, content in newer.updates.items():
-            self.add_update(name, content)
-        self.last_message_ts = max(self.last_message_ts, newer.last_message_ts)
-        if newer.first_received and (
-            not self.first_received or newer.first_received < self.first_received
-        ):
-            self.first_received = newer.first_received
-
-    def key_count(self) -> int:
-        return len(self.updates) + sum(len(c) for c in self.replaces.values())
-
-
-@dataclass(frozen=True, slots=True)
-class _Note:
-    account: str
-    kind: str  # "status" | "event"
-    body: bytes
-    prefix: bytes
-
-
 _FENCED = -1  # a write script's answer: another instance owns the account
 _DATA_LOST = -2  # a write script's answer: lease and holder gone with a lost data set
 _HELD_RETRY_S = 0.1
+KEEP_PER_SECOND = 1_000
+KEEP_PER_KEY = 200
+"""Superseded values kept per second, in all and per key: below them every value of a
+key reaches the change stream (and so every client and the history) even when it
+changes faster than the writer flushes; past them (a burst) only the newest of a flush.
+So a key changing 100 times a second shows every value, one changing 5,000 times a
+second costs at most 200 extra entries a second."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +78,7 @@ def _written(account: str, reply: list[Any], received: float | None) -> tuple[Ch
     return tuple(out)
 
 
-def _vts(content: _Content) -> bytes:
+def _vts(content: Content) -> bytes:
     return encode_venue_ts(content.venue_ts)
 
 
@@ -145,6 +94,12 @@ class BalanceWriter:
     one Redis round trip. On a Redis error nothing is lost: the taken batch is merged back
     under anything newer and retried with backoff, and memory stays bounded by the
     number of keys (values are conflated), not by the number of frames.
+
+    Conflation is the answer to load, not the rule: while the writer is healthy, up to
+    ``keep_per_second`` superseded values a second (``keep_per_key`` per key) are written
+    too, each with its own ``seq`` before the newer one, so a key that changes faster
+    than one flush still shows every value on the change stream; past that budget (a
+    burst), only the newest.
     """
 
     def __init__(
@@ -157,6 +112,8 @@ class BalanceWriter:
         on_flush: Callable[[Sequence[FlushResult]], None] | None = None,
         on_error: Callable[[str, BaseException], None] | None = None,
         max_pending_notes: int = 10_000,
+        keep_per_second: int = KEEP_PER_SECOND,
+        keep_per_key: int = KEEP_PER_KEY,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -164,10 +121,15 @@ class BalanceWriter:
         self._fence = fence or (lambda _account: "")
         self._on_flush = on_flush
         self._on_error = on_error
-        self._pending: dict[str, _PendingAccount] = {}
-        self._notes: deque[_Note] = deque()
+        self._pending: dict[str, PendingAccount] = {}
+        self._notes: deque[Note] = deque()
         self._prices: dict[str, bytes] = {}
         self._max_notes = max_pending_notes
+        self.keep_per_second = keep_per_second
+        self.keep_per_key = keep_per_key
+        self._keep = keep_per_second  # left in this second's window
+        self._kept: dict[tuple[str, str], int] = {}  # (account, field) -> kept this second
+        self._window = int(time.monotonic())
         self.dropped_notes = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -186,10 +148,10 @@ class BalanceWriter:
 
     # -- submitting (memory only) ------------------------------------------------------
 
-    def _account(self, account: str, venue: str) -> _PendingAccount:
+    def _account(self, account: str, venue: str) -> PendingAccount:
         pending = self._pending.get(account)
         if pending is None:
-            pending = self._pending[account] = _PendingAccount(venue)
+            pending = self._pending[account] = PendingAccount(venue)
         return pending
 
     def submit_snapshot(
@@ -201,7 +163,7 @@ class BalanceWriter:
         venue_ts: str | None = None,
     ) -> None:
         """Replace the whole ``wallet`` scope of ``account``: assets not listed are removed."""
-        contents = {field_name(b.wallet, b.asset): _Content(b, venue_ts) for b in balances}
+        contents = {field_name(b.wallet, b.asset): Content(b, venue_ts) for b in balances}
         for name in contents:
             if name.partition(FIELD_SEP)[0] != wallet:
                 raise ValueError(f"snapshot of wallet {wallet!r} holds {name!r}")
@@ -215,11 +177,34 @@ class BalanceWriter:
         balances: Iterable[AssetBalance],
         venue_ts: str | None = None,
     ) -> None:
-        """New values for some assets; others untouched."""
+        """New values for some assets; others untouched. While the writer is healthy and
+        within its budgets (see KEEP_PER_SECOND), a pending value this supersedes is
+        written too, before it, so the change stream carries every value, not only the
+        newest."""
         pending = self._account(account, venue)
         for b in balances:
-            pending.add_update(field_name(b.wallet, b.asset), _Content(b, venue_ts))
+            name = field_name(b.wallet, b.asset)
+            older = pending.add_update(name, Content(b, venue_ts))
+            if older is not None and self._keep > 0 and self.healthy:
+                kept = self._kept.get((account, name), 0)
+                if kept < self.keep_per_key:
+                    self._kept[(account, name)] = kept + 1
+                    self._keep -= 1
+                    pending.earlier.append((name, older))
         self._kick()
+
+    @property
+    def keeping(self) -> bool:
+        """A superseded pending value may still be kept (see :meth:`submit_update`)."""
+        return self._keep > 0 and self.healthy
+
+    def _next_window(self) -> None:
+        """Renew the budgets of superseded values kept once a second."""
+        window = int(time.monotonic())
+        if window != self._window:
+            self._window = window
+            self._keep = self.keep_per_second
+            self._kept.clear()
 
     def touch(self, account: str, venue: str, received: float) -> None:
         """An upstream frame arrived at ``received`` (epoch s).
@@ -236,15 +221,15 @@ class BalanceWriter:
 
     def submit_status(self, account: str, status: Mapping[str, Any]) -> None:
         """A lifecycle change: stored and broadcast in order (unchanged docs are skipped)."""
-        self._add_note(_Note(account, "status", orjson.dumps(dict(status)), STATUS_PREFIX))
+        self._add_note(Note(account, "status", orjson.dumps(dict(status)), STATUS_PREFIX))
 
     def submit_event(self, account: str, kind: str, data: Mapping[str, Any]) -> None:
         """A venue event to re-broadcast (order, points, swap); bounded while Redis is down."""
         self._add_note(
-            _Note(account, "event", orjson.dumps(dict(data)), event_prefix(account, kind))
+            Note(account, "event", orjson.dumps(dict(data)), event_prefix(account, kind))
         )
 
-    def _add_note(self, note: _Note) -> None:
+    def _add_note(self, note: Note) -> None:
         if len(self._notes) >= self._max_notes:
             self._notes.popleft()
             self.dropped_notes += 1
@@ -327,6 +312,7 @@ class BalanceWriter:
         pending, self._pending = self._pending, {}
         notes, self._notes = self._notes, deque()
         prices, self._prices = self._prices, {}
+        self._next_window()
         if not pending and not notes and not prices:
             return []
         now_us = time.time_ns() // 1000
@@ -353,6 +339,8 @@ class BalanceWriter:
                 for contents in acc.replaces.values():
                     for name, c in contents.items():
                         args += (name, encode_content(account, venue, c.balance), _vts(c))
+                for name, c in acc.earlier:
+                    args += (name, encode_content(account, venue, c.balance), _vts(c))
                 for name, c in acc.updates.items():
                     args += (name, encode_content(account, venue, c.balance), _vts(c))
                 keys = [
@@ -435,8 +423,8 @@ class BalanceWriter:
 
     def _restore(
         self,
-        pending: dict[str, _PendingAccount],
-        notes: deque[_Note],
+        pending: dict[str, PendingAccount],
+        notes: deque[Note],
         prices: dict[str, bytes],
     ) -> None:
         prices.update(self._prices)

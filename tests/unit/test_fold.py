@@ -140,7 +140,8 @@ async def test_prices_events_and_status_reach_the_writer_through_the_fold(
 async def test_a_batch_hands_the_newest_value_per_asset_to_the_writer_once(
     redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
-    writer = BalanceWriter(redis_client, Keys(key_prefix))
+    """Under load (the writer keeps no superseded values) a batch conflates per asset."""
+    writer = BalanceWriter(redis_client, Keys(key_prefix), keep_per_second=0)
     writer.start()
     fold = AccountFold("acct", "bitopro", writer)
     submitted: list[tuple[str, ...]] = []
@@ -184,3 +185,26 @@ async def test_a_snapshot_inside_a_batch_keeps_its_place(
     await writer.drain(5)
     assert await state_of(redis_client, key_prefix) == {("", "BTC"): Decimal(2)}
     await writer.close()
+
+
+async def test_a_batch_passes_on_every_value_while_the_writer_keeps_them(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """Frames read together each reach the change stream in order, not just the last."""
+    keys = Keys(key_prefix)
+    writer = BalanceWriter(redis_client, keys)
+    fold = AccountFold("acct", "bitopro", writer)
+    with fold.batch():
+        for n in range(1, 4):
+            fold.apply_update(BalanceUpdate((b("BTC", str(n)),), f"t{n}"))
+        for n in range(4, 6):
+            lone: LoneBalance = ("", "BTC", Decimal(n), Decimal(n), Decimal(0), {}, f"t{n}")
+            assert fold.apply_lone(lone)
+    await writer.flush_once()
+    changes = await BalanceReader(redis_client, keys).changes_since(0)
+    docs = [orjson.loads(c.message) for c in changes]
+    assert [(d["balance"]["total"], d["balance"]["venue_ts"]) for d in docs] == [
+        (str(n), f"t{n}") for n in range(1, 6)
+    ]
+    assert [d["seq"] for d in docs] == [1, 2, 3, 4, 5]
+    assert await state_of(redis_client, key_prefix) == {("", "BTC"): Decimal(5)}

@@ -267,6 +267,72 @@ async def test_a_flush_returns_each_change_as_the_stream_holds_it(
     assert orjson.loads(written[3].message)["type"] == "removed"
 
 
+async def test_every_value_of_a_key_changed_before_a_flush_is_written_in_order(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """A key that changes faster than the writer flushes still shows each value."""
+    keys = Keys(key_prefix)
+    writer, reader = BalanceWriter(redis_client, keys), BalanceReader(redis_client, keys)
+    for n in range(1, 5):
+        writer.submit_update("a", "bitopro", [bal("BTC", str(n)), bal("ETH", "7")])
+    results = await writer.flush_once()
+    docs = await messages(reader)
+    assert [(d["balance"]["asset"], d["balance"]["total"]) for d in docs] == [  # type: ignore[index]
+        ("BTC", "1"),
+        ("BTC", "2"),
+        ("BTC", "3"),
+        ("BTC", "4"),
+        ("ETH", "7"),
+    ]  # each key's values in arrival order; an unchanged ETH is not repeated
+    assert [d["seq"] for d in docs] == [1, 2, 3, 4, 5]
+    assert [c.seq for r in results for c in r.written] == [1, 2, 3, 4, 5]
+    snap = await reader.snapshot(["a"])
+    assert {r.asset: r.total for r in snap.records} == {"BTC": 4, "ETH": 7}
+
+
+async def test_past_its_budgets_the_writer_keeps_only_the_newest_value(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    keys = Keys(key_prefix)
+    writer = BalanceWriter(redis_client, keys, keep_per_second=3, keep_per_key=2)
+    reader = BalanceReader(redis_client, keys)
+    for n in range(1, 6):
+        writer.submit_update("a", "bitopro", [bal("BTC", str(n)), bal("ETH", str(n))])
+    assert not writer.keeping  # three kept this second: BTC 1, ETH 1, BTC 2
+    await writer.flush_once()
+    docs = await messages(reader)
+    by_asset: dict[str, list[str]] = {}
+    for d in docs:
+        by_asset.setdefault(d["balance"]["asset"], []).append(d["balance"]["total"])  # type: ignore[index]
+    assert by_asset == {"BTC": ["1", "2", "5"], "ETH": ["1", "5"]}
+    await asyncio.sleep(1.05)  # the budgets are a second's
+    await writer.flush_once()
+    assert writer.keeping
+
+
+async def test_a_replace_drops_the_superseded_values_of_its_wallet(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """Kept values of assets a later snapshot no longer lists must not keep them alive."""
+    keys = Keys(key_prefix)
+    writer, reader = BalanceWriter(redis_client, keys), BalanceReader(redis_client, keys)
+    writer.submit_snapshot("a", "bitopro", "", [bal("BTC", "1"), bal("ETH", "1")])
+    await writer.flush_once()
+    writer.submit_update("a", "bitopro", [bal("BTC", "2"), bal("SOL", "1", wallet="w")])
+    writer.submit_update("a", "bitopro", [bal("BTC", "3"), bal("SOL", "2", wallet="w")])
+    writer.submit_snapshot("a", "bitopro", "", [bal("ETH", "5")])  # BTC is gone
+    await writer.flush_once()
+    docs = await messages(reader, since=2)
+    seen = [(d["type"], d.get("asset") or d["balance"]["asset"]) for d in docs]  # type: ignore[index]
+    assert ("balance", "BTC") not in seen and ("removed", "BTC") in seen
+    assert [d["balance"]["total"] for d in docs if d["type"] == "balance"  # type: ignore[index]
+            and d["balance"]["asset"] == "SOL"] == ["1", "2"]  # type: ignore[index]  # fmt: skip
+    snap = await reader.snapshot(["a"])
+    assert {(r.wallet, r.asset): r.total for r in snap.records} == {
+        ("", "ETH"): 5, ("w", "SOL"): 2,
+    }  # fmt: skip
+
+
 async def test_status_is_stored_and_broadcast_once(
     redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
