@@ -22,7 +22,7 @@ AMOUNTS = ("total", "available", "locked")
 def timeless(doc: Any) -> Any:
     """``doc`` without price ages, which grow between two reads of the same state."""
     if isinstance(doc, dict):
-        return {k: timeless(v) for k, v in doc.items() if k != "price_age_s"}
+        return {k: timeless(v) for k, v in doc.items() if k not in ("price_age_s", "age_s")}
     if isinstance(doc, list):
         return [timeless(v) for v in doc]
     return doc
@@ -257,3 +257,43 @@ async def test_help_has_examples_and_never_shows_the_token() -> None:
         assert result.rc == 0
         assert "examples:" in result.out and f"balance-aggregator {command}" in result.out
         assert "BALAGG_API_TOKEN" in result.out
+
+
+def without_ages(doc: Any) -> list[dict[str, Any]]:
+    """The price entries without ``age_s``, which grows between two reads."""
+    return [{k: v for k, v in p.items() if k != "age_s"} for p in doc["prices"]]
+
+
+async def test_prices_table_and_csv_equal_rest(live: LiveService) -> None:
+    async def as_csv() -> CliResult:
+        return await run_cli("prices", "--url", live.base, "--csv")
+
+    rest, result = await same_state(live, "/v1/prices", {}, as_csv)
+    assert result.rc == 0, result.err
+    rows = list(csv.DictReader(io.StringIO(result.out)))
+    assert rest["prices"] and len(rows) == len(rest["prices"])
+    assert list(rows[0])[:4] == ["pair", "base", "quote", "price"]
+    for row, entry in zip(rows, without_ages(rest), strict=True):
+        for name, value in entry.items():
+            if value is None:
+                assert row[name] == "", name  # unknown stays an empty cell, never 0
+            elif isinstance(value, bool):
+                assert row[name] == ("true" if value else "false")
+            else:
+                assert row[name] == str(value), name
+        assert Decimal(row["price"]) == Decimal(entry["price"])
+
+    async def as_table() -> CliResult:
+        return await run_cli("prices", "--url", live.base, "--table", COLUMNS="240")
+
+    rest, result = await same_state(live, "/v1/prices", {}, as_table)
+    assert result.rc == 0, result.err
+    assert "\x1b[" not in result.out
+    names = header_names(result.out)
+    raw_rows = [line.strip("│").split("│") for line in result.out.splitlines() if line[:1] == "│"]
+    assert len(raw_rows) == len(rest["prices"])
+    cells = [row[names.index("price")] for row in raw_rows]
+    assert [c.strip() for c in cells] == [p["price"] for p in rest["prices"]]  # exact, in order
+    points = {c.index(".") for c in cells if "." in c}
+    assert len(points) == 1, f"prices not aligned on the point: {cells}"
+    assert f"{len(rest['prices'])} prices" in result.out
