@@ -292,6 +292,16 @@ async def test_overview_tables_and_events(
             await page.wait_for("document.documentElement.clientWidth === 400")
             assert await no_horizontal_scroll(page) == []
             assert sum((await slices(page, "alloc-symbol")).values()) == want
+            # a price and its source read as two words, not "0.5static"
+            crowded = await page.evaluate(
+                """[...document.querySelectorAll('#totals td .price-meta')].filter((meta) => {
+                     const num = meta.parentElement.querySelector('.price-num')
+                       .getBoundingClientRect();
+                     const m = meta.getBoundingClientRect();
+                     return m.top < num.bottom && m.left - num.right < 4;
+                   }).map((meta) => meta.parentElement.textContent)"""
+            )
+            assert crowded == [], crowded
             background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
             assert background == "rgb(15, 18, 22)", background
             shot = await page.screenshot(screenshot_path(tmp_path, "overview-400.png"))
