@@ -140,6 +140,15 @@ async def test_overview_tables_and_events(
                 for t in doc["totals"]
                 if t["usd"] is not None and Decimal(t["usd"]) != 0
             }
+            # hovering a slice (or its legend entry) tells its value exactly, every digit
+            hover = await page.evaluate(
+                """[document.querySelector('#alloc-symbol rect[data-slice="ADA"] title')
+                      .textContent,
+                    document.querySelector('#alloc-symbol [data-legend="ADA"]').title]"""
+            )
+            exact_ada = f"{by_asset['ADA']:,f} USD"
+            assert exact_ada == "502,576,596,755.83463711 USD"
+            assert all(text.startswith(f"ADA: {exact_ada} (") for text in hover), hover
             by_account = await slices(page, "alloc-account")
             assert sum(by_account.values()) == want
             assert by_account["dash-a"] == Decimal(BIG_ADA) * PRICES["ADA"] + 48500
