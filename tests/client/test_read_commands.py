@@ -4,8 +4,10 @@ line on stderr with a non-zero exit code."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import re
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -13,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from app.simulators.runner import Simulators
 from tests.client.conftest import TOKEN, CliResult, LiveService, run_cli
 from tests.integration.conftest import free_port
 
@@ -297,3 +300,43 @@ async def test_prices_table_and_csv_equal_rest(live: LiveService) -> None:
     points = {c.index(".") for c in cells if "." in c}
     assert len(points) == 1, f"prices not aligned on the point: {cells}"
     assert f"{len(rest['prices'])} prices" in result.out
+
+
+async def test_a_failed_account_is_marked_and_coloured_in_the_tables(
+    live: LiveService, sims: Simulators
+) -> None:
+    key = sims.default_keys["bitopro"]
+    sims.bitopro.refuse_auth(key)
+    sims.bitopro.drop(key)
+    deadline = time.monotonic() + 30
+    while True:
+        states = {a["account"]: a["state"] for a in (await live.get("/v1/accounts"))["accounts"]}
+        if states["bitopro-main"] == "auth_failed":
+            break
+        assert time.monotonic() < deadline, states
+        await asyncio.sleep(0.05)
+
+    async def command() -> CliResult:
+        return await run_cli("balances", "--url", live.base, "--table", COLUMNS="220")
+
+    rest, result = await same_state(live, "/v1/balances", {}, command)
+    assert result.rc == 0, result.err
+    names = header_names(result.out)
+    rows = table_cells(result.out, "account")
+    assert len(rows) == len(rest["balances"])
+    marker = names.index("")  # the stale column has no header
+    for row, record in zip(rows, rest["balances"], strict=True):
+        assert row[0] == record["account"]
+        assert row[marker] == ("stale" if record["stale"] else ""), row
+    assert {r["account"] for r in rest["balances"] if r["stale"]} == {"bitopro-main"}
+    assert "1 stale account(s): bitopro-main" in result.out
+
+    # the account's state is coloured on a terminal that takes colour (bold red here)
+    coloured = await run_cli(
+        "accounts", "--url", live.base, "--table", COLUMNS="220", FORCE_COLOR="1"
+    )
+    assert coloured.rc == 0, coloured.err
+    line = next(x for x in coloured.out.splitlines() if "bitopro-main" in x)
+    assert re.search(r"\x1b\[1;31mauth_failed *\x1b\[0m", line), repr(line)
+    live_line = next(x for x in coloured.out.splitlines() if "sfox-main" in x)
+    assert re.search(r"\x1b\[32mlive *\x1b\[0m", live_line), repr(live_line)
