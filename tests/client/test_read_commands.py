@@ -340,3 +340,38 @@ async def test_a_failed_account_is_marked_and_coloured_in_the_tables(
     assert re.search(r"\x1b\[1;31mauth_failed *\x1b\[0m", line), repr(line)
     live_line = next(x for x in coloured.out.splitlines() if "sfox-main" in x)
     assert re.search(r"\x1b\[32mlive *\x1b\[0m", live_line), repr(live_line)
+
+
+async def test_balances_valued_table_and_footer_equal_rest(live: LiveService) -> None:
+    async def command() -> CliResult:
+        return await run_cli("balances", "--url", live.base, "--quote", "USD", "--table")
+
+    params = {"quote": "USD"}
+    rest, result = await same_state(live, "/v1/balances", params, command)
+    assert result.rc == 0, result.err
+    records = rest["balances"]
+    names = header_names(result.out)
+    rows = table_cells(result.out, "account")
+    assert len(rows) == len(records)
+    value_at, price_at = names.index("value (USD)"), names.index("price")
+    for row, record in zip(rows, records, strict=True):
+        if record["value"] is None:
+            assert row[value_at] == "—" and row[price_at] == "—"  # unknown, never 0
+        else:
+            assert row[value_at].replace(",", "") == record["value"]  # exact, only grouped
+            assert row[price_at] == record["price"]
+    lines = result.out.strip().splitlines()
+    end = max(i for i, line in enumerate(lines) if line.startswith("└"))
+    footer = " ".join(line.strip() for line in lines[end + 1 :])
+    priced = [r for r in records if r["value"] is not None]
+    assert f"seq {rest['seq']}" in footer
+    assert f"coverage: {len(priced)} of {len(records)} holdings priced" in footer
+    worth = sum((Decimal(r["value"]) for r in priced), Decimal(0))
+    assert f"{worth:,f} USD" in footer
+    unpriced = [r for r in records if r["value"] is None]
+    listed = footer.partition("unpriced: ")[2]
+    for record in unpriced:
+        # named by symbol, else by the mint's ends; with the reason the service gave
+        name = record["symbol"] or f"{record['asset'][:4]}…{record['asset'][-4:]}"
+        assert f"{name} ({record['value_reason']})" in listed, (name, footer)
+    assert ("unpriced: " in footer) == bool(unpriced)
