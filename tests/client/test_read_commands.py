@@ -268,6 +268,11 @@ def without_ages(doc: Any) -> list[dict[str, Any]]:
 
 
 async def test_prices_table_and_csv_equal_rest(live: LiveService) -> None:
+    deadline = time.monotonic() + 30
+    while not (await live.get("/v1/prices"))["prices"]:  # the feeds' first prices
+        assert time.monotonic() < deadline, "no price arrived"
+        await asyncio.sleep(0.05)
+
     async def as_csv() -> CliResult:
         return await run_cli("prices", "--url", live.base, "--csv")
 
@@ -347,6 +352,13 @@ async def test_balances_valued_table_and_footer_equal_rest(live: LiveService) ->
         return await run_cli("balances", "--url", live.base, "--quote", "USD", "--table")
 
     params = {"quote": "USD"}
+    deadline = time.monotonic() + 30
+    while not any(  # a price beyond the pegs has arrived: some crypto holding is valued
+        r["value"] is not None and r["symbol"] in ("BTC", "ETH", "ADA")
+        for r in (await live.get("/v1/balances", params))["balances"]
+    ):
+        assert time.monotonic() < deadline, "nothing valued"
+        await asyncio.sleep(0.05)
     rest, result = await same_state(live, "/v1/balances", params, command)
     assert result.rc == 0, result.err
     records = rest["balances"]
