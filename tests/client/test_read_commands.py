@@ -387,3 +387,14 @@ async def test_balances_valued_table_and_footer_equal_rest(live: LiveService) ->
         name = record["symbol"] or f"{record['asset'][:4]}…{record['asset'][-4:]}"
         assert f"{name} ({record['value_reason']})" in listed, (name, footer)
     assert ("unpriced: " in footer) == bool(unpriced)
+
+
+async def test_the_service_is_found_from_balagg_host_and_port(live: LiveService) -> None:
+    # the service's own listen settings lead the client to it; a wildcard means loopback
+    result = await run_cli("accounts", "--json", BALAGG_HOST="0.0.0.0", BALAGG_PORT=str(live.port))
+    assert result.rc == 0, result.err
+    assert [a["account"] for a in orjson.loads(result.out)["accounts"]] == [
+        a["account"] for a in (await live.get("/v1/accounts"))["accounts"]
+    ]
+    elsewhere = await run_cli("accounts", BALAGG_PORT=str(free_port()))
+    assert elsewhere.rc == 1 and "127.0.0.1" in one_error_line(elsewhere)
