@@ -29,7 +29,7 @@ from app.logs import setup_logging
 from app.server import ServiceServer
 from app.service import create_app
 from app.settings import Settings, describe_settings_error
-from app.simulators.runner import Simulators, start_simulators
+from app.simulators.runner import Simulators, cannot_listen, start_simulators
 
 # A second account per venue, so the demo shows more than one of each.
 _EXTRA: dict[str, dict[str, Any]] = {
@@ -90,9 +90,12 @@ def demo_settings(host: str | None, port: int | None, data_dir: Path) -> Setting
 
 async def _demo(settings: Settings, sim_port: int) -> int:
     host, port = settings.host, settings.port
-    sims = await start_simulators(
-        "127.0.0.1", sim_port, walk=True, walk_rate=4.0, walk_drops=True, ping_interval=20.0
-    )
+    try:
+        sims = await start_simulators(
+            "127.0.0.1", sim_port, walk=True, walk_rate=4.0, walk_drops=True, ping_interval=20.0
+        )
+    except OSError as exc:  # a port taken or not allowed: say so, like any bad setting
+        raise ConfigError(cannot_listen("--sim-port", sim_port, exc)) from None
     try:
         accounts = demo_accounts(sims)
         app = create_app(settings, accounts)

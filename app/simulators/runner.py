@@ -174,8 +174,21 @@ async def start_simulators(
     return sims
 
 
+def cannot_listen(flag: str, port: int, exc: OSError) -> str:
+    """One line for simulators that could not open their ports (taken or not allowed)."""
+    ports = f"{port}..{port + 3}" if port else "free ports"
+    return (
+        f"{flag} {port}: the simulators need {ports}: {exc.strerror or exc}; "
+        f"pass another {flag}, or 0 for free ports"
+    )
+
+
 async def _simulate(host: str, port: int, walk: bool, walk_drops: bool) -> int:
-    sims = await start_simulators(host, port, walk=walk, walk_drops=walk_drops)
+    try:
+        sims = await start_simulators(host, port, walk=walk, walk_drops=walk_drops)
+    except OSError as exc:
+        sys.stderr.write(f"configuration error: {cannot_listen('--port', port, exc)}\n")
+        return 2
     try:
         sys.stdout.write(json.dumps(sims.describe()) + "\n")
         sys.stdout.flush()

@@ -1436,6 +1436,7 @@
                  doc.gaps, w, { unit: series.label, money: false });
       }
       els.history.hidden = !(this.valueShown || shown);
+      els.history.dataset.loaded = "true"; // the routes have answered (or refused)
       renderExports();
     },
 

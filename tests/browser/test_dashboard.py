@@ -126,6 +126,7 @@ async def running_service(
     data_dir: Path,
     tokens: tuple[str, ...] = (),
     static_prices: dict[str, Decimal] | None = None,
+    history: bool = True,
 ) -> AsyncIterator[Service]:
     from app.service import create_app
 
@@ -138,6 +139,7 @@ async def running_service(
         api_tokens=tuple(SecretStr(t) for t in tokens),
         instance_id="test-instance",
         static_prices=static_prices or {},
+        history=history,
     )
     app = create_app(settings, accounts=ACCOUNTS)
     if not any(getattr(route, "path", None) == "/" for route in app.router.routes):

@@ -56,6 +56,13 @@ def _free_port_block(count: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
+def simulators_in_banner(log: str) -> dict[str, str]:
+    """venue -> base URL, from the banner's ``simulators  bitopro http://…, sfox …`` line."""
+    line = next(x for x in log.splitlines() if x.strip().startswith("simulators "))
+    pairs = line.strip().removeprefix("simulators").split(",")
+    return {venue: url for venue, url in (pair.split() for pair in pairs)}
+
+
 PUSHED_USD = "987654321.123456"
 
 # One look at the page: the pushed cell, every USD cell, the USD slice, all the slices,
@@ -87,16 +94,15 @@ def _pushed_everywhere(seen: dict[str, Any]) -> bool:
 
 async def test_demo_shows_live_balances_and_states(chromium: str, tmp_path: Path) -> None:
     port = _free_port_block(1)
-    sim_port = _free_port_block(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALAGG_")}
     log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115, ASYNC230 - closed below
     started = time.monotonic()
+    # the simulators take free ports (the default) and the banner says which
     proc = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited here
-        [sys.executable, "-m", "app", "demo", "--port", str(port), "--sim-port", str(sim_port)],
+        [sys.executable, "-m", "app", "demo", "--port", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=log,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    bitopro_sim = f"http://127.0.0.1:{sim_port}/_sim/accounts/sim-bitopro-key"
     try:
         async with aiohttp.ClientSession() as http:
             records: list[object] = []
@@ -111,6 +117,8 @@ async def test_demo_shows_live_balances_and_states(chromium: str, tmp_path: Path
                     pass
                 await asyncio.sleep(0.25)
             assert len(records) > 10, (tmp_path / "demo.log").read_text()[-3000:]
+            sims = simulators_in_banner((tmp_path / "demo.log").read_text())
+            bitopro_sim = f"{sims['bitopro']}/_sim/accounts/sim-bitopro-key"
 
             async with browser_page(chromium, tmp_path) as page:
                 await page.goto(base + "/")
@@ -123,7 +131,7 @@ async def test_demo_shows_live_balances_and_states(chromium: str, tmp_path: Path
                     assert r.status == 200
                 await expect(page, cell("bitopro-main", "", "ADA", "total"), "123.45678901")
                 # a pushed change reaches the headline, the picture and the tables together
-                sfox_sim = f"http://127.0.0.1:{sim_port + 1}/_sim"
+                sfox_sim = f"{sims['sfox']}/_sim"
                 async with http.get(sfox_sim) as r:
                     assert (await r.json())["venue"] == "sfox"
                 async with http.post(

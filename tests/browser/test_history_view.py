@@ -220,7 +220,7 @@ async def test_value_chart_on_the_real_history_value_route(
             await expect(page, "document.querySelector('#conn').dataset.conn", "connected")
             if not has_route:
                 # without the route the module stays hidden: nothing is drawn without data
-                await page.wait_for("document.querySelector('#value').dataset.value")
+                await expect(page, "document.querySelector('#history').dataset.loaded", "true")
                 assert await page.evaluate("document.querySelector('#value-box').hidden")
                 assert await page.evaluate("document.querySelector('#history').hidden")
                 pytest.skip(

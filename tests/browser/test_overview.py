@@ -140,6 +140,15 @@ async def test_overview_tables_and_events(
                 for t in doc["totals"]
                 if t["usd"] is not None and Decimal(t["usd"]) != 0
             }
+            # hovering a slice (or its legend entry) tells its value exactly, every digit
+            hover = await page.evaluate(
+                """[document.querySelector('#alloc-symbol rect[data-slice="ADA"] title')
+                      .textContent,
+                    document.querySelector('#alloc-symbol [data-legend="ADA"]').title]"""
+            )
+            exact_ada = f"{by_asset['ADA']:,f} USD"
+            assert exact_ada == "502,576,596,755.83463711 USD"
+            assert all(text.startswith(f"ADA: {exact_ada} (") for text in hover), hover
             by_account = await slices(page, "alloc-account")
             assert sum(by_account.values()) == want
             assert by_account["dash-a"] == Decimal(BIG_ADA) * PRICES["ADA"] + 48500
@@ -292,6 +301,16 @@ async def test_overview_tables_and_events(
             await page.wait_for("document.documentElement.clientWidth === 400")
             assert await no_horizontal_scroll(page) == []
             assert sum((await slices(page, "alloc-symbol")).values()) == want
+            # a price and its source read as two words, not "0.5static"
+            crowded = await page.evaluate(
+                """[...document.querySelectorAll('#totals td .price-meta')].filter((meta) => {
+                     const num = meta.parentElement.querySelector('.price-num')
+                       .getBoundingClientRect();
+                     const m = meta.getBoundingClientRect();
+                     return m.top < num.bottom && m.left - num.right < 4;
+                   }).map((meta) => meta.parentElement.textContent)"""
+            )
+            assert crowded == [], crowded
             background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
             assert background == "rgb(15, 18, 22)", background
             shot = await page.screenshot(screenshot_path(tmp_path, "overview-400.png"))
@@ -301,17 +320,20 @@ async def test_overview_tables_and_events(
 async def test_value_over_time_only_with_a_history_api_and_with_its_gaps(
     chromium: str, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    async with running_service(redis_url, key_prefix, tmp_path / "data") as svc:
+    async with running_service(redis_url, key_prefix, tmp_path / "data", history=False) as svc:
         svc.writer.submit_status("dash-b", status("dash-b", Venue.SFOX, AccountState.LIVE))
         svc.writer.submit_update("dash-b", "sfox", [bal("USDC", "10")])
         await svc.flush()
         async with browser_page(chromium, tmp_path, 1400, 1000) as page:
-            # this service has no history routes: the section stays hidden
+            # history is off, so its routes answer 503: once the page has its answer, the
+            # section stays hidden (nothing is drawn without data)
             await page.goto(svc.base + "/")
             await expect(page, "document.querySelector('#value').dataset.value", "10")
+            await expect(page, "document.querySelector('#history').dataset.loaded", "true")
             assert await page.evaluate("document.querySelector('#history').hidden") is True
 
-            # the history contract, served by a stand-in route: a null and a listed gap
+            # the history contract, served by a stand-in route (a real gap needs the
+            # history writer to fall behind the trimmed stream): a null and a listed gap
             # both break the line
             points = [
                 {"t": 1000, "value": "1", "coverage": "1"},

@@ -4,8 +4,10 @@ line on stderr with a non-zero exit code."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import re
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -13,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from app.simulators.runner import Simulators
 from tests.client.conftest import TOKEN, CliResult, LiveService, run_cli
 from tests.integration.conftest import free_port
 
@@ -22,7 +25,7 @@ AMOUNTS = ("total", "available", "locked")
 def timeless(doc: Any) -> Any:
     """``doc`` without price ages, which grow between two reads of the same state."""
     if isinstance(doc, dict):
-        return {k: timeless(v) for k, v in doc.items() if k != "price_age_s"}
+        return {k: timeless(v) for k, v in doc.items() if k not in ("price_age_s", "age_s")}
     if isinstance(doc, list):
         return [timeless(v) for v in doc]
     return doc
@@ -257,3 +260,141 @@ async def test_help_has_examples_and_never_shows_the_token() -> None:
         assert result.rc == 0
         assert "examples:" in result.out and f"balance-aggregator {command}" in result.out
         assert "BALAGG_API_TOKEN" in result.out
+
+
+def without_ages(doc: Any) -> list[dict[str, Any]]:
+    """The price entries without ``age_s``, which grows between two reads."""
+    return [{k: v for k, v in p.items() if k != "age_s"} for p in doc["prices"]]
+
+
+async def test_prices_table_and_csv_equal_rest(live: LiveService) -> None:
+    deadline = time.monotonic() + 30
+    while not (await live.get("/v1/prices"))["prices"]:  # the feeds' first prices
+        assert time.monotonic() < deadline, "no price arrived"
+        await asyncio.sleep(0.05)
+
+    async def as_csv() -> CliResult:
+        return await run_cli("prices", "--url", live.base, "--csv")
+
+    rest, result = await same_state(live, "/v1/prices", {}, as_csv)
+    assert result.rc == 0, result.err
+    rows = list(csv.DictReader(io.StringIO(result.out)))
+    assert rest["prices"] and len(rows) == len(rest["prices"])
+    assert list(rows[0])[:4] == ["pair", "base", "quote", "price"]
+    for row, entry in zip(rows, without_ages(rest), strict=True):
+        for name, value in entry.items():
+            if value is None:
+                assert row[name] == "", name  # unknown stays an empty cell, never 0
+            elif isinstance(value, bool):
+                assert row[name] == ("true" if value else "false")
+            else:
+                assert row[name] == str(value), name
+        assert Decimal(row["price"]) == Decimal(entry["price"])
+
+    async def as_table() -> CliResult:
+        return await run_cli("prices", "--url", live.base, "--table", COLUMNS="240")
+
+    rest, result = await same_state(live, "/v1/prices", {}, as_table)
+    assert result.rc == 0, result.err
+    assert "\x1b[" not in result.out
+    names = header_names(result.out)
+    raw_rows = [line.strip("│").split("│") for line in result.out.splitlines() if line[:1] == "│"]
+    assert len(raw_rows) == len(rest["prices"])
+    cells = [row[names.index("price")] for row in raw_rows]
+    assert [c.strip() for c in cells] == [p["price"] for p in rest["prices"]]  # exact, in order
+    points = {c.index(".") for c in cells if "." in c}
+    assert len(points) == 1, f"prices not aligned on the point: {cells}"
+    assert f"{len(rest['prices'])} prices" in result.out
+
+
+async def test_a_failed_account_is_marked_and_coloured_in_the_tables(
+    live: LiveService, sims: Simulators
+) -> None:
+    key = sims.default_keys["bitopro"]
+    sims.bitopro.refuse_auth(key)
+    sims.bitopro.drop(key)
+    deadline = time.monotonic() + 30
+    while True:
+        states = {a["account"]: a["state"] for a in (await live.get("/v1/accounts"))["accounts"]}
+        if states["bitopro-main"] == "auth_failed":
+            break
+        assert time.monotonic() < deadline, states
+        await asyncio.sleep(0.05)
+
+    async def command() -> CliResult:
+        return await run_cli("balances", "--url", live.base, "--table", COLUMNS="220")
+
+    rest, result = await same_state(live, "/v1/balances", {}, command)
+    assert result.rc == 0, result.err
+    names = header_names(result.out)
+    rows = table_cells(result.out, "account")
+    assert len(rows) == len(rest["balances"])
+    marker = names.index("")  # the stale column has no header
+    for row, record in zip(rows, rest["balances"], strict=True):
+        assert row[0] == record["account"]
+        assert row[marker] == ("stale" if record["stale"] else ""), row
+    assert {r["account"] for r in rest["balances"] if r["stale"]} == {"bitopro-main"}
+    assert "1 stale account(s): bitopro-main" in result.out
+
+    # the account's state is coloured on a terminal that takes colour (bold red here)
+    coloured = await run_cli(
+        "accounts", "--url", live.base, "--table", COLUMNS="220", FORCE_COLOR="1"
+    )
+    assert coloured.rc == 0, coloured.err
+    line = next(x for x in coloured.out.splitlines() if "bitopro-main" in x)
+    assert re.search(r"\x1b\[1;31mauth_failed *\x1b\[0m", line), repr(line)
+    live_line = next(x for x in coloured.out.splitlines() if "sfox-main" in x)
+    assert re.search(r"\x1b\[32mlive *\x1b\[0m", live_line), repr(live_line)
+
+
+async def test_balances_valued_table_and_footer_equal_rest(live: LiveService) -> None:
+    async def command() -> CliResult:
+        return await run_cli("balances", "--url", live.base, "--quote", "USD", "--table")
+
+    params = {"quote": "USD"}
+    deadline = time.monotonic() + 30
+    while not any(  # a price beyond the pegs has arrived: some crypto holding is valued
+        r["value"] is not None and r["symbol"] in ("BTC", "ETH", "ADA")
+        for r in (await live.get("/v1/balances", params))["balances"]
+    ):
+        assert time.monotonic() < deadline, "nothing valued"
+        await asyncio.sleep(0.05)
+    rest, result = await same_state(live, "/v1/balances", params, command)
+    assert result.rc == 0, result.err
+    records = rest["balances"]
+    names = header_names(result.out)
+    rows = table_cells(result.out, "account")
+    assert len(rows) == len(records)
+    value_at, price_at = names.index("value (USD)"), names.index("price")
+    for row, record in zip(rows, records, strict=True):
+        if record["value"] is None:
+            assert row[value_at] == "—" and row[price_at] == "—"  # unknown, never 0
+        else:
+            assert row[value_at].replace(",", "") == record["value"]  # exact, only grouped
+            assert row[price_at] == record["price"]
+    lines = result.out.strip().splitlines()
+    end = max(i for i, line in enumerate(lines) if line.startswith("└"))
+    footer = " ".join(line.strip() for line in lines[end + 1 :])
+    priced = [r for r in records if r["value"] is not None]
+    assert f"seq {rest['seq']}" in footer
+    assert f"coverage: {len(priced)} of {len(records)} holdings priced" in footer
+    worth = sum((Decimal(r["value"]) for r in priced), Decimal(0))
+    assert f"{worth:,f} USD" in footer
+    unpriced = [r for r in records if r["value"] is None]
+    listed = footer.partition("unpriced: ")[2]
+    for record in unpriced:
+        # named by symbol, else by the mint's ends; with the reason the service gave
+        name = record["symbol"] or f"{record['asset'][:4]}…{record['asset'][-4:]}"
+        assert f"{name} ({record['value_reason']})" in listed, (name, footer)
+    assert ("unpriced: " in footer) == bool(unpriced)
+
+
+async def test_the_service_is_found_from_balagg_host_and_port(live: LiveService) -> None:
+    # the service's own listen settings lead the client to it; a wildcard means loopback
+    result = await run_cli("accounts", "--json", BALAGG_HOST="0.0.0.0", BALAGG_PORT=str(live.port))
+    assert result.rc == 0, result.err
+    assert [a["account"] for a in orjson.loads(result.out)["accounts"]] == [
+        a["account"] for a in (await live.get("/v1/accounts"))["accounts"]
+    ]
+    elsewhere = await run_cli("accounts", BALAGG_PORT=str(free_port()))
+    assert elsewhere.rc == 1 and "127.0.0.1" in one_error_line(elsewhere)

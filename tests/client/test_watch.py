@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -235,3 +236,61 @@ async def test_watch_table_shows_a_pushed_change_on_a_terminal(
     assert "Traceback" not in shown
     assert "stopped after seq" in shown
     assert TOKEN not in shown
+
+
+def highlighted(value: str) -> re.Pattern[str]:
+    """``value`` drawn on the highlight: a yellow background set right before its cell."""
+    return re.compile(r"\x1b\[[0-9;]*43m *" + re.escape(value))
+
+
+async def test_watch_table_highlights_a_change_and_resumes_across_a_restart(
+    live: LiveService, sims: Simulators
+) -> None:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (CI installs it through .ci/run)")
+    key = sims.default_keys["bitopro"]
+    command = [sys.executable, "-m", "app", "watch", "--url", live.base]
+    command += ["--account", "bitopro-main"]
+    shell = ["bash", "-c", f'{shlex.join(command)}; echo "watch exited with $?"']
+    with tmux_session(shell, cli_env()) as tmux:
+
+        def screen(colours: bool = False) -> str:
+            return tmux("capture-pane", "-p", *(["-e"] if colours else []), "-t", "w")
+
+        async def wait_screen(ok: Callable[[str], bool], colours: bool = False) -> str:
+            deadline = time.monotonic() + 30
+            while True:
+                shown = screen(colours)
+                if ok(shown):
+                    return shown
+                assert time.monotonic() < deadline, f"not on screen:\n{screen()}"
+                await asyncio.sleep(0.05)
+
+        await wait_screen(lambda s: "connected to" in s and "BTC" in s)
+        await sims.bitopro.push(key, {"BTC": "314.159265"})
+        # the changed amount is drawn on a highlight, then the highlight goes away
+        mark = highlighted("314.159265")
+        await wait_screen(lambda s: bool(mark.search(s)), colours=True)
+        await wait_screen(lambda s: "314.159265" in s and not mark.search(s), colours=True)
+
+        await live.stop()
+        await wait_screen(lambda s: "reconnecting to resume after seq" in s or "retrying" in s)
+        await sims.bitopro.push(key, {"ETH": "33.515625"})  # while the service is down
+        await live.start()
+        await live.wait_live()
+        shown = await wait_screen(lambda s: "33.515625" in s)
+        # the status line says the table carried on from where it was, without a snapshot
+        resumed = await wait_screen(lambda s: "resumed after seq" in s)
+        assert "no gap" in resumed and "could not resume" not in resumed, resumed
+        await sims.bitopro.push(key, {"BTC": "2.718281"})
+        shown = await wait_screen(lambda s: "2.718281" in s)
+        assert "314.159265" not in shown  # the row was updated in place, not added
+        assert shown.count("│ bitopro-main") == len(
+            (await live.get("/v1/balances/bitopro-main"))["balances"]
+        )
+
+        tmux("send-keys", "-t", "w", "C-c")
+        shown = await wait_screen(lambda s: "watch exited with" in s)
+    assert "watch exited with 0" in shown, shown
+    assert "Traceback" not in shown
+    assert_no_leak(shown)

@@ -7,6 +7,7 @@ Port precedence: ``--port`` when given, else ``BALAGG_PORT``, else 8000.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -97,3 +98,25 @@ def test_demo_reports_a_bad_balagg_port_in_one_line(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() == [
         "configuration error: setting BALAGG_PORT: must be a whole number"
     ]
+
+
+@pytest.mark.parametrize("flag", ["demo --sim-port", "simulate --port"])
+def test_a_busy_simulator_port_is_one_line_not_a_traceback(flag: str, tmp_path: Path) -> None:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("BALAGG_")}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = [*flag.split(), str(port)]
+        if args[0] == "demo":
+            args += ["--port", str(free_port())]
+        proc = subprocess.run(
+            [sys.executable, "-m", "app", *args],
+            cwd=tmp_path, env=full, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("configuration error: ") and str(port) in last, proc.stderr
+    assert "address already in use" in last and "or 0 " in last, last

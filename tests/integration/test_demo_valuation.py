@@ -3,7 +3,8 @@
 ``balance-aggregator demo`` runs as a real process (simulators, embedded Redis, service);
 within 10 s of start ``GET /v1/totals?quote=USD`` must value BTC, ETH, ADA, BITO, TWD,
 SOL and every held Solana mint, with coverage complete by value, and the values must
-move as the simulated prices move.
+move as the simulated prices move. What it holds is believable: a portfolio of
+realistic size spread over many assets, no absurd amount.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {"BTC", "ETH", "ADA", "BITO", "TWD", "wSOL"}
+PLAUSIBLE_WORTH = (Decimal(10_000), Decimal(100_000_000))  # USD
 
 
 async def totals(http: aiohttp.ClientSession, base: str) -> dict[str, Any] | None:
@@ -52,12 +55,11 @@ def complete(doc: dict[str, Any] | None) -> bool:
 
 async def test_demo_values_every_holding_within_ten_seconds(tmp_path: Path) -> None:
     port = _free_port_block(1)
-    sim_port = _free_port_block(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALAGG_")}
     log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115, ASYNC230 - closed below
     started = time.monotonic()
     proc = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited here
-        [sys.executable, "-m", "app", "demo", "--port", str(port), "--sim-port", str(sim_port)],
+        [sys.executable, "-m", "app", "demo", "--port", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=log,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -74,6 +76,15 @@ async def test_demo_values_every_holding_within_ten_seconds(tmp_path: Path) -> N
             assert doc["unpriced"] == []
             assert rows["BTC"]["path"] == "bitopro:BTC_TWD / bitopro:USDT_TWD * peg:USDT=USD"
             assert "peg:USDT=USD" in doc["assumptions"]
+
+            # a believable first impression: a portfolio a person or a desk could hold,
+            # spread over many assets, and no absurd amount (no trillion ADA)
+            values = {s: Decimal(t["value"]) for s, t in rows.items() if t["value"] is not None}
+            worth = sum(values.values(), Decimal(0))
+            assert PLAUSIBLE_WORTH[0] <= worth <= PLAUSIBLE_WORTH[1], worth
+            assert len(values) >= 8, sorted(values)
+            assert max(values.values()) < worth * Decimal("0.8"), values  # not one asset
+            assert all(Decimal(t["total"]) < 10**9 for t in rows.values()), rows
 
             # the simulated prices walk: values follow without anything else changing
             first = {s: rows[s]["price"] for s in EXPECTED}
