@@ -200,7 +200,9 @@ def add_client_commands(sub: Any) -> None:
     add("prices", "every price the service knows (needs live valuation)", cmd_prices)
     p = add("watch", "a live table that follows the service's change stream", cmd_watch)
     _filters(p)
-    p.add_argument("--nonzero", action="store_true", help="hide balances that are all zero")
+    p.add_argument(
+        "--nonzero", action="store_true", help="hide balances that are all zero (table only)"
+    )
     p.add_argument(
         "--since",
         type=int,
@@ -417,6 +419,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         mode = _mode(args, out)
         if mode == "csv":
             raise BadRequest("watch prints a table or --json lines; --csv is not supported")
+        if mode == "json" and args.nonzero:
+            # a tail carries every change, a balance going to zero included
+            raise BadRequest("watch --json prints every message; --nonzero is for the table")
         if mode == "json":
             follower = StreamFollower(client, params, position, stderr_report())
             return await watch_json(follower, out)

@@ -247,6 +247,10 @@ async def test_errors_are_one_line_without_the_token(live: LiveService) -> None:
     bad = await run_cli("totals", "--url", live.base, "--quote", "EUR")
     assert bad.rc == 2
     assert "quote" in one_error_line(bad)
+    # a JSON tail carries every change (a balance going to zero too): no silent filter
+    tail = await run_cli("watch", "--url", live.base, "--json", "--nonzero")
+    assert tail.rc == 2
+    assert "--nonzero" in one_error_line(tail)
 
     # the service values live: /v1/prices answers, and the command prints it
     prices = await run_cli("prices", "--url", live.base, "--json")
