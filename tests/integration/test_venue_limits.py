@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -202,8 +202,8 @@ async def test_resync_burst_stays_within_the_sfox_limits_and_spares_other_venues
 
 
 def _serve_workers(
-    accounts: list[dict[str, object]],
-    limits: dict[str, object],
+    accounts: Sequence[Mapping[str, object]],
+    limits: Mapping[str, object],
     data_dir: Path,
     port: int,
     log_path: Path,
