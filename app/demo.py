@@ -20,13 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from pydantic import ValidationError
 
 from app.accounts import AccountConfig, ConfigError
 from app.domain import Venue
 from app.logs import setup_logging
-from app.server import ServiceServer
+from app.server import ServiceServer, uvicorn_config
 from app.service import create_app
 from app.settings import Settings, describe_settings_error
 from app.simulators.runner import Simulators, cannot_listen, start_simulators
@@ -99,16 +98,7 @@ async def _demo(settings: Settings, sim_port: int) -> int:
     try:
         accounts = demo_accounts(sims)
         app = create_app(settings, accounts)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            ws="auto",
-            timeout_graceful_shutdown=10,  # as serve: a half-open connection never holds Ctrl-C
-        )
-        server = ServiceServer(config)
+        server = ServiceServer(uvicorn_config(app, settings))  # served exactly as serve does
 
         async def banner() -> None:
             while not server.started:  # noqa: ASYNC110 - uvicorn exposes only this flag

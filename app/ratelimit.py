@@ -9,7 +9,9 @@ seconds to wait (429 with ``Retry-After``).
 
 :class:`VenueLimiter` keeps what the service itself sends within each venue's documented
 connection and REST limits (VENUES.md; settings for the undocumented ones): the upstream
-loop and the price feeds await it before every connection and REST request.
+loop and the price feeds await it before every connection and REST request. It counts
+per process; the workers of ``serve --workers N`` leave from one IP, so each gets a
+1/N share of every limit (:meth:`VenueLimits.share`).
 """
 
 from __future__ import annotations
@@ -78,6 +80,27 @@ class VenueLimits:
     connect: tuple[tuple[int, float], ...] = ()
     rest: tuple[tuple[int, float], ...] = ()
     sockets: int = 0
+
+    def share(self, parts: int) -> VenueLimits:
+        """One of ``parts`` processes' share of a host's limits when they all leave from
+        one IP (``serve --workers``): every count and the socket cap divided between
+        them, at least 1 each."""
+        if parts <= 1:
+            return self
+
+        def rules(given: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
+            return tuple((max(1, count // parts), seconds) for count, seconds in given)
+
+        sockets = 0 if self.sockets == 0 else max(1, self.sockets // parts)
+        return VenueLimits(rules(self.connect), rules(self.rest), sockets)
+
+    def setting(self) -> dict[str, object]:
+        """These limits as one venue's entry of ``BALAGG_VENUE_LIMITS``."""
+        return {
+            "connect": [f"{count}/{seconds}" for count, seconds in self.connect],
+            "rest": [f"{count}/{seconds}" for count, seconds in self.rest],
+            "sockets": self.sockets,
+        }
 
 
 class _Window:

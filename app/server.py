@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -41,23 +42,31 @@ def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How every command serves the app (``serve``, its workers, ``demo``): the capped
+    HTTP parser with JSON refusals, 64 KiB client frames on ``/v1/stream``, WebSocket
+    pings every ``heartbeat`` seconds, a bounded graceful shutdown, no access log."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "http": HTTP_PROTOCOL,
+        "ws": "auto",
+        "ws_ping_interval": settings.heartbeat,
+        # a half-open connection never holds the shutdown (SIGTERM, Ctrl-C)
+        "timeout_graceful_shutdown": 10,
+        "ws_max_size": 1 << 16,
+        "h11_max_incomplete_event_size": 1 << 16,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
+
+
 def serve_on(app: FastAPI, settings: Settings, sockets: list[socket.socket]) -> int:
     """Serve ``app`` on already bound sockets until SIGINT/SIGTERM (a ``--workers``
     worker passes the shared socket it inherited, and its own one when configured)."""
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop="uvloop" if _has_uvloop() else "asyncio",
-        http=HTTP_PROTOCOL,
-        ws="auto",
-        ws_ping_interval=settings.heartbeat,
-        timeout_graceful_shutdown=10,
-        ws_max_size=1 << 16,
-        h11_max_incomplete_event_size=1 << 16,
-    )
+    config = uvicorn_config(app, settings, loop="uvloop" if _has_uvloop() else "asyncio")
     server = ServiceServer(config)
     server.run(sockets=sockets)
     return 0 if server.started else 1

@@ -102,7 +102,7 @@ class Supervisor:
         self.limiter = VenueLimiter(s.resolved_venue_limits(), metrics)
         self._loop_task: asyncio.Task[None] | None = None
         self._price_task: asyncio.Task[None] | None = None
-        self._resync_id = "$"
+        self._resync_id: str | None = None  # the last P:resync entry read (None: not yet)
         self._stopping = False
         self._last_renew = 0.0
         self._known_takeover: set[str] = set()
@@ -356,10 +356,18 @@ class Supervisor:
         self._submit_disabled()
 
     async def _poll_resync(self) -> None:
+        """Run the resyncs other instances routed here through ``P:resync``.
+
+        Read on from the entry that was last when this instance first looked: a
+        non-blocking ``XREAD`` of ``$`` never returns an entry, so ``$`` cannot be used.
+        """
+        if self._resync_id is None:
+            last: Any = await self.redis.xrevrange(self.keys.resync, count=1)
+            self._resync_id = _entry_id(last[0][0]) if last else "0-0"
         reply: Any = await self.redis.xread({self.keys.resync: self._resync_id}, count=100)
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
-                self._resync_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                self._resync_id = _entry_id(entry_id)
                 account = fields.get(b"a", fields.get("a"))
                 name = account.decode() if isinstance(account, bytes) else str(account)
                 runner = self.runners.get(name)
@@ -428,3 +436,7 @@ class Supervisor:
             runner.forget_metrics()
         if not stale and discard:
             self.writer.discard(account_id)
+
+
+def _entry_id(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw

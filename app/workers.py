@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -98,6 +99,16 @@ class WorkerPool:
             for k in range(settings.workers)
         ]
         self._stop = threading.Event()
+        workers = settings.workers
+        self.venue_limits: dict[str, dict[str, object]] = {}
+        for venue, limits in settings.resolved_venue_limits().items():
+            self.venue_limits[venue] = limits.share(workers).setting()
+            counts = [c for c, _ in (*limits.connect, *limits.rest)]
+            if any(c < workers for c in counts) or 0 < limits.sockets < workers:
+                log.warning(
+                    "venue limits: %s allows fewer than one of each per worker; %d workers "
+                    "get one each and may exceed it together", venue, workers,
+                )  # fmt: skip
 
     def request_stop(self, *_args: object) -> None:
         self._stop.set()
@@ -107,6 +118,8 @@ class WorkerPool:
         env["BALAGG_INSTANCE_ID"] = slot.instance_id
         env["BALAGG_WORKERS"] = "1"
         env["BALAGG_WORKER_PORT_BASE"] = "0"
+        # the workers leave from one IP: together they keep each venue host's limits
+        env["BALAGG_VENUE_LIMITS"] = json.dumps(self.venue_limits)
         if self.redis_url is not None:
             env["BALAGG_REDIS_URL"] = self.redis_url
         env[LISTEN_FDS_ENV] = ",".join(str(s.fileno()) for s in slot.sockets)

@@ -218,3 +218,33 @@ def test_dashboard_covers_every_spec_metric() -> None:
         used |= {family_of(n) for n in promql_metric_names(expr)}
     missing = set(SPEC_METRICS) - used
     assert not missing, f"no dashboard panel shows {sorted(missing)}"
+
+
+def _exported_names() -> set[str]:
+    """Every sample and family name the service can expose on ``/metrics``."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    families = [(f.name, f.type) for f in registry.collect()]
+    families += [(name, "gauge") for name in VALUATION_FAMILIES]
+    families.append(("balagg_balance", "gauge"))  # computed at scrape time
+    names: set[str] = set()
+    for name, kind in families:
+        names.add(name)
+        if kind == "counter":
+            names.add(name + "_total")
+        elif kind == "histogram":
+            names.update(name + suffix for suffix in ("_bucket", "_sum", "_count"))
+    return names
+
+
+DOCS = sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md", ROOT / ".env.example"])
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_docs_name_only_metrics_the_service_exports(doc: Any) -> None:
+    """An operator greps /metrics for what the runbook names: every balagg_ name written
+    in the docs must be one the service really exports."""
+    exported = _exported_names()
+    text = doc.read_text(encoding="utf-8")
+    unknown = sorted(set(re.findall(r"\bbalagg_[a-z0-9_]+", text)) - exported)
+    assert not unknown, f"{doc.name} names metrics the service does not export: {unknown}"

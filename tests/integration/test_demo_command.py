@@ -1,11 +1,13 @@
-"""``balance-aggregator demo`` as a real process: which port it listens on, and that it
-shows the simulators' sFOX web3 wallet without waiting for the random walk to move it.
+"""``balance-aggregator demo`` as a real process: which port it listens on, that it
+shows the simulators' sFOX web3 wallet without waiting for the random walk to move it,
+and that it serves HTTP the way ``serve`` does (capped request heads, JSON refusals).
 
 Port precedence: ``--port`` when given, else ``BALAGG_PORT``, else 8000.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from app.httpproto import MAX_HEAD_BYTES
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -120,3 +124,46 @@ def test_a_busy_simulator_port_is_one_line_not_a_traceback(flag: str, tmp_path: 
     last = proc.stderr.splitlines()[-1]
     assert last.startswith("configuration error: ") and str(port) in last, proc.stderr
     assert "address already in use" in last and "or 0 " in last, last
+
+
+def _raw_exchange(port: int, request: bytes) -> tuple[int, str, bytes]:
+    """Send ``request`` on a fresh socket; the status, content type and body answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # it may refuse and close before reading it all
+            sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines[1:])
+        }
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            assert chunk, body
+            body += chunk
+        return int(lines[0].split(" ")[1]), headers.get("content-type", ""), body
+
+
+def test_demo_caps_request_heads_and_answers_refusals_in_json(tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "demo.log"
+    with demo(["--port", str(port)], {}, log) as proc:
+        assert poll(f"http://127.0.0.1:{port}/healthz", proc, log) is not None
+        big = b"a" * (MAX_HEAD_BYTES * 16)
+        refusals = {
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + big + b"\r\n\r\n": (
+                431,
+                "headers_too_large",
+            ),
+            b"GARBAGE\r\n\r\n": (400, "bad_request"),
+        }
+        for request, (want_status, want_code) in refusals.items():
+            status, content_type, body = _raw_exchange(port, request)
+            assert status == want_status, (request[:40], status, body[:200])
+            assert content_type.startswith("application/json"), (request[:40], content_type)
+            assert orjson.loads(body)["error"]["code"] == want_code

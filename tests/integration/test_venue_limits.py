@@ -3,16 +3,23 @@
 An sFOX simulator that records when each WebSocket upgrade and each REST snapshot request
 arrives, and how many sockets are open at once; the real service with small limits set
 by settings; a burst of resyncs for several accounts. A BitoPro account alongside shows
-that waiting for sFOX never holds up another venue.
+that waiting for sFOX never holds up another venue. ``serve --workers 2`` leaves from one
+IP, so its workers together keep one host's limits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 
+import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
@@ -23,6 +30,7 @@ from app.simulators.sfox import REST_PATH, WS_PATH, SfoxSimulator
 from tests.integration.conftest import (
     account_for,
     fast_settings,
+    free_port,
     metric,
     running_service,
     wait_state,
@@ -191,3 +199,86 @@ async def test_resync_burst_stays_within_the_sfox_limits_and_spares_other_venues
             rt, "balagg_upstream_throttled_total", {"venue": "bitopro", "kind": "connect"}
         )
         assert any("connect limit reached" in r.getMessage() for r in caplog.records)
+
+
+def _serve_workers(
+    accounts: Sequence[Mapping[str, object]],
+    limits: Mapping[str, object],
+    data_dir: Path,
+    port: int,
+    log_path: Path,
+) -> subprocess.Popen[bytes]:
+    """``serve --workers 2`` as a real process, its output in ``log_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALAGG_")}
+    env.update(
+        BALAGG_ACCOUNTS=orjson.dumps(accounts).decode(),
+        BALAGG_VENUE_LIMITS=orjson.dumps(limits).decode(),
+        BALAGG_DATA_DIR=str(data_dir),
+        BALAGG_PORT=str(port),
+        BALAGG_INSTANCE_ID="vl",
+        BALAGG_LEASE_MS="2000",
+        BALAGG_HEARTBEAT="1",
+        BALAGG_BACKOFF_INITIAL="0.05",
+        BALAGG_BACKOFF_MAX="0.5",
+    )
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--workers", "2"],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+
+
+async def test_workers_on_one_host_keep_the_venue_limits_together(
+    sfox: RecordingSfox, tmp_path: Path
+) -> None:
+    for n in range(4, 8):
+        sfox.add_account(f"sfox-key-{n}", {"usd": f"{n + 1}00.5", "btc": "0.125"})
+    accounts = [
+        {"id": f"sfox-{n}", "venue": "sfox", "api_key": f"sfox-key-{n}",
+         "ws_url": sfox.ws_url, "rest_url": sfox.rest_url}
+        for n in range(8)
+    ]  # fmt: skip
+    limits = {"sfox": {"connect": [f"{CONNECTS}/{WINDOW}"], "rest": [f"{RESTS}/{WINDOW}"]}}
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    proc = _serve_workers(accounts, limits, tmp_path / "data", port, log_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def owners() -> dict[str, tuple[str, str]]:
+                try:
+                    async with http.get(base + "/v1/accounts") as r:
+                        doc = await r.json() if r.status == 200 else {"accounts": []}
+                except aiohttp.ClientError:
+                    return {}
+                return {a["account"]: (a.get("owner") or "", a["state"]) for a in doc["accounts"]}
+
+            async def spread_and_live() -> bool:
+                now = await owners()
+                live = len(now) == 8 and all(state == "live" for _, state in now.values())
+                return live and len({owner for owner, _ in now.values()}) == 2
+
+            assert await wait_until(spread_and_live, 90), log_path.read_text()[-3000:]
+            before = len(sfox.upgrades)
+            for account in accounts:  # each worker reconnects the accounts it owns
+                async with http.post(f"{base}/v1/accounts/{account['id']}/resync") as r:
+                    assert r.status == 202, await r.text()
+
+            async def reconnected() -> bool:
+                return len(sfox.upgrades) >= before + 8 and await spread_and_live()
+
+            assert await wait_until(reconnected, 60), log_path.read_text()[-3000:]
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # one IP for both workers: the host's limits hold for the two together
+    assert most_in_any_window(sfox.upgrades, WINDOW - HOP_MARGIN) <= CONNECTS
+    assert most_in_any_window(sfox.rests, WINDOW - HOP_MARGIN) <= RESTS

@@ -203,6 +203,21 @@ def test_settings_merge_configured_fields_over_the_defaults(
     assert limits["deltadefi"] == DEFAULT_VENUE_LIMITS["deltadefi"]
 
 
+def test_workers_on_one_ip_share_each_limit_and_the_share_is_a_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sfox = DEFAULT_VENUE_LIMITS["sfox"]
+    assert sfox.share(1) == sfox
+    half = sfox.share(2)
+    assert half == VenueLimits(connect=((10, 60.0),), rest=((2, 10.0), (10, 60.0)), sockets=5)
+    # never below one each, and no cap stays no cap
+    assert sfox.share(8).rest == ((1, 10.0), (2, 60.0)) and sfox.share(20).sockets == 1
+    assert DEFAULT_VENUE_LIMITS["bitopro"].share(4).sockets == 0
+    # what a worker is given in BALAGG_VENUE_LIMITS reads back as the same share
+    monkeypatch.setenv("BALAGG_VENUE_LIMITS", json.dumps({"sfox": half.setting()}))
+    assert Settings(_env_file=None).resolved_venue_limits()["sfox"] == half
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
