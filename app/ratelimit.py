@@ -1,11 +1,12 @@
 """Throttles for what clients can make the service do upstream.
 
-Where it sits: :mod:`app.api.routes.accounts` asks :class:`ResyncThrottle` before it
-hands a ``POST /v1/accounts/{id}/resync`` to the supervisor. A resync reconnects the account's
+Where it sits: :mod:`app.api.routes.accounts` asks :class:`ResyncThrottle` (this
+process), then :class:`ResyncGate` (the deployment, through Redis) before it hands a
+``POST /v1/accounts/{id}/resync`` to the supervisor. A resync reconnects the account's
 upstream socket and re-seeds it over REST, and venues block an IP that connects or asks
 too often (sFOX: 40 requests a minute, VENUES.md), so resyncs are coalesced per account:
-one per ``resync_min_interval`` seconds, in-process; the rest are refused with the
-seconds to wait (429 with ``Retry-After``).
+one per ``resync_min_interval`` seconds across every replica and worker; the rest are
+refused with the seconds to wait (429 with ``Retry-After``).
 
 :class:`VenueLimiter` keeps what the service itself sends within each venue's documented
 connection and REST limits (VENUES.md; settings for the undocumented ones): the upstream
@@ -26,16 +27,19 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 
 from app.domain import Venue
 from app.metrics import Metrics
+from app.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
 
 class ResyncThrottle:
-    """At most one accepted resync per account per ``interval`` seconds."""
+    """At most one accepted resync per account per ``interval`` seconds, in this process:
+    the first check, before :class:`ResyncGate` asks Redis."""
 
     def __init__(self, interval: float, clock: Callable[[], float]) -> None:
         self.interval = interval
@@ -58,6 +62,32 @@ class ResyncThrottle:
 
     def last(self, account: str) -> float | None:
         return self._last.get(account)
+
+
+class ResyncGate:
+    """At most one accepted resync per account per ``interval`` seconds in the whole
+    deployment (every replica and worker shares one Redis): the first to ``SET NX PX``
+    the account's gate key wins, the others wait for its expiry."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, interval: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ms = math.ceil(interval * 1000)
+
+    async def acquire(self, account: str) -> int:
+        """0 if a resync may go ahead now (the gate is taken), else whole seconds to wait."""
+        if self._ms <= 0:
+            return 0
+        key = self._keys.resync_gate(account)
+        if await self._redis.set(key, b"1", nx=True, px=self._ms):
+            return 0
+        left = int(await self._redis.pttl(key))
+        return max(1, math.ceil(left / 1000)) if left > 0 else 1
+
+    async def release(self, account: str) -> None:
+        """Open the gate again: the accepted resync could not be requested after all."""
+        if self._ms > 0:
+            await self._redis.delete(self._keys.resync_gate(account))
 
 
 # -- venue limits ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ account's keys share a slot)::
     P:{acct}:status  hash  doc -> lifecycle JSON, last_message_at -> ISO time
     P:{acct}:lease   string owner token (see app.leases); checked by every write
     P:{acct}:holder  string token of the last acquisition (no expiry; see app.leases)
+    P:{acct}:resync_gate  string set NX with an expiry by an accepted resync (app.ratelimit)
     P:seq            string the deployment-wide change counter
     P:changes        stream entry id "<seq>-0"; fields a (account), s (asset), m (message),
                      t (write time, epoch µs), r (upstream receive time, epoch µs)
@@ -40,6 +41,7 @@ class AccountKey(enum.StrEnum):
     STATUS = "status"
     LEASE = "lease"
     HOLDER = "holder"
+    RESYNC_GATE = "resync_gate"
 
 
 class GlobalKey(enum.StrEnum):
@@ -90,3 +92,6 @@ class Keys:
 
     def holder(self, account: str) -> str:
         return self.account(account, AccountKey.HOLDER)
+
+    def resync_gate(self, account: str) -> str:
+        return self.account(account, AccountKey.RESYNC_GATE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.api.conftest import ServiceFactory, StubSupervisor, account
+from tests.api.conftest import Service, ServiceFactory, StubSupervisor, account
 
 
 async def test_a_resync_burst_reaches_the_upstream_once(service_factory: ServiceFactory) -> None:
@@ -28,3 +28,30 @@ async def test_a_resync_burst_reaches_the_upstream_once(service_factory: Service
         assert supervisor.resyncs == ["ex-a"]
         async with svc.http.post(svc.base + "/v1/accounts/ex-b/resync") as r:
             assert r.status == 202  # per account: another account is not held back
+
+
+async def test_replicas_on_one_redis_accept_one_resync_between_them(
+    service_factory: ServiceFactory,
+) -> None:
+    """Two instances (replicas, or the workers of one port) share the gate in Redis."""
+    accounts = [account("ex-a")]
+    async with (
+        service_factory(accounts, resync_min_interval=30, history=False) as one,
+        service_factory(accounts, resync_min_interval=30, history=False) as two,
+    ):
+
+        async def post(svc: Service) -> tuple[int, str | None]:
+            async with svc.http.post(svc.base + "/v1/accounts/ex-a/resync") as r:
+                return r.status, r.headers.get("Retry-After")
+
+        answers = await asyncio.gather(*(post(one if i % 2 else two) for i in range(40)))
+        statuses = sorted(status for status, _ in answers)
+        assert statuses.count(202) == 1, statuses
+        assert statuses.count(429) == 39
+        assert all(1 <= int(wait or 0) <= 30 for status, wait in answers if status == 429)
+        reached = []
+        for svc in (one, two):
+            supervisor = svc.services.supervisor
+            assert isinstance(supervisor, StubSupervisor)
+            reached += supervisor.resyncs
+        assert reached == ["ex-a"]
