@@ -11,6 +11,7 @@ touch balances or account state.
 from __future__ import annotations
 
 import functools
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -154,3 +155,33 @@ async def test_bad_price_frames_from_deltadefi_and_solanatracker_are_rejected_an
             ours, truth = await converge(rt, sims, account.venue, account.id)
             assert ours == truth
 
+
+async def test_coverage_is_exported_by_count_when_a_holding_has_no_price(
+    sims: Simulators, redis_url: str, key_prefix: str
+) -> None:
+    """The by-value share is unknowable while a holding has no price at all (nobody knows
+    what it is worth), so the count share is what tells an alert the total is incomplete."""
+    key = sims.bitopro.add_account_json(
+        {
+            "api_key": "sim-bitopro-unpriced",
+            "api_secret": "sim-bitopro-unpriced-secret",
+            "email": "unpriced@bitopro.sim.invalid",
+            "balances": {"BTC": "1.5", "TWD": "1000", "XYZ": "42"},  # nothing prices XYZ
+        }
+    )
+    account = account_for(sims, "bitopro", "bitopro-unpriced", key=key)
+    async with service(fast_settings(redis_url, key_prefix), [account], sims) as api:
+        await go_live(api.runtime, sims, account)
+
+        async def btc_valued() -> bool:
+            rows = {t["symbol"]: t for t in (await api.totals())["totals"]}
+            return "BTC" in rows and rows["BTC"]["value"] is not None
+
+        assert await wait_until(btc_valued, 20)
+        doc = await api.totals()
+        assert doc["unpriced"] == [{"symbol": "XYZ", "reason": "no_price"}]
+        assert doc["coverage"]["by_value"] is None and doc["coverage"]["by_count"] == "0.6666"
+        registry = api.runtime.metrics.registry
+        assert registry.get_sample_value("balagg_value_coverage", {"quote": "USD"}) is None
+        by_count = registry.get_sample_value("balagg_value_coverage_symbols", {"quote": "USD"})
+        assert by_count == Decimal(doc["coverage"]["by_count"])
