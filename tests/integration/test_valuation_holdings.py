@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import functools
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.simulators.runner import DEMO_WALLETS, Simulators
 from tests.integration.conftest import (
@@ -22,11 +25,13 @@ from tests.integration.conftest import (
     all_default_accounts,
     converge,
     fast_settings,
+    free_port,
     go_live,
     metric,
     supervisor_of,
     wait_until,
 )
+from tests.integration.test_data_dir_lock import VENUES, _ready, _serve
 from tests.integration.test_valuation import Api, service, sims
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,6 +101,16 @@ async def test_a_newly_held_currency_is_subscribed_and_valued_and_a_dropped_one_
         assert await wait_until(lambda: _none(sims.sfox.price_feed.subscribers("btcusd")), 10)
         assert await wait_until(lambda: _none(sims.solanatracker.price_feed.subscribers(BONK)), 10)
         assert len(bitopro_feed.subscribers("SOL_TWD")) == 1
+
+
+async def price_age_metric(http: httpx.AsyncClient, source: str) -> float:
+    """``balagg_price_age_seconds{source}`` as ``/metrics`` exposes it."""
+    text = (await http.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "balagg_price_age_seconds" and sample.labels == {"source": source}:
+                return float(sample.value)
+    raise AssertionError(f"no balagg_price_age_seconds for {source}")
 
 
 async def _none(items: list[Any]) -> bool:
@@ -185,3 +200,83 @@ async def test_coverage_is_exported_by_count_when_a_holding_has_no_price(
         assert registry.get_sample_value("balagg_value_coverage", {"quote": "USD"}) is None
         by_count = registry.get_sample_value("balagg_value_coverage_symbols", {"quote": "USD"})
         assert by_count == Decimal(doc["coverage"]["by_count"])
+
+
+async def test_a_killed_service_serves_its_last_prices_as_stale_until_the_feeds_answer(
+    sims: Simulators, tmp_path: Path
+) -> None:
+    """``serve`` SIGKILLed (no shutdown, no last flush), restarted on the same data
+    directory while the price feeds are silent: the last prices come back from the
+    embedded Redis, marked stale, the values resting on them are null with
+    ``stale_price``; once the feed answers they are values again."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    btc_path = "bitopro:BTC_TWD / bitopro:USDT_TWD * peg:USDT=USD"
+
+    async def btc_row(http: httpx.AsyncClient) -> dict[str, Any]:
+        doc = (await http.get("/v1/totals", params={"quote": "USD"})).json()
+        rows: dict[str, dict[str, Any]] = {t["symbol"]: t for t in doc["totals"]}
+        return rows.get("BTC", {})
+
+    async def listed(http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+        prices = (await http.get("/v1/prices")).json()["prices"]
+        return {p["pair"]: p for p in prices if p["source"] == "bitopro"}
+
+    first = _serve(sims, data_dir, port, lease_ms=None)
+    try:
+        assert await _ready(port), "first service never became ready"
+        async with httpx.AsyncClient(base_url=base) as http:
+
+            async def valued() -> bool:  # from the BitoPro tickers, not sFOX's
+                row = await btc_row(http)
+                return row.get("value") is not None and row["path"] == btc_path
+
+            assert await wait_until(valued, 30)
+            await sims.bitopro.price_feed.set_price("BTC_TWD", "3012345.12345678")
+            for venue in VENUES:  # every feed silent from here on (sFOX prices BTC too)
+                sims[venue].price_feed.board.stall(None)
+
+            async def last_price_kept() -> bool:
+                # older than the embedded Redis' once-a-second append-only sync
+                btc = (await listed(http)).get("BTC_TWD", {})
+                return btc.get("price") == "3012345.12345678" and btc["age_s"] > 2
+
+            assert await wait_until(last_price_kept, 15), await listed(http)
+            before = await listed(http)
+            # the stale-source alert reads the age of the source's YOUNGEST price: it lies
+            # between the youngest ages listed just before and just after the scrape
+            age = await price_age_metric(http, "bitopro")
+            after = await listed(http)
+            youngest = [min(p["age_s"] for p in doc.values()) for doc in (before, after)]
+            assert youngest[0] - 0.001 <= age <= youngest[1] + 0.001, (youngest, age)
+    finally:
+        first.kill()
+        first.wait()
+
+    second = _serve(sims, data_dir, port, lease_ms=None)
+    try:
+        assert await _ready(port), "restarted service never became ready"
+        async with httpx.AsyncClient(base_url=base) as http:
+            now = await listed(http)
+            assert set(now) == set(before)
+            for pair, price in now.items():
+                assert price["price"] == before[pair]["price"], pair
+                assert price["stale"] is True and price["restored"] is True, price
+            btc = await btc_row(http)
+            assert btc["value"] is None and btc["reason"] == "stale_price"
+            assert btc["path"] == btc_path
+
+            for venue in VENUES:
+                sims[venue].price_feed.board.stall(None, stalled=False)
+
+            async def confirmed() -> bool:
+                row = await btc_row(http)
+                btc_twd = (await listed(http)).get("BTC_TWD", {})
+                return row.get("value") is not None and btc_twd.get("restored") is False
+
+            assert await wait_until(confirmed, 30)
+            assert (await btc_row(http))["path"] == btc_path
+    finally:
+        second.kill()
+        second.wait()
