@@ -145,6 +145,12 @@ async def test_exact_value_through_twd_with_the_peg_as_an_assumption(
         assert record["price"] == BTC_TWD and record["path"] == "bitopro:BTC_TWD"
         assert record["value_reason"] is None and record["stale"] is False
 
+        # in TWD, value is in TWD; usd keeps its meaning: the value in USD
+        twd = {t["symbol"]: t for t in (await api.totals("twd"))["totals"]}
+        assert twd["BTC"]["value"] == "3012345123456779999.96987655"
+        assert twd["BTC"]["usd"] == btc["value"] and twd["TWD"]["value"] == "1000"
+        assert twd["TWD"]["usd"] == rows["TWD"]["value"] is not None
+
         unknown = await api.client.get("/v1/totals", params={"quote": "EUR"})
         assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_quote"
 
