@@ -132,7 +132,7 @@ async def test_bad_price_frames_from_deltadefi_and_solanatracker_are_rejected_an
 
         assert await wait_until(both_priced, 20)
         runners = supervisor_of(rt).runners
-        attempts = {a.id: runners[a.id].attempts for a in accounts}
+        reconnects = {a.id: runners[a.id].reconnects for a in accounts}
         before = {p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]}
         kinds = ("bad_json", "wrong_types", "negative", "non_numeric", "zero")
         for kind in kinds:
@@ -164,9 +164,21 @@ async def test_bad_price_frames_from_deltadefi_and_solanatracker_are_rejected_an
         assert await wait_until(counted, 10), (market_errors(), room_errors())
         after = {p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]}
         assert after["ADAUSDM"] == before["ADAUSDM"] and after[BONK] == before[BONK]
+        # good prices after the bad ones are read on the same sockets
+        await api.control("deltadefi", "PUT", "/_sim/prices/ADAUSDM", {"price": "0.91234567"})
+        await api.control("solanatracker", "PUT", f"/_sim/prices/{BONK}", {"price": "0.0000251"})
+
+        async def good_ones_read() -> bool:
+            now: dict[str, str] = {
+                p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]
+            }
+            return now["ADAUSDM"] == "0.91234567" and now[BONK] == "0.0000251"
+
+        assert await wait_until(good_ones_read, 10)
         for account in accounts:  # the account sockets and states never noticed
             runner = runners[account.id]
-            assert str(runner.state) == "live" and runner.attempts == attempts[account.id]
+            assert runner.reconnects == reconnects[account.id], (account.id, runner.last_error)
+            assert str(runner.state) == "live"
             ours, truth = await converge(rt, sims, account.venue, account.id)
             assert ours == truth
 
