@@ -39,6 +39,8 @@ _ = sims  # the fixture, re-exported for this module
 
 JUP = "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN"  # a mint no demo wallet holds
 BONK = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263"  # held by the second demo wallet only
+TRUMP = "6p6xgHyF7AeE6TZkSmFsko444wqoP15icUSqi2jfGiPN"
+WSOL = "So11111111111111111111111111111111111111112"
 
 
 async def record(api: Api, account: str, asset: str) -> dict[str, Any] | None:
@@ -292,3 +294,30 @@ async def test_a_killed_service_serves_its_last_prices_as_stale_until_the_feeds_
     finally:
         second.kill()
         second.wait()
+
+
+async def test_a_solana_mint_is_a_quote_as_given(
+    sims: Simulators, redis_url: str, key_prefix: str
+) -> None:
+    """docs/api.md: ``quote`` may be a Solana mint, exactly (mints are case-sensitive):
+    totals and balances value in it alike."""
+    account = account_for(sims, "solanatracker")
+    async with service(fast_settings(redis_url, key_prefix), [account], sims) as api:
+        await go_live(api.runtime, sims, account)
+
+        async def priced() -> bool:
+            doc = await api.totals()
+            return bool(doc["totals"]) and doc["coverage"]["by_count"] == "1"
+
+        assert await wait_until(priced, 20)
+        doc = await api.totals(WSOL)
+        assert doc["quote"] == WSOL
+        rows = {t["symbol"]: t for t in doc["totals"]}
+        assert rows["wSOL"]["value"] == "12.5" and rows["wSOL"]["path"] == ""
+        trump = rows[TRUMP]  # no swap seen yet: its symbol is the mint
+        assert trump["value"] is not None and trump["reason"] is None
+        assert trump["path"] == f"solanatracker:{TRUMP} / solanatracker:{WSOL}"
+        assert doc["unpriced"] == [] and doc["coverage"]["by_count"] == "1"
+        balances = await api.get("/v1/balances", quote=WSOL, asset=TRUMP)
+        (record,) = balances["balances"]
+        assert balances["quote"] == WSOL and record["value"] == trump["value"]
