@@ -69,7 +69,7 @@ class Total(BaseModel):
     locked: str
     accounts: int = Field(description="how many accounts hold it")
     usd: str | None = Field(
-        description="total valued in the quote currency (the same as value); null if unpriced"
+        description="total valued in USD, whatever the quote (= value for USD); null if unpriced"
     )
     value: str | None = Field(description="total in the quote; null with reason")
     price: str | None = Field(description="unit price of the largest holding's path")

@@ -8,7 +8,10 @@
 - ``balagg_value{account,quote}``: the account's valued holdings in USD (unvalued ones
   left out, see ``balagg_value_coverage``);
 - ``balagg_value_coverage{quote}``: the share of everything held that has a value, by
-  value (absent while some holding has no price at all: the share is unknowable).
+  value (absent while some holding has no price at all: the share is unknowable);
+- ``balagg_value_coverage_symbols{quote}``: the share of the held symbols that have a value
+  (``coverage.by_count``), present whenever anything is held, so a holding with no price
+  or no path shows (``< 1`` while ``balagg_value_coverage`` is absent).
 
 Computed on scrape, so a price or an account that is gone leaves no stale series behind.
 """
@@ -59,13 +62,18 @@ class ValuationCollector(Collector):
                 "Share of the held value that has a value (1 = everything valued)",
                 labels=["quote"],
             ),
+            GaugeMetricFamily(
+                "balagg_value_coverage_symbols",
+                "Share of the held symbols that have a value (1 = every symbol valued)",
+                labels=["quote"],
+            ),
         ]  # fmt: skip
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return self._families()
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        price, age, stale, value, coverage = self._families()
+        price, age, stale, value, coverage, by_count = self._families()
         youngest: dict[str, float] = {}
         stale_count: dict[str, int] = {}
         for quote in self._graph.prices():
@@ -90,4 +98,7 @@ class ValuationCollector(Collector):
         if whole.coverage.by_value is not None:
             share = CONTEXT.plus(whole.coverage.by_value)
             coverage.add_metric([QUOTE], share)  # type: ignore[arg-type]
-        return [price, age, stale, value, coverage]
+        if whole.coverage.by_count is not None:
+            share = CONTEXT.plus(whole.coverage.by_count)
+            by_count.add_metric([QUOTE], share)  # type: ignore[arg-type]
+        return [price, age, stale, value, coverage, by_count]

@@ -14,7 +14,15 @@ from decimal import Decimal
 from typing import Any
 
 from app.domain import EXACT, BalanceRecord
-from app.prices.graph import Conversion, GraphView, QuoteView, Unvalued, Valuation, Valued
+from app.prices.graph import (
+    USD,
+    Conversion,
+    GraphView,
+    QuoteView,
+    Unvalued,
+    Valuation,
+    Valued,
+)
 from app.prices.totals import Holding, SymbolTotal, value_totals
 from app.store import decimal_str
 
@@ -87,6 +95,8 @@ def totals_doc(
         holdings.append(Holding.of(record))
     totals = value_totals(view, holdings, quote)
     valued = {row.symbol: row for row in totals.rows}
+    # ``usd`` keeps the meaning it had before ``quote``: the value in USD, whatever the quote
+    in_usd = valued if totals.quote == USD else _usd_values(view, holdings)
     assumptions: set[str] = set()
     out: list[dict[str, Any]] = []
     for symbol in sorted(sums):
@@ -103,8 +113,10 @@ def totals_doc(
             doc.update(usd="0", value="0", **_price_fields(None), reason=None)
         else:
             value = None if found.value is None else decimal_str(found.value)
+            usd = in_usd[symbol].value
             conversion = _row_conversion(found)
-            doc.update(usd=value, value=value, **_price_fields(conversion))
+            doc.update(usd=None if usd is None else decimal_str(usd), value=value)
+            doc.update(_price_fields(conversion))
             doc["reason"] = None if found.reason is None else found.reason.value
             for _holding, valuation in found.valuations:
                 if isinstance(valuation, Valued):
@@ -125,6 +137,11 @@ def totals_doc(
         "unpriced": [{"symbol": s, "reason": r.value} for s, r in totals.unpriced],
         "assumptions": sorted(assumptions),
     }
+
+
+def _usd_values(view: GraphView, holdings: list[Holding]) -> dict[str, SymbolTotal]:
+    """Each held symbol valued in USD at the same instant (for ``usd`` in another quote)."""
+    return {row.symbol: row for row in value_totals(view, holdings, USD).rows}
 
 
 def price_doc(quote: QuoteView) -> dict[str, Any]:

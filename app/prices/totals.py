@@ -79,8 +79,13 @@ class Totals:
 
 
 def value_totals(view: GraphView, holdings: Iterable[Holding], quote: str) -> Totals:
-    """Value every non-zero holding in ``quote`` (upper-cased) and total them per symbol."""
-    quote = quote.upper()
+    """Value every non-zero holding in ``quote`` and total them per symbol.
+
+    ``quote`` is a graph node as given when the graph knows it (a Solana mint is
+    case-sensitive), else a currency code, upper-cased (``usd`` is ``USD``).
+    """
+    if not view.knows(quote):
+        quote = quote.upper()
     grouped: dict[str, list[tuple[Holding, Valuation]]] = {}
     for holding in holdings:
         if not holding.amount:

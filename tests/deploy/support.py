@@ -72,6 +72,7 @@ EXTRA_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "balagg_prices_stale": ("gauge", frozenset({"source"})),
     "balagg_value": ("gauge", frozenset({"account", "quote"})),
     "balagg_value_coverage": ("gauge", frozenset({"quote"})),
+    "balagg_value_coverage_symbols": ("gauge", frozenset({"quote"})),
     "balagg_price_feed_errors_total": ("counter", frozenset({"feed", "reason"})),
 }
 

@@ -145,6 +145,12 @@ async def test_exact_value_through_twd_with_the_peg_as_an_assumption(
         assert record["price"] == BTC_TWD and record["path"] == "bitopro:BTC_TWD"
         assert record["value_reason"] is None and record["stale"] is False
 
+        # in TWD, value is in TWD; usd keeps its meaning: the value in USD
+        twd = {t["symbol"]: t for t in (await api.totals("twd"))["totals"]}
+        assert twd["BTC"]["value"] == "3012345123456779999.96987655"
+        assert twd["BTC"]["usd"] == btc["value"] and twd["TWD"]["value"] == "1000"
+        assert twd["TWD"]["usd"] == rows["TWD"]["value"] is not None
+
         unknown = await api.client.get("/v1/totals", params={"quote": "EUR"})
         assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_quote"
 
@@ -249,12 +255,18 @@ async def test_bad_ticker_frames_are_rejected_whole_and_counted(
             return {"bitopro", "sfox"} <= sources
 
         assert await wait_until(both_priced, 15)
-        attempts = {a.id: supervisor_of(rt).runners[a.id].attempts for a in accounts}
+        runners = supervisor_of(rt).runners
+        # counted when a connection ends (attempts only when the next one is made)
+        reconnects = {a.id: runners[a.id].reconnects for a in accounts}
         before = {p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]}
         kinds = ("bad_json", "wrong_types", "negative", "non_numeric", "zero")
+        # every kind but bad_json is a readable ticker envelope with a bad price in it; a
+        # frame that is not JSON at all is tried on sFOX below
+        sfox_kinds = kinds[1:]
         for kind in kinds:
             body = {"kind": kind, "pair": "BTC_TWD"}
             assert (await api.control("bitopro", "POST", "/_sim/prices/malformed", body))["frames"]
+        for kind in sfox_kinds:
             body = {"kind": kind, "pair": "btcusd"}
             assert (await api.control("sfox", "POST", "/_sim/prices/malformed", body))["frames"]
 
@@ -277,17 +289,48 @@ async def test_bad_ticker_frames_are_rejected_whole_and_counted(
             )
 
         async def counted() -> bool:
-            return feed_errors() == len(kinds) and sfox_errors() == len(kinds)
+            return feed_errors() == len(kinds) and sfox_errors() == len(sfox_kinds)
 
         assert await wait_until(counted, 10), (feed_errors(), sfox_errors())
         after = {p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]}
         assert after["BTC_TWD"] == before["BTC_TWD"] and after["btcusd"] == before["btcusd"]
+
+        # good tickers after the bad ones: the next sFOX frame would show a sequence gap
+        await api.control("bitopro", "PUT", "/_sim/prices/BTC_TWD", {"price": "3012399.5"})
+        await api.control("sfox", "PUT", "/_sim/prices/btcusd", {"price": "96999.5"})
+
+        async def good_ones_read() -> bool:
+            now: dict[str, str] = {
+                p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]
+            }
+            return now["BTC_TWD"] == "3012399.5" and now["btcusd"] == "96999.5"
+
+        assert await wait_until(good_ones_read, 10)
         # the account sockets and states never noticed
         for account in accounts:
-            runner = supervisor_of(rt).runners[account.id]
-            assert str(runner.state) == "live" and runner.attempts == attempts[account.id]
+            runner = runners[account.id]
+            assert runner.reconnects == reconnects[account.id], (account.id, runner.last_error)
+            assert str(runner.state) == "live"
             ours, truth = await converge(rt, sims, account.venue, account.id)
             assert ours == truth
+
+        # sFOX: a frame that is not JSON has no readable sequence number or recipient, so
+        # nothing tells a broken ticker from a lost balance frame; the next frame shows
+        # the gap and the account is re-seeded (docs/valuation.md), never left unsure
+        sfox = runners["sfox-main"]
+        body = {"kind": "bad_json", "pair": "btcusd"}
+        assert (await api.control("sfox", "POST", "/_sim/prices/malformed", body))["frames"]
+        await api.control("sfox", "PUT", "/_sim/prices/btcusd", {"price": "97000.25"})
+
+        async def resynced() -> bool:
+            return sfox.reconnects == reconnects["sfox-main"] + 1 and str(sfox.state) == "live"
+
+        assert await wait_until(resynced, 15), (sfox.reconnects, sfox.last_error)
+        gaps = {"account": "sfox-main", "venue": "sfox", "reason": "sequence_gap"}
+        assert metric(rt, "balagg_upstream_reconnects_total", gaps) == 1
+        assert sfox_errors() == len(kinds)
+        ours, truth = await converge(rt, sims, "sfox", "sfox-main")
+        assert ours == truth
 
 
 async def test_one_ticker_socket_for_every_bitopro_account_and_prices_on_account_sockets(

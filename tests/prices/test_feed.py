@@ -1,6 +1,6 @@
 """The standalone price sockets against the simulators over real WebSockets: one BitoPro
-ticker socket for all accounts, resubscribing, bad frames, reconnects, staleness, and a
-DeltaDeFi key that never reaches a log."""
+ticker socket for all accounts, resubscribing, bad frames, reconnects, ping/pong liveness,
+staleness, and a DeltaDeFi key that never reaches a log."""
 
 from __future__ import annotations
 
@@ -184,6 +184,30 @@ async def test_reconnects_when_the_socket_closes(
         count = len(got)
         await until(lambda: len(got) > count)
         assert client.reconnects["closed"] >= 1
+    finally:
+        await client.stop()
+
+
+async def test_a_price_socket_that_stops_answering_pings_is_replaced(
+    bitopro_sim: BitoproSimulator, http: aiohttp.ClientSession
+) -> None:
+    """Liveness is the ping/pong deadline, as on the account sockets: a ticker socket that
+    is still open but answers nothing (no pongs, no prices) is closed and opened again."""
+    got: list[Price] = []
+    channel = BitoproTickerChannel(
+        bitopro_sim.ws_url.replace("/auth/account-balance", "/tickers"), ["BTC_TWD"]
+    )
+    options = SocketOptions(heartbeat=0.3, backoff_initial=0.02, backoff_max=0.1, healthy_after=5.0)
+    client = PriceFeedClient(http, channel, got.append, options, limiter=NO_LIMITS)
+    client.start()
+    try:
+        await until(lambda: client.connections == 1 and len(got) > 0)
+        (conn,) = bitopro_sim.price_feed.socket_subscribers("BTC_TWD")
+        conn.stalled = True  # the socket stays open; nothing answers on it any more
+        await until(lambda: client.connections == 2)
+        assert sum(client.reconnects.values()) == 1
+        count = len(got)
+        await until(lambda: len(got) > count)  # the new socket delivers again
     finally:
         await client.stop()
 
