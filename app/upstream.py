@@ -296,13 +296,14 @@ class AccountRunner:
         # within budget; the account stays connecting/stale meanwhile
         host_url = session.connect_request().url
         self._slot = await self.limiter.connect(self.account.venue, host_url)
-        # signed only now: a nonce signed before the wait may be outside the venue's
-        # time window by the time the socket opens (a fresh nonce per connect, VENUES.md)
-        request = session.connect_request()
         self.attempts += 1
         self._logged_reasons = set()
-        log.info("%s: connecting to %s", self.account.id, request.log_url)
         async with self.limiter.handshake():
+            # signed only now, with the handshake slot held: a nonce signed before either
+            # wait may be outside the venue's time window, or below a nonce the key used
+            # meanwhile, by the time the socket opens (a fresh nonce per connect, VENUES.md)
+            request = session.connect_request()
+            log.info("%s: connecting to %s", self.account.id, request.log_url)
             ws = await open_socket(self.http, request, self.options)
         self._ws = ws
         self._m_connected.set(1)
