@@ -66,6 +66,8 @@ class Sizes:
     scale_accounts: list[int] = field(default_factory=lambda: [100, 2_000, 10_000])
     scale_window: float = 10.0
     scale_live_timeout: float = 120.0
+    # the service's default (BALAGG_HEARTBEAT, 20 s); BitoPro pings every 20 s itself
+    scale_heartbeat: float = 20.0
 
     @property
     def service_accounts(self) -> int:
@@ -645,8 +647,12 @@ async def fanout_run(
 async def scale_run(b: Bench, accounts: int) -> dict[str, Any]:
     names = [f"s{accounts}-{i:04d}" for i in range(accounts)]
     await b.add_accounts(names, assets=2)
+    heartbeat = b.sizes.scale_heartbeat
     service = Service(
-        b.stack, [service_account(b.stack, n) for n in names], f"scale{accounts}", heartbeat=5.0
+        b.stack,
+        [service_account(b.stack, n) for n in names],
+        f"scale{accounts}",
+        heartbeat=heartbeat,
     )
     try:
         t0 = time.monotonic()
@@ -680,18 +686,35 @@ async def scale_run(b: Bench, accounts: int) -> dict[str, Any]:
         "rss_kb_per_account": round(rss / 1024 / accounts, 1),
         "idle_cpu_percent": round(cpu, 2),
         "idle_window_s": b.sizes.scale_window,
+        "heartbeat_s": heartbeat,
     }
 
 
 # --------------------------------------------------------------------------- all
 
 
-async def run_all(stack: Stack, sizes: Sizes) -> dict[str, Any]:
+async def run_all(stack: Stack, sizes: Sizes, only: str | None = None) -> dict[str, Any]:
     b = Bench(stack, sizes)
     try:
+        if only == "scale":
+            return {"scale_runs": await scale_runs(b)}
         return await _run_all(b)
     finally:
         await b.close()
+
+
+async def scale_runs(b: Bench) -> list[dict[str, Any]]:
+    runs = []
+    for accounts in b.sizes.scale_accounts:
+        run = await scale_run(b, accounts)
+        log(f"scale {accounts}: {run}")
+        runs.append(run)
+    first = runs[0]
+    for run in runs[1:]:
+        run["rss_kb_per_account_marginal"] = round(
+            (run["rss_mb"] - first["rss_mb"]) * 1024 / (run["accounts"] - first["accounts"]), 1
+        )
+    return runs
 
 
 async def _run_all(b: Bench) -> dict[str, Any]:
@@ -734,15 +757,5 @@ async def _run_all(b: Bench) -> dict[str, Any]:
     for workers in sizes.fold_workers:
         if workers > 1:
             out["fold_runs"] += await workers_fold(b, workers, redis_rate)
-    scale_runs = []
-    for accounts in sizes.scale_accounts:
-        run = await scale_run(b, accounts)
-        log(f"scale {accounts}: {run}")
-        scale_runs.append(run)
-    first = scale_runs[0]
-    for run in scale_runs[1:]:
-        run["rss_kb_per_account_marginal"] = round(
-            (run["rss_mb"] - first["rss_mb"]) * 1024 / (run["accounts"] - first["accounts"]), 1
-        )
-    out["scale_runs"] = scale_runs
+    out["scale_runs"] = await scale_runs(b)
     return out
