@@ -106,6 +106,7 @@ class AccountRunner:
         self._m_connected = m.upstream_connected.labels(a, v)
         self._m_last = m.upstream_last_message.labels(a)
         self._m_frames: dict[str, Any] = {}
+        self._m_state: list[tuple[AccountState, Any]] | None = None
         self._m_fold = m.fold_seconds
         self.state = AccountState.CONNECTING
         self.reconnects = 0
@@ -139,11 +140,13 @@ class AccountRunner:
         if state is self.state and error is None:
             return
         self.state = state
-        m = self.metrics
-        for s in AccountState:
-            m.upstream_state.labels(self.account.id, self.account.venue, str(s)).set(
-                1 if s is state else 0
-            )
+        gauges = self._m_state
+        if gauges is None:  # looked up once: each transition sets every state's series
+            a, v = self.account.id, self.account.venue
+            gauges = [(s, self.metrics.upstream_state.labels(a, v, str(s))) for s in AccountState]
+            self._m_state = gauges
+        for s, gauge in gauges:
+            gauge.set(1 if s is state else 0)
         self.fold.report_status(self.status_doc())
         if self.on_state is not None:
             self.on_state(self)
@@ -183,6 +186,7 @@ class AccountRunner:
         for gauge, labels in series:
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
+        self._m_state = None  # a later transition creates the series again
 
     # -- control -----------------------------------------------------------------------
 
