@@ -275,7 +275,7 @@ def acceptance(doc: dict[str, Any]) -> str:
                     else f"{big.get('live_accounts', 0):,} of {big['accounts']:,} live at the "
                     f"end of a {big.get('live_wait_s', '?')} s wait"
                 )
-                + f", RSS {big['rss_mb']} MB",
+                + f" ({big.get('start_cpu_s', '?')} s of service CPU), RSS {big['rss_mb']} MB",
                 "all live within 30 s, RSS ≤ 600 MB",
                 _verdict(_le(big["live_after_s"], 30) and big["rss_mb"] <= 600, note),
             )
@@ -317,6 +317,8 @@ def figures(doc: dict[str, Any]) -> dict[str, tuple[float, bool | None]]:
         out[f"idle {a} accounts, CPU %"] = (r["idle_cpu_percent"], False)
         out[f"idle {a} accounts, RSS MB"] = (r["rss_mb"], False)
         out[f"idle {a} accounts, s until all live"] = (r["live_after_s"], False)
+        if "start_cpu_s" in r:
+            out[f"idle {a} accounts, service CPU s until all live"] = (r["start_cpu_s"], False)
     return out
 
 

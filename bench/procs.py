@@ -249,14 +249,17 @@ class Service:
                 await asyncio.sleep(0.5)
         return per
 
-    async def wait_live(self, count: int, timeout: float = 120.0) -> None:
+    async def wait_live(
+        self, count: int, timeout: float = 120.0, interval: float | None = None
+    ) -> None:
         """Until ``/v1/accounts`` lists ``count`` accounts, all live.
 
-        Polled every 0.2 s, and less often for thousands of accounts: the listing of
-        10,000 accounts is a few MB the service would otherwise build five times a
-        second while it starts (the time until all are live is exact to one interval).
+        Polled every ``interval`` s; by default 0.2 s, and less often for thousands of
+        accounts: the listing of 10,000 accounts is a few MB the service would otherwise
+        build five times a second while it starts.
         """
-        interval = max(0.2, count / 5000)
+        if interval is None:
+            interval = max(0.2, count / 5000)
         deadline = time.monotonic() + timeout
         last = ""
         self.live = 0
