@@ -362,7 +362,7 @@ class AccountRunner:
                         raise self._seed_error
                     if self._resync.is_set():
                         raise Reconnect("resync", backoff=False, detail="resync requested")
-                    raise Reconnect("closed", detail=_close_detail(ws))
+                    raise close_reason(ws)
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     if isinstance(msg.data, aiohttp.WebSocketError) and msg.data.code == 1009:
                         self._error("oversize", "frame over the transport limit")
@@ -469,6 +469,19 @@ class AccountRunner:
                 await ws.close()
 
         return asyncio.get_running_loop().create_task(seed())
+
+
+def close_reason(ws: aiohttp.ClientWebSocketResponse) -> Reconnect:
+    """Why a socket that ``receive()`` returned as closed ended.
+
+    aiohttp closes the socket itself when the heartbeat's pong is overdue. If its timer
+    runs while no ``receive()`` waits (a busy loop runs timers before the reader
+    resumes), ``receive()`` then returns only a closed socket: that is a missed pong
+    (``read_timeout``), not the venue closing the connection.
+    """
+    if isinstance(ws.exception(), aiohttp.ServerTimeoutError):
+        return Reconnect("read_timeout", detail="no pong within the heartbeat")
+    return Reconnect("closed", detail=_close_detail(ws))
 
 
 def _close_detail(ws: aiohttp.ClientWebSocketResponse) -> str:
