@@ -83,10 +83,11 @@ def run_service(settings: Settings, accounts: Sequence[AccountConfig] | None = N
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings, _accounts = load_config()  # every problem at once, before anything starts
+    settings, accounts = load_config()  # every problem at once, before anything starts
     if args.workers is not None:
         settings = settings.model_copy(update={"workers": args.workers})
-    return run_service(settings)
+    # the accounts just read and validated: reading 10,000 of them twice cost seconds
+    return run_service(settings, accounts)
 
 
 def _workers(value: str) -> int:

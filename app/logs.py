@@ -14,22 +14,51 @@ from collections.abc import Iterable
 
 import orjson
 
+_SHORTEST = 6
+"""Secrets shorter than this are not scrubbed: they would mangle ordinary words, and real
+credentials are longer. It is also the width of the window that finds candidates."""
+
 
 class SecretScrubber(logging.Filter):
-    """Replaces every registered secret in a record's message and exception text."""
+    """Replaces every registered secret in a record's message and exception text.
+
+    A line is read once, window by window, whatever the number of secrets: 10,000
+    accounts register 30,000 of them, and searching every line once per secret blocked
+    the event loop on every dropped connection. ``_heads`` maps the first ``_SHORTEST``
+    characters of the secrets to the lengths of the secrets starting with them, so a
+    window that starts no secret costs one dict lookup and one that does costs one set
+    lookup per distinct length (secrets sharing a prefix, such as the emails of many
+    accounts, are not compared one by one).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._secrets: set[str] = set()
+        self._heads: dict[str, set[int]] = {}
 
     def add(self, secrets: Iterable[str]) -> None:
-        # short values would mangle ordinary words; real credentials are longer than this
-        self._secrets.update(s for s in secrets if len(s) >= 6)
+        for secret in secrets:
+            if len(secret) >= _SHORTEST:
+                self._secrets.add(secret)
+                self._heads.setdefault(secret[:_SHORTEST], set()).add(len(secret))
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
+        heads, secrets = self._heads, self._secrets
+        width = _SHORTEST
+        if not heads or len(text) < width:
+            return text
+        found: set[str] = set()
+        get = heads.get
+        for i in range(len(text) - width + 1):
+            lengths = get(text[i : i + width])
+            if lengths is not None:
+                for n in lengths:
+                    candidate = text[i : i + n]
+                    if candidate in secrets:
+                        found.add(candidate)
+        # longest first, so a secret inside a longer one never leaves the rest showing
+        for secret in sorted(found, key=lambda s: (-len(s), s)):
+            text = text.replace(secret, "***")
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:

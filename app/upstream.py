@@ -106,6 +106,7 @@ class AccountRunner:
         self._m_connected = m.upstream_connected.labels(a, v)
         self._m_last = m.upstream_last_message.labels(a)
         self._m_frames: dict[str, Any] = {}
+        self._m_state: list[tuple[AccountState, Any]] | None = None
         self._m_fold = m.fold_seconds
         self.state = AccountState.CONNECTING
         self.reconnects = 0
@@ -139,11 +140,13 @@ class AccountRunner:
         if state is self.state and error is None:
             return
         self.state = state
-        m = self.metrics
-        for s in AccountState:
-            m.upstream_state.labels(self.account.id, self.account.venue, str(s)).set(
-                1 if s is state else 0
-            )
+        gauges = self._m_state
+        if gauges is None:  # looked up once: each transition sets every state's series
+            a, v = self.account.id, self.account.venue
+            gauges = [(s, self.metrics.upstream_state.labels(a, v, str(s))) for s in AccountState]
+            self._m_state = gauges
+        for s, gauge in gauges:
+            gauge.set(1 if s is state else 0)
         self.fold.report_status(self.status_doc())
         if self.on_state is not None:
             self.on_state(self)
@@ -183,6 +186,7 @@ class AccountRunner:
         for gauge, labels in series:
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
+        self._m_state = None  # a later transition creates the series again
 
     # -- control -----------------------------------------------------------------------
 
@@ -296,13 +300,14 @@ class AccountRunner:
         # within budget; the account stays connecting/stale meanwhile
         host_url = session.connect_request().url
         self._slot = await self.limiter.connect(self.account.venue, host_url)
-        # signed only now: a nonce signed before the wait may be outside the venue's
-        # time window by the time the socket opens (a fresh nonce per connect, VENUES.md)
-        request = session.connect_request()
         self.attempts += 1
         self._logged_reasons = set()
-        log.info("%s: connecting to %s", self.account.id, request.log_url)
         async with self.limiter.handshake():
+            # signed only now, with the handshake slot held: a nonce signed before either
+            # wait may be outside the venue's time window, or below a nonce the key used
+            # meanwhile, by the time the socket opens (a fresh nonce per connect, VENUES.md)
+            request = session.connect_request()
+            log.info("%s: connecting to %s", self.account.id, request.log_url)
             ws = await open_socket(self.http, request, self.options)
         self._ws = ws
         self._m_connected.set(1)
@@ -357,7 +362,7 @@ class AccountRunner:
                         raise self._seed_error
                     if self._resync.is_set():
                         raise Reconnect("resync", backoff=False, detail="resync requested")
-                    raise Reconnect("closed", detail=_close_detail(ws))
+                    raise close_reason(ws)
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     if isinstance(msg.data, aiohttp.WebSocketError) and msg.data.code == 1009:
                         self._error("oversize", "frame over the transport limit")
@@ -464,6 +469,19 @@ class AccountRunner:
                 await ws.close()
 
         return asyncio.get_running_loop().create_task(seed())
+
+
+def close_reason(ws: aiohttp.ClientWebSocketResponse) -> Reconnect:
+    """Why a socket that ``receive()`` returned as closed ended.
+
+    aiohttp closes the socket itself when the heartbeat's pong is overdue. If its timer
+    runs while no ``receive()`` waits (a busy loop runs timers before the reader
+    resumes), ``receive()`` then returns only a closed socket: that is a missed pong
+    (``read_timeout``), not the venue closing the connection.
+    """
+    if isinstance(ws.exception(), aiohttp.ServerTimeoutError):
+        return Reconnect("read_timeout", detail="no pong within the heartbeat")
+    return Reconnect("closed", detail=_close_detail(ws))
 
 
 def _close_detail(ws: aiohttp.ClientWebSocketResponse) -> str:

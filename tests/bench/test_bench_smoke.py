@@ -93,3 +93,29 @@ def test_bench_history_smoke_produces_every_figure(tmp_path: Path) -> None:
     for run in doc["at_runs"]:
         assert run["records_per_answer"] == 2_000
         _numbers(run, ("p50_ms", "p99_ms", "max_ms"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_bench_scale_phase_alone(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--only", "scale", "--scale-accounts", "3,6",
+         "--heartbeat", "7", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=110,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    first, _, rest = proc.stdout.decode().partition("\n")
+    doc = json.loads(first)
+    assert "fold_runs" not in doc and doc["meta"]["mode"] == "smoke --only scale"
+    runs = doc["scale_runs"]
+    assert [r["accounts"] for r in runs] == [3, 6]
+    for run in runs:
+        assert run["live_accounts"] == run["accounts"] == run["sim_open_connections"]
+        assert run["heartbeat_s"] == 7.0
+        _numbers(run, ("live_after_s", "start_cpu_s", "idle_cpu_percent", "rss_mb"))
+    assert "| 6 upstream accounts: RSS (per account), idle CPU |" in rest
+    assert "| 2,000 idle accounts | " in rest and "(at 6, not 2,000)" in rest

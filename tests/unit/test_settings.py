@@ -52,6 +52,36 @@ def test_inline_json_wins_over_file(tmp_path: Path) -> None:
     assert [a.id for a in load_accounts(inline, path, ENV)] == ["s1"]
 
 
+def test_json_file_and_yaml_flow_mappings_read_like_the_yaml_file(tmp_path: Path) -> None:
+    import yaml
+
+    doc = yaml.safe_load(GOOD_YAML)
+    expected = [a.model_dump() for a in load_accounts(None, _write(tmp_path, GOOD_YAML), ENV)]
+    as_json = json.dumps(doc, indent=2)
+    assert [a.model_dump() for a in load_accounts(None, _write(tmp_path, as_json), ENV)] == (
+        expected
+    )
+    # YAML flow style starts like JSON but is not JSON: still read, as YAML
+    flow = (
+        "{accounts: ["
+        + ", ".join(
+            "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in a.items()) + "}"
+            for a in doc["accounts"]
+        )
+        + "]}"
+    )
+    assert [a.model_dump() for a in load_accounts(None, _write(tmp_path, flow), ENV)] == expected
+    # broken JSON is reported like broken YAML
+    with pytest.raises(ConfigError, match="not valid YAML or JSON"):
+        load_accounts(None, _write(tmp_path, '{"accounts": [{"id": "x",]'), ENV)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "accounts.json"
+    path.write_text(text)
+    return path
+
+
 def test_missing_file_is_an_error_naming_the_path(tmp_path: Path) -> None:
     absent = tmp_path / "acounts.yaml"
     with pytest.raises(ConfigError) as info:
