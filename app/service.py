@@ -24,7 +24,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -106,8 +106,9 @@ def create_app(
         leases = LeaseManager(client, keys, settings.instance_id, settings.lease_ms)
         # the writer reports fenced accounts here; the upstream side steps down from them
         fenced: asyncio.Queue[str] = asyncio.Queue()
-        # and what each flush wrote, for the hub to apply without reading it back
-        own_writes: asyncio.Queue[tuple[Change, ...]] = asyncio.Queue(maxsize=1024)
+        # and what each flush wrote goes to the hub (its take_local, once it is built),
+        # applied and fanned out inside the writer's callback: no task switch, no read back
+        take_local: Callable[[Iterable[Change]], None] | None = None
 
         def on_flush(results: Sequence[FlushResult]) -> None:
             metrics.redis_up.set(1)
@@ -118,11 +119,12 @@ def create_app(
                     metrics.fenced_writes.labels(result.account).inc()
                     fenced.put_nowait(result.account)
             # own changes reach the stream's clients now, not after the hub reads them
-            # back; when the hub is behind, the stream read brings them (nothing is lost)
-            written = tuple(change for result in results for change in result.written)
-            if written:
-                with contextlib.suppress(asyncio.QueueFull):
-                    own_writes.put_nowait(written)
+            # back; whatever this misses, the stream read brings (nothing is lost)
+            if take_local is not None:
+                try:
+                    take_local(change for result in results for change in result.written)
+                except Exception:  # the writer must go on whatever the fan-out met
+                    log.exception("applying own writes failed; the stream read brings them")
 
         def on_error(op: str, _exc: BaseException) -> None:
             metrics.redis_errors.labels(op).inc()
@@ -157,9 +159,9 @@ def create_app(
         )
         runners: dict[str, AccountRunner] = {}  # the accounts this process runs
         hub = build_hub(
-            settings, resolved, client, reader, keys, metrics, prices, runners.__contains__,
-            own_writes,
+            settings, resolved, client, reader, keys, metrics, prices, runners.__contains__
         )  # fmt: skip
+        take_local = hub.take_local
         prices.listeners.append(hub.publish_price)
         metrics.registry.register(ValuationCollector(prices.graph, hub.records))
         supervisor = (upstream or Supervisor)(
@@ -279,7 +281,6 @@ def build_hub(
     metrics: Metrics,
     prices: PriceService,
     runs_here: Callable[[str], bool],
-    own_writes: asyncio.Queue[tuple[Change, ...]] | None = None,
 ) -> StreamHub:
     """The stream hub, reading the change stream with the service's settings."""
     return StreamHub(
@@ -298,7 +299,6 @@ def build_hub(
         metrics=metrics,
         prices=prices.graph.prices,
         runs_here=runs_here,
-        own_writes=own_writes,
     )
 
 
