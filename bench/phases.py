@@ -76,7 +76,8 @@ class Sizes:
     """``--repeat N``: each fold size runs N times; the run of median frames/s is kept."""
     profile: str | None = None
     """``--py-spy PREFIX``: py-spy's raw stacks of the service during each timed fold
-    burst, one file per run (``PREFIX.<workers>w-<accounts>a-<run>``)."""
+    burst and latency run, one file per run (``PREFIX.<workers>w-<accounts>a-<run>``,
+    ``PREFIX.latency-<rate>``)."""
 
     @property
     def service_accounts(self) -> int:
@@ -497,12 +498,23 @@ async def latency_run(
     )
     await asyncio.sleep(0.3)
     seconds = b.sizes.latency_seconds
+    lag0 = [await b.metric(service, f"balagg_event_lag_seconds_{k}") for k in ("sum", "count")]
+    profile = b.sizes.profile
+    spy = profiler(f"{profile}.latency-{rate}" if profile else None, service.pid)
+    if spy is not None:
+        await asyncio.sleep(0.5)  # py-spy attaches before the pacing starts
+    cpu0, t0 = service.cpu_seconds(), time.monotonic()
     doc = await b.bench_post(
         "/bench/pace",
         {"key": f"key-{name}", "asset": "LAT", "rate": rate, "seconds": seconds, "start": start},
     )
+    cores = (service.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+    if spy is not None:
+        stop_profiler(spy)
     await asyncio.sleep(0.5)
     client.close()
+    lag1 = [await b.metric(service, f"balagg_event_lag_seconds_{k}") for k in ("sum", "count")]
+    lag_n = lag1[1] - lag0[1]
     sent = {int(k): float(t) for k, t in doc["sent"]}
     lags = [(received[k] - t) * 1000 for k, t in sent.items() if k in received]
     effective = effective_lags(sent, received)
@@ -518,6 +530,9 @@ async def latency_run(
         "mean_ms": round(statistics.fmean(lags), 3) if lags else float("nan"),
         "effective_p50_ms": round(pct(effective, 50), 3),
         "effective_p99_ms": round(pct(effective, 99), 3),
+        # inside the service: upstream receive -> downstream send (balagg_event_lag_seconds)
+        "service_mean_ms": round((lag1[0] - lag0[0]) / lag_n * 1000, 3) if lag_n else float("nan"),
+        "service_cpu_cores": round(cores, 2),
     }
 
 
