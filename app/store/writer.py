@@ -330,10 +330,6 @@ class BalanceWriter:
         them missing (a restarted Redis, a flushed script cache: that flush fails and
         is retried whole, which the compare-and-set scripts make safe).
         """
-        if not self._scripts_loaded and (self._pending or self._notes):
-            await self._apply.load()
-            await self._note.load()
-            self._scripts_loaded = True
         pending, self._pending = self._pending, {}
         notes, self._notes = self._notes, deque()
         prices, self._prices = self._prices, {}
@@ -352,6 +348,10 @@ class BalanceWriter:
         k = self._keys
         pipe = self._client.pipeline(transaction=False)
         try:
+            if not self._scripts_loaded and (pending or notes):
+                await self._apply.load()
+                await self._note.load()
+                self._scripts_loaded = True
             for account, acc in pending.items():
                 args: list[Any] = [
                     self._fence(account), now, self._maxlen, account,
