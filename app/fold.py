@@ -63,7 +63,11 @@ class AccountFold:
         self.venue = venue
         self._writer = writer
         self._market = market
-        self.state: dict[Key, AssetBalance] = {}
+        self._state: dict[Key, AssetBalance] = {}
+        # inside a batch: one-currency values read since the batch began, newer than
+        # ``_state``; made balances once per key when anything reads the state or the
+        # batch ends, so a burst of frames for one asset builds one balance, not one each
+        self._lone: dict[Key, LoneBalance] = {}
         self._seeding: dict[int, set[Key]] = {}
         self._next_seed = 0
         self.symbols: dict[str, str] = {}
@@ -73,9 +77,17 @@ class AccountFold:
         self.held_version = 0
         """Grows whenever :meth:`held_assets` may have changed (cheaper than comparing)."""
 
+    @property
+    def state(self) -> dict[Key, AssetBalance]:
+        """The exact state: (wallet, asset) -> balance, every frame read so far applied."""
+        if self._lone:
+            self._settle()
+        return self._state
+
     def load(self, balances: Iterable[AssetBalance]) -> None:
         """Start from what Redis holds (no writes): the last known state of the account."""
-        self.state = {(b.wallet, b.asset): b for b in balances}
+        self._lone.clear()
+        self._state = {(b.wallet, b.asset): b for b in balances}
         self.held_version += 1
         for balance in self.state.values():
             if balance.symbol is not None:
@@ -156,8 +168,9 @@ class AccountFold:
                 self.state[key] = balance
                 changed.append(balance)
                 if batch is not None:
-                    if key in batch:
-                        self._supersede(batch[key])
+                    older = batch.get(key)
+                    if older is not None:
+                        self._supersede(older[0], older[1])
                     batch[key] = (balance, update.venue_ts)
                 for touched in self._seeding.values():
                     touched.add(key)
@@ -168,41 +181,70 @@ class AccountFold:
     def apply_lone(self, lone: LoneBalance) -> bool:
         """One asset's new balance (:data:`~app.domain.LoneBalance`), applied as
         :meth:`apply_update` would apply its :class:`BalanceUpdate`; True if it changed.
-        The lean path of a one-currency frame: no event is built, and a balance only
-        when the value really changed."""
+        The lean path of a one-currency frame: no event is built, and inside a batch no
+        balance either until the state is read or the batch ends (newest value per key)."""
         wallet, asset, total, available, locked, extra, venue_ts = lone
         key = (wallet, asset)
-        held = self.state.get(key)
-        if (
-            held is not None
-            and held.total == total
-            and held.available == available
-            and held.locked == locked
-            and held.symbol == asset
-            and held.extra == extra
-        ):
-            return False
-        if held is None or (held.total == 0) != (total == 0):
-            self.held_version += 1
-        balance = AssetBalance(wallet, asset, total, available, locked, asset, extra)
-        self.state[key] = balance
-        for touched in self._seeding.values():
-            touched.add(key)
+        pending = self._lone.get(key)
+        if pending is not None:
+            if (
+                pending[2] == total
+                and pending[3] == available
+                and pending[4] == locked
+                and pending[5] == extra
+            ):
+                return False
+            if (pending[2] == 0) != (total == 0):
+                self.held_version += 1
+        else:
+            held = self._state.get(key)
+            if held is not None and (
+                held.total == total
+                and held.available == available
+                and held.locked == locked
+                and held.symbol == asset
+                and held.extra == extra
+            ):
+                return False
+            if held is None or (held.total == 0) != (total == 0):
+                self.held_version += 1
+        if self._seeding:
+            for touched in self._seeding.values():
+                touched.add(key)
         batch = self._batch
         if batch is not None:
-            if key in batch:
-                self._supersede(batch[key])
-            batch[key] = (balance, venue_ts)
-        else:
-            self._writer.submit_update(self.account, self.venue, (balance,), venue_ts)
+            if pending is not None and self._writer.keeping:
+                older = batch.pop(key, None)  # settled earlier in this batch: it came first
+                if older is not None:
+                    self._supersede(older[0], older[1])
+                w, a, t, av, lk, ex, ts = pending
+                self._supersede(AssetBalance(w, a, t, av, lk, a, ex), ts)
+            self._lone[key] = lone
+            return True
+        balance = AssetBalance(wallet, asset, total, available, locked, asset, extra)
+        self._state[key] = balance
+        self._writer.submit_update(self.account, self.venue, (balance,), venue_ts)
         return True
 
-    def _supersede(self, older: tuple[AssetBalance, str | None]) -> None:
+    def _supersede(self, older: AssetBalance, venue_ts: str | None) -> None:
         """A later frame of the batch replaces ``older``: hand it to the writer now while
         it still keeps superseded values (see ``BalanceWriter.submit_update``), so the
         change stream carries it too."""
         if self._writer.keeping:
-            self._writer.submit_update(self.account, self.venue, (older[0],), older[1])
+            self._writer.submit_update(self.account, self.venue, (older,), venue_ts)
+
+    def _settle(self) -> None:
+        """Make balances of the one-currency values read in this batch (see ``_lone``)."""
+        state, batch = self._state, self._batch
+        for key, (wallet, asset, total, available, locked, extra, venue_ts) in self._lone.items():
+            balance = AssetBalance(wallet, asset, total, available, locked, asset, extra)
+            state[key] = balance
+            if batch is not None:
+                older = batch.get(key)
+                if older is not None:
+                    self._supersede(older[0], older[1])
+                batch[key] = (balance, venue_ts)
+        self._lone.clear()
 
     def begin_batch(self) -> None:
         """From now until :meth:`end_batch`, collect balance updates instead of handing
@@ -228,6 +270,8 @@ class AccountFold:
             self.end_batch()
 
     def _submit_batch(self) -> None:
+        if self._lone:
+            self._settle()
         batch = self._batch
         if not batch:
             return

@@ -69,20 +69,24 @@ class FrameReader:
         """Fold ``raws`` in order; True if any frame carried events."""
         fold = self.fold
         lone_of = self.session.read_lone_balance
+        apply_lone = fold.apply_lone
         tally: Tally = {}
+        lone_frames = 0
         had_events = False
         fold.begin_batch()
         try:
             for raw in raws:
                 lone = lone_of(raw)
                 if lone is not None:  # the hot path: no events built
-                    tally["balance"] = tally.get("balance", 0) + 1
-                    fold.apply_lone(lone)
-                    had_events = True
+                    lone_frames += 1
+                    apply_lone(lone)
                 elif await self._read_frame(raw, tally):
                     had_events = True
         finally:
             fold.end_batch()
+            if lone_frames:
+                had_events = True
+                tally["balance"] = tally.get("balance", 0) + lone_frames
             for kind, n in tally.items():
                 self._count(kind, n)
         return had_events

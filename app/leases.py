@@ -25,10 +25,13 @@ import math
 import secrets
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from app.store import Keys
+from app.store.scripts import PipelinedScript, missing_script
 
 _ACQUIRE_LUA = """
 -- KEYS: lease, holder; ARGV: token, lease ms
@@ -104,8 +107,10 @@ class LeaseManager:
         self.tokens: dict[str, str] = {}
         self.renewed_at: dict[str, float] = {}
         self._acquire = client.register_script(_ACQUIRE_LUA)
-        self._acquire_many = client.register_script(_ACQUIRE_MANY_LUA)
-        self._renew = client.register_script(_RENEW_LUA)
+        # pipelined by SHA1 alone: one round trip per tick (app/store/scripts.py)
+        self._acquire_many = PipelinedScript(client, _ACQUIRE_MANY_LUA)
+        self._renew = PipelinedScript(client, _RENEW_LUA)
+        self._pipelined_loaded = False
         self._release = client.register_script(_RELEASE_LUA)
         self.dataset = ""  # the P:dataset id seen by the last heartbeat
 
@@ -162,15 +167,16 @@ class LeaseManager:
             return []
         tokens = {a: f"{self.instance_id}:{secrets.token_hex(8)}" for a in accounts}
         k = self._keys
+        await self._load_pipelined()
         pipe = self._client.pipeline(transaction=False)
         for start in range(0, len(accounts), RENEW_BATCH):
             batch = accounts[start : start + RENEW_BATCH]
-            await self._acquire_many(
-                keys=[key for a in batch for key in (k.lease(a), k.holder(a))],
-                args=[self.lease_ms, *(tokens[a] for a in batch)],
-                client=pipe,
+            self._acquire_many.queue(
+                pipe,
+                [key for a in batch for key in (k.lease(a), k.holder(a))],
+                [self.lease_ms, *(tokens[a] for a in batch)],
             )
-        replies = [code for batch in await pipe.execute() for code in batch]
+        replies = [code for batch in await self._execute(pipe) for code in batch]
         now = time.monotonic()
         acquired = []
         for account, reply in zip(accounts, replies, strict=True):
@@ -190,15 +196,16 @@ class LeaseManager:
             return set(), set()
         accounts = list(self.tokens)
         k = self._keys
+        await self._load_pipelined()
         pipe = self._client.pipeline(transaction=False)
         for start in range(0, len(accounts), RENEW_BATCH):
             batch = accounts[start : start + RENEW_BATCH]
-            await self._renew(
-                keys=[key for a in batch for key in (k.lease(a), k.holder(a))],
-                args=[self.lease_ms, *(self.tokens[a] for a in batch)],
-                client=pipe,
+            self._renew.queue(
+                pipe,
+                [key for a in batch for key in (k.lease(a), k.holder(a))],
+                [self.lease_ms, *(self.tokens[a] for a in batch)],
             )
-        replies = [code for batch in await pipe.execute() for code in batch]
+        replies = [code for batch in await self._execute(pipe) for code in batch]
         lost: set[str] = set()
         retaken: set[str] = set()
         now = time.monotonic()
@@ -211,6 +218,24 @@ class LeaseManager:
                 lost.add(account)
                 self.forget(account)
         return lost, retaken
+
+    async def _load_pipelined(self) -> None:
+        """Load the pipelined scripts before their first use and after Redis lost them."""
+        if not self._pipelined_loaded:
+            await self._acquire_many.load()
+            await self._renew.load()
+            self._pipelined_loaded = True
+
+    async def _execute(self, pipe: Pipeline) -> list[Any]:
+        """Run ``pipe``; a script Redis no longer holds fails this tick and is loaded
+        again before the next (the supervisor retries on its next tick)."""
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if missing_script(replies):
+            self._pipelined_loaded = False
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def expired_locally(self) -> set[str]:
         """Leases not renewed for longer than their life (Redis did not answer)."""

@@ -47,7 +47,7 @@ from app.prices.service import PriceService, price_graph
 from app.redis_server import EmbeddedRedis
 from app.services import Services, UpstreamFactory
 from app.settings import Settings
-from app.store import BalanceReader, BalanceWriter, Change, FlushResult, Keys
+from app.store import BalanceReader, BalanceWriter, FlushResult, Keys
 from app.stream.fastwrite import KeepRawSend
 from app.stream.hub import HubOptions, StreamHub
 from app.supervisor import Supervisor
@@ -107,8 +107,15 @@ def create_app(
         leases = LeaseManager(client, keys, settings.instance_id, settings.lease_ms)
         # the writer reports fenced accounts here; the upstream side steps down from them
         fenced: asyncio.Queue[str] = asyncio.Queue()
-        # and what each flush wrote, for the hub to apply without reading it back
-        own_writes: asyncio.Queue[tuple[Change, ...]] = asyncio.Queue(maxsize=1024)
+        # the hub comes before the writer: what each flush wrote is applied and fanned
+        # out inside the writer's callback (no task switch, no read back)
+        graph = price_graph(settings)
+        reader = BalanceReader(client, keys)
+        runners: dict[str, AccountRunner] = {}  # the accounts this process runs
+        hub = build_hub(
+            settings, resolved, client, reader, keys, metrics, graph, runners.__contains__
+        )  # fmt: skip
+        take_local = hub.take_local
 
         def on_flush(results: Sequence[FlushResult]) -> None:
             metrics.redis_up.set(1)
@@ -119,11 +126,11 @@ def create_app(
                     metrics.fenced_writes.labels(result.account).inc()
                     fenced.put_nowait(result.account)
             # own changes reach the stream's clients now, not after the hub reads them
-            # back; when the hub is behind, the stream read brings them (nothing is lost)
-            written = tuple(change for result in results for change in result.written)
-            if written:
-                with contextlib.suppress(asyncio.QueueFull):
-                    own_writes.put_nowait(written)
+            # back; whatever this misses, the stream read brings (nothing is lost)
+            try:
+                take_local(change for result in results for change in result.written)
+            except Exception:  # the writer must go on whatever the fan-out met
+                log.exception("applying own writes failed; the stream read brings them")
 
         def on_error(op: str, _exc: BaseException) -> None:
             metrics.redis_errors.labels(op).inc()
@@ -137,7 +144,6 @@ def create_app(
             on_flush=on_flush,
             on_error=on_error,
         )
-        reader = BalanceReader(client, keys)
 
         def on_price_reject(feed: str, reason: str) -> None:
             metrics.price_feed_errors.labels(feed, reason).inc()
@@ -148,12 +154,6 @@ def create_app(
         )
         app.state.history = history
         # -- end history ----------------------------------------------------------------
-        graph = price_graph(settings)
-        runners: dict[str, AccountRunner] = {}  # the accounts this process runs
-        hub = build_hub(
-            settings, resolved, client, reader, keys, metrics, graph, runners.__contains__,
-            own_writes,
-        )  # fmt: skip
         prices = PriceService(
             settings,
             graph,
@@ -282,7 +282,6 @@ def build_hub(
     metrics: Metrics,
     prices: PriceGraph,
     runs_here: Callable[[str], bool],
-    own_writes: asyncio.Queue[tuple[Change, ...]] | None = None,
 ) -> StreamHub:
     """The stream hub, reading the change stream with the service's settings."""
     return StreamHub(
@@ -301,7 +300,6 @@ def build_hub(
         metrics=metrics,
         prices=prices.prices,
         runs_here=runs_here,
-        own_writes=own_writes,
     )
 
 

@@ -25,27 +25,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.phases import Sizes, log, quick_sizes, run_all, smoke_sizes
+from bench.phases import PHASES, Sizes, log, quick_sizes, run_all, smoke_sizes
 from bench.procs import Stack, raise_fd_limit
 
 
 def headline(runs: dict[str, Any]) -> dict[str, Any]:
-    """The headline keys: the SPEC's target case, else the largest run measured."""
+    """The headline keys: the SPEC's target case, else the largest run measured (a phase
+    left out by ``--only`` has none)."""
     out: dict[str, Any] = {}
-    if runs.get("scale_runs"):
-        scale = max(runs["scale_runs"], key=lambda r: (r["accounts"] == 2000, r["accounts"]))
-        out["scale"] = {
-            k: scale[k] for k in ("accounts", "rss_mb", "rss_kb_per_account", "idle_cpu_percent")
-        }
-    if "fold_runs" not in runs:  # --only scale
-        return out
-    ones = [r for r in runs["fold_runs"] if r.get("workers", 1) == 1]
-    fold = max(ones, key=lambda r: (r["accounts"] == 100, r["accounts"]))
-    latency = max(runs["latency_runs"], key=lambda r: (r["rate_per_s"] == 5000, r["rate_per_s"]))
-    fanout = max(runs["fanout_runs"], key=lambda r: (r["clients"] == 1000, r["clients"]))
-    rest = runs["rest_runs"][0]
-    return {
-        "fold": {
+    ones = [r for r in runs.get("fold_runs", []) if r.get("workers", 1) == 1]
+    if ones:
+        fold = max(ones, key=lambda r: (r["accounts"] == 100, r["accounts"]))
+        out["fold"] = {
             "accounts": fold["accounts"],
             "frames_per_s": fold["frames_per_s"],
             "parse_ceiling_per_s": fold["parse_ceiling_per_s"],
@@ -54,19 +45,31 @@ def headline(runs: dict[str, Any]) -> dict[str, Any]:
             "ratio_redis": fold["ratio_redis"],
             "stream_entries": fold["stream_entries"],
             "state_verified": all(r["state_verified"] for r in runs["fold_runs"]),
-        },
-        "fold_workers": {
+        }
+        out["fold_workers"] = {
             f"{r['workers']}w": r["frames_per_s"]
             for r in runs["fold_runs"]
             if r["accounts"] == fold["accounts"]
-        },
-        "latency": {k: latency[k] for k in ("rate_per_s", "p50_ms", "p99_ms", "max_ms")},
-        "rest": {k: rest[k] for k in ("rps", "p99_ms", "bare_rps", "ratio_bare", "accounts")},
-        "fanout": {
+        }
+    if runs.get("latency_runs"):
+        latency = max(
+            runs["latency_runs"], key=lambda r: (r["rate_per_s"] == 5000, r["rate_per_s"])
+        )
+        out["latency"] = {k: latency[k] for k in ("rate_per_s", "p50_ms", "p99_ms", "max_ms")}
+    if runs.get("rest_runs"):
+        rest = runs["rest_runs"][0]
+        out["rest"] = {k: rest[k] for k in ("rps", "p99_ms", "bare_rps", "ratio_bare", "accounts")}
+    if runs.get("fanout_runs"):
+        fanout = max(runs["fanout_runs"], key=lambda r: (r["clients"] == 1000, r["clients"]))
+        out["fanout"] = {
             k: fanout[k] for k in ("clients", "p50_lag_ms", "p99_lag_ms", "conflated", "rss_mb")
-        },
-        **out,
-    }
+        }
+    if runs.get("scale_runs"):
+        scale = max(runs["scale_runs"], key=lambda r: (r["accounts"] == 2000, r["accounts"]))
+        out["scale"] = {
+            k: scale[k] for k in ("accounts", "rss_mb", "rss_kb_per_account", "idle_cpu_percent")
+        }
+    return out
 
 
 def _ok(passed: bool) -> str:
@@ -109,13 +112,9 @@ def table(doc: dict[str, Any]) -> str:
                 "-",
             )
         )
+        verified = all(r["state_verified"] for r in doc["fold_runs"])
         rows.append(
-            (
-                "final Redis state = simulator truth",
-                str(doc["fold"]["state_verified"]).lower(),
-                "true",
-                _ok(doc["fold"]["state_verified"]),
-            )
+            ("final Redis state = simulator truth", str(verified).lower(), "true", _ok(verified))
         )
     for r in doc.get("latency_runs", []):
         rows.append(
@@ -280,8 +279,8 @@ def acceptance(doc: dict[str, Any]) -> str:
                 _verdict(_le(big["live_after_s"], 30) and big["rss_mb"] <= 600, note),
             )
         )
+    verified = all(r["state_verified"] for r in folds)
     if folds:
-        verified = all(r["state_verified"] for r in folds)
         rows.append(
             ("state after every run", f"equal to the simulator's truth: {str(verified).lower()}",
              "true", _ok(verified))
@@ -299,6 +298,11 @@ def figures(doc: dict[str, Any]) -> dict[str, tuple[float, bool | None]]:
         out[f"fold {w}w {a} acct, frames/s"] = (r["frames_per_s"], True)
         out[f"fold {w}w {a} acct, / parse ceiling"] = (r["ratio_parse"], True)
         out[f"parse ceiling ({w}w {a} acct run), frames/s"] = (r["parse_ceiling_per_s"], None)
+        if "service_cpu_us_per_frame" in r:
+            out[f"fold {w}w {a} acct, service CPU µs/frame"] = (
+                r["service_cpu_us_per_frame"],
+                False,
+            )
     for r in doc.get("latency_runs", []):
         out[f"latency {r['rate_per_s']}/s, p50 ms"] = (r["p50_ms"], False)
         out[f"latency {r['rate_per_s']}/s, p99 ms"] = (r["p99_ms"], False)
@@ -350,6 +354,14 @@ def compare(now: dict[str, Any], before: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _phases(text: str) -> frozenset[str]:
+    chosen = frozenset(p.strip() for p in text.split(",") if p.strip())
+    unknown = chosen - PHASES
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"phases are {', '.join(sorted(PHASES))}")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
@@ -366,7 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--history", action="store_true", help="history figures only")
     parser.add_argument(
-        "--only", choices=["scale"], help="run one phase only (scale: idle accounts)"
+        "--only",
+        type=_phases,
+        default=PHASES,
+        help=f"comma-separated phases to run, of {','.join(sorted(PHASES))} (default: all)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the fold at each size this many times"
+    )
+    parser.add_argument(
+        "--py-spy",
+        dest="py_spy",
+        help="write py-spy's raw stacks of the service during the fold phase to FILE "
+        "(py-spy installed separately; sum them with python -m bench.profile FILE)",
     )
     parser.add_argument(
         "--scale-accounts",
@@ -393,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes.scale_accounts = args.scale_accounts
     if args.heartbeat is not None:
         sizes.scale_heartbeat = args.heartbeat
+    sizes.phases = args.only
+    sizes.profile = args.py_spy
+    sizes.fold_repeat = max(1, args.repeat)
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     fds = raise_fd_limit()
     started = time.monotonic()
@@ -403,13 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"mode {mode_name}; redis {stack.redis.url} (AOF off); simulators {stack.rest_url}")
         import uvloop
 
-        runs = uvloop.run(run_all(stack, sizes, args.only))
+        runs = uvloop.run(run_all(stack, sizes))
     finally:
         stack.stop()
     doc: dict[str, Any] = headline(runs)
     doc.update(runs)
     doc["meta"] = {
-        "mode": mode_name + (f" --only {args.only}" if args.only else ""),
+        "mode": mode_name
+        + (f" --only {','.join(sorted(args.only))}" if args.only != PHASES else ""),
         "seconds": round(time.monotonic() - started, 1),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -417,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         "redis_aof": False,
         # other users of the machine make figures noisy: the 1-minute load before/after
         "loadavg_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "phases": sorted(args.only),
     }
     line = json.dumps(doc, separators=(",", ":"))
     if args.out is not None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -47,6 +50,7 @@ ASSETS = (
     "FIL",
 )
 UNIT = Decimal("0.00000001")
+PHASES = frozenset({"fold", "latency", "rest", "fanout", "workers", "scale"})
 
 
 @dataclass
@@ -68,6 +72,14 @@ class Sizes:
     scale_live_timeout: float = 120.0
     # the service's default (BALAGG_HEARTBEAT, 20 s); BitoPro pings every 20 s itself
     scale_heartbeat: float = 20.0
+    phases: frozenset[str] = PHASES
+    """Which measurements run (``--only``); the fold always runs its ceilings with it."""
+    fold_repeat: int = 1
+    """``--repeat N``: each fold size runs N times; the run of median frames/s is kept."""
+    profile: str | None = None
+    """``--py-spy PREFIX``: py-spy's raw stacks of the service during each timed fold
+    burst and latency run, one file per run (``PREFIX.<workers>w-<accounts>a-<run>``,
+    ``PREFIX.latency-<rate>``)."""
 
     @property
     def service_accounts(self) -> int:
@@ -163,6 +175,7 @@ class Bench:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
         self.redis = aioredis.Redis.from_url(stack.redis.url)
         self._nonce = 0
+        self.fold_count = 0
 
     async def close(self) -> None:
         await self.http.close()
@@ -217,6 +230,31 @@ class Bench:
 
 
 # --------------------------------------------------------------------------- fold
+
+
+def profiler(out: str | None, pid: int) -> subprocess.Popen[bytes] | None:
+    """With ``out``: py-spy (not a project dependency) samples ``pid``'s thread holding
+    the GIL until :func:`stop_profiler`, and writes its raw stacks to ``out``
+    (``python -m bench.profile`` sums them); its own messages go to ``out.log``."""
+    if out is None:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    args = [spy, "record", "--gil", "--native", "-f", "raw", "-r", "250", "-o", out]
+    with open(out + ".log", "wb") as spy_log:
+        return subprocess.Popen(
+            [*args, "--pid", str(pid)],
+            stdout=spy_log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_profiler(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class CpuShares:
@@ -329,13 +367,24 @@ async def verify(b: Bench, service: Service, names: list[str]) -> bool:
 
 async def fold_run(b: Bench, service: Service, names: list[str], frames: int) -> dict[str, Any]:
     per = max(1, frames // len(names))
-    ceil_names = [f"ceil-{service.workers}w-{len(names)}-{i:03d}" for i in range(len(names))]
+    b.fold_count += 1  # fresh ceiling accounts per run (repeats included)
+    ceil_names = [
+        f"ceil-{service.workers}w-{len(names)}-{b.fold_count}-{i:03d}" for i in range(len(names))
+    ]
     await b.add_accounts(ceil_names, assets=1)
     parse = await parse_ceiling(b, ceil_names, per)
     seq_key = Keys(service.prefix).seq
     seq0 = int(await b.redis.get(seq_key) or 0)
     msgs0 = await b.metric(service, "balagg_upstream_messages_total", 'kind="balance"')
     reconnects0 = await b.metric(service, "balagg_upstream_reconnects_total")
+    timed0 = await b.metric(service, "balagg_fold_seconds_count")
+    profile = b.sizes.profile
+    spy = profiler(
+        f"{profile}.{service.workers}w-{len(names)}a-{b.fold_count}" if profile else None,
+        service.pid,
+    )
+    if spy is not None:
+        await asyncio.sleep(0.5)  # py-spy attaches before the burst
     cpu0 = service.cpu_seconds()
     shares = CpuShares(b, service)
     fired = await b.bench_post(
@@ -363,6 +412,8 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
         await asyncio.sleep(0.002)
     cpu1 = service.cpu_seconds()
     cores = shares.cores()
+    if spy is not None:
+        stop_profiler(spy)
     if remaining:
         log(f"fold: {len(remaining)} account(s) never reached the final value")
         t_done = time.monotonic()
@@ -370,6 +421,8 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
     await asyncio.sleep(0.3)  # let the frames counter catch up
     msgs1 = await b.metric(service, "balagg_upstream_messages_total", 'kind="balance"')
     reconnects = int(await b.metric(service, "balagg_upstream_reconnects_total") - reconnects0)
+    # the service times one batch of frames in eight (balagg_fold_seconds)
+    batches = 8 * (await b.metric(service, "balagg_fold_seconds_count") - timed0)
     total = per * len(names)
     received = int(msgs1 - msgs0)
     seconds = t_done - t0
@@ -390,10 +443,25 @@ async def fold_run(b: Bench, service: Service, names: list[str], frames: int) ->
         "parse_ceiling_per_s": round(parse),
         "ratio_parse": round(rate / parse, 3),
         "service_cpu_cores": round(service_cpu, 2),
+        "frames_per_batch": round(received / batches, 1) if batches else float("nan"),
+        # CPU the service spent per frame: less moved by other load than frames/s
+        "service_cpu_us_per_frame": round((cpu1 - cpu0) / max(1, min(received, total)) * 1e6, 2),
         "cpu_cores": cores,
         "state_verified": verified,
         "all_frames_folded": received == total and reconnects == 0,
     }
+
+
+def median_run(tries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of repeated fold runs, the one of median frames/s, listing every run's figures."""
+    run = sorted(tries, key=lambda r: r["frames_per_s"])[len(tries) // 2]
+    if len(tries) > 1:
+        run = dict(run)
+        run["repeats"] = [
+            {k: r[k] for k in ("frames_per_s", "parse_ceiling_per_s", "ratio_parse")} for r in tries
+        ]
+        run["state_verified"] = all(r["state_verified"] for r in tries)
+    return run
 
 
 async def workers_fold(b: Bench, workers: int, redis_rate: float) -> list[dict[str, Any]]:
@@ -440,12 +508,23 @@ async def latency_run(
     )
     await asyncio.sleep(0.3)
     seconds = b.sizes.latency_seconds
+    lag0 = [await b.metric(service, f"balagg_event_lag_seconds_{k}") for k in ("sum", "count")]
+    profile = b.sizes.profile
+    spy = profiler(f"{profile}.latency-{rate}" if profile else None, service.pid)
+    if spy is not None:
+        await asyncio.sleep(0.5)  # py-spy attaches before the pacing starts
+    cpu0, t0 = service.cpu_seconds(), time.monotonic()
     doc = await b.bench_post(
         "/bench/pace",
         {"key": f"key-{name}", "asset": "LAT", "rate": rate, "seconds": seconds, "start": start},
     )
+    cores = (service.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+    if spy is not None:
+        stop_profiler(spy)
     await asyncio.sleep(0.5)
     client.close()
+    lag1 = [await b.metric(service, f"balagg_event_lag_seconds_{k}") for k in ("sum", "count")]
+    lag_n = lag1[1] - lag0[1]
     sent = {int(k): float(t) for k, t in doc["sent"]}
     lags = [(received[k] - t) * 1000 for k, t in sent.items() if k in received]
     effective = effective_lags(sent, received)
@@ -461,6 +540,9 @@ async def latency_run(
         "mean_ms": round(statistics.fmean(lags), 3) if lags else float("nan"),
         "effective_p50_ms": round(pct(effective, 50), 3),
         "effective_p99_ms": round(pct(effective, 99), 3),
+        # inside the service: upstream receive -> downstream send (balagg_event_lag_seconds)
+        "service_mean_ms": round((lag1[0] - lag0[0]) / lag_n * 1000, 3) if lag_n else float("nan"),
+        "service_cpu_cores": round(cores, 2),
     }
 
 
@@ -713,11 +795,9 @@ async def scale_run(b: Bench, accounts: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- all
 
 
-async def run_all(stack: Stack, sizes: Sizes, only: str | None = None) -> dict[str, Any]:
+async def run_all(stack: Stack, sizes: Sizes) -> dict[str, Any]:
     b = Bench(stack, sizes)
     try:
-        if only == "scale":
-            return {"scale_runs": await scale_runs(b)}
         return await _run_all(b)
     finally:
         await b.close()
@@ -739,43 +819,58 @@ async def scale_runs(b: Bench) -> list[dict[str, Any]]:
 
 async def _run_all(b: Bench) -> dict[str, Any]:
     sizes, stack = b.sizes, b.stack
+    only = sizes.phases
     n = sizes.service_accounts
     names = [f"acct-{i:03d}" for i in range(n)]
-    await b.add_accounts(names)
-    service = Service(stack, [service_account(stack, x) for x in names], "main")
     out: dict[str, Any] = {}
-    try:
-        await service.wait_live(n)
-        log(f"service up with {n} accounts x {len(ASSETS)} assets")
-        fold_runs = []
-        for count in sizes.fold_accounts:
-            run = await fold_run(b, service, names[:count], sizes.fold_frames)
-            log(f"fold {count} account(s): {run}")
-            fold_runs.append(run)
-        redis_rate = await redis_ceiling(b, sizes.redis_records)
-        log(f"redis ceiling: {redis_rate:.0f} records/s")
-        for run in fold_runs:
-            run["redis_ceiling_per_s"] = round(redis_rate)
-            run["ratio_redis"] = round(run["frames_per_s"] / redis_rate, 3)
-        out["fold_runs"] = fold_runs
-        latency_runs = []
-        for i, rate in enumerate(sizes.latency_rates):
-            run = await latency_run(b, service, names[0], rate, 1 + i * 10_000_000)
-            log(f"latency {rate}/s: {run}")
-            latency_runs.append(run)
-        out["latency_runs"] = latency_runs
-        out["rest_runs"] = [await rest_run(b, service, n)]
-        log(f"rest: {out['rest_runs'][0]}")
-        fanout_runs = []
-        for i, clients in enumerate(sizes.fanout_clients):
-            run = await fanout_run(b, service, names[1], clients, 1 + i * 10_000_000)
-            log(f"fanout {clients}: {run}")
-            fanout_runs.append(run)
-        out["fanout_runs"] = fanout_runs
-    finally:
-        service.stop()
-    for workers in sizes.fold_workers:
-        if workers > 1:
-            out["fold_runs"] += await workers_fold(b, workers, redis_rate)
-    out["scale_runs"] = await scale_runs(b)
+    redis_rate = float("nan")
+    if only & {"fold", "latency", "rest", "fanout"}:
+        await b.add_accounts(names)
+        service = Service(stack, [service_account(stack, x) for x in names], "main")
+        try:
+            await service.wait_live(n)
+            log(f"service up with {n} accounts x {len(ASSETS)} assets (pid {service.pid})")
+            if "fold" in only:
+                fold_runs = []
+                for count in sizes.fold_accounts:
+                    tries = []
+                    for _ in range(sizes.fold_repeat):
+                        run = await fold_run(b, service, names[:count], sizes.fold_frames)
+                        log(f"fold {count} account(s): {run}")
+                        tries.append(run)
+                    fold_runs.append(median_run(tries))
+                redis_rate = await redis_ceiling(b, sizes.redis_records)
+                log(f"redis ceiling: {redis_rate:.0f} records/s")
+                for run in fold_runs:
+                    run["redis_ceiling_per_s"] = round(redis_rate)
+                    run["ratio_redis"] = round(run["frames_per_s"] / redis_rate, 3)
+                out["fold_runs"] = fold_runs
+            if "latency" in only:
+                latency_runs = []
+                for i, rate in enumerate(sizes.latency_rates):
+                    run = await latency_run(b, service, names[0], rate, 1 + i * 10_000_000)
+                    log(f"latency {rate}/s: {run}")
+                    latency_runs.append(run)
+                out["latency_runs"] = latency_runs
+            if "rest" in only:
+                out["rest_runs"] = [await rest_run(b, service, n)]
+                log(f"rest: {out['rest_runs'][0]}")
+            if "fanout" in only:
+                fanout_runs = []
+                for i, clients in enumerate(sizes.fanout_clients):
+                    run = await fanout_run(b, service, names[1], clients, 1 + i * 10_000_000)
+                    log(f"fanout {clients}: {run}")
+                    fanout_runs.append(run)
+                out["fanout_runs"] = fanout_runs
+        finally:
+            service.stop()
+    if "workers" in only:
+        if redis_rate != redis_rate:  # NaN: the fold phase did not run
+            redis_rate = await redis_ceiling(b, sizes.redis_records)
+        for workers in sizes.fold_workers:
+            if workers > 1:
+                out.setdefault("fold_runs", [])
+                out["fold_runs"] += await workers_fold(b, workers, redis_rate)
+    if "scale" in only:
+        out["scale_runs"] = await scale_runs(b)
     return out

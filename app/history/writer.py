@@ -9,7 +9,10 @@ crash or a database outage leaves the entries pending, and they are written on r
 (the writer re-reads its own pending entries first) or claimed by another replica
 (``XAUTOCLAIM`` after ``claim_idle_ms``). While full batches keep coming, the next batch
 is read while the previous one commits (up to :data:`OVERLAP_BATCHES` per round); a batch
-read ahead is pending like any other until its own commit.
+read ahead is pending like any other until its own commit. Once caught up, it lets the
+next changes gather for ``gather_s`` before reading again: every read and commit costs
+Redis round trips and a transaction on the service's own loop, which otherwise came once
+per writer flush (nearly half the service's CPU per update at 5,000 updates/s).
 
 If the writer falls further behind than the capped stream keeps, the changes it never
 read are gone. It then records a **gap** (the seqs and the time span whose state is
@@ -90,6 +93,7 @@ class HistoryWriter:
         retention_days: int = 0,
         checkpoint_every: int = 10_000,
         checkpoint_check_s: float = 5.0,
+        gather_s: float = 0.05,
         metrics: Metrics | None = None,
     ) -> None:
         self._redis = redis
@@ -105,6 +109,7 @@ class HistoryWriter:
         self._retention_days = retention_days
         self._checkpoint_every = checkpoint_every  # 0: no checkpoints
         self._checkpoint_check_s = checkpoint_check_s
+        self._gather_s = gather_s
         self._next_checkpoint = 0.0
         self.checkpoints = 0  # checkpoints this writer stored
         self._metrics = metrics
@@ -154,9 +159,12 @@ class HistoryWriter:
             try:
                 if not self.ready:
                     await self.bootstrap()
-                await self.step()
+                taken = await self.step()
                 backoff = 0.1
                 self.healthy = True
+                if 0 < taken < self._batch:  # caught up: let the next changes gather
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), self._gather_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the writer must outlive any database or Redis fault

@@ -135,9 +135,10 @@ class BalanceWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self._apply = client.register_script(scripts.fenced(scripts.APPLY))
-        self._note = client.register_script(scripts.fenced(scripts.NOTE))
+        self._apply = scripts.PipelinedScript(client, scripts.fenced(scripts.APPLY))
+        self._note = scripts.PipelinedScript(client, scripts.fenced(scripts.NOTE))
         self._seq_floor = client.register_script(scripts.lua(scripts.SEQ_FLOOR))
+        self._scripts_loaded = False
         self.max_seq = 0  # the highest seq a write of this process took
         # Redis lost its data (a write found lease and holder gone): the writes of those
         # accounts are kept until the owner has taken the lease back and resent the full
@@ -308,7 +309,12 @@ class BalanceWriter:
                 self._wake.set()
 
     async def flush_once(self) -> list[FlushResult]:
-        """Write everything pending in one pipeline. On error, everything is kept."""
+        """Write everything pending in one pipeline. On error, everything is kept.
+
+        The scripts are loaded before the first flush and again after a flush found
+        them missing (a restarted Redis, a flushed script cache: that flush fails and
+        is retried whole, which the compare-and-set scripts make safe).
+        """
         pending, self._pending = self._pending, {}
         notes, self._notes = self._notes, deque()
         prices, self._prices = self._prices, {}
@@ -328,6 +334,10 @@ class BalanceWriter:
         k = self._keys
         pipe = self._client.pipeline(transaction=False)
         try:
+            if not self._scripts_loaded and (pending or notes):
+                await self._apply.load()
+                await self._note.load()
+                self._scripts_loaded = True
             for account, acc in pending.items():
                 args: list[Any] = [
                     self._fence(account), now, self._maxlen, account,
@@ -347,7 +357,7 @@ class BalanceWriter:
                     k.balances(account), k.times(account), k.status(account),
                     k.lease(account), k.seq, k.changes, k.holder(account),
                 ]  # fmt: skip
-                await self._apply(keys=keys, args=args, client=pipe)
+                self._apply.queue(pipe, keys, args)
                 received_us = int(acc.first_received * 1_000_000) if acc.first_received else 0
                 calls.append((account, received_us / 1_000_000 if received_us else None))
             for note in notes:
@@ -362,7 +372,7 @@ class BalanceWriter:
                     self._fence(note.account), self._maxlen, note.account, note.kind,
                     note.body, note.prefix, now_us,
                 ]  # fmt: skip
-                await self._note(keys=keys, args=args, client=pipe)
+                self._note.queue(pipe, keys, args)
                 calls.append((note.account, None))
             if prices:
                 pipe.hset(self._keys.prices, mapping=prices)  # type: ignore[arg-type]
@@ -370,6 +380,8 @@ class BalanceWriter:
         except BaseException:
             self._restore(pending, notes, prices)
             raise
+        if scripts.missing_script(replies):
+            self._scripts_loaded = False
         results = [FlushResult(account, 0, 0, True) for account in sorted(unowned)]
         failed: BaseException | None = None
         if prices:

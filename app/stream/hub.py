@@ -99,13 +99,11 @@ class StreamHub:
         metrics: Metrics,
         prices: Callable[[], Iterable[QuoteView]] = list,
         runs_here: Callable[[str], bool] = lambda _account: False,
-        own_writes: asyncio.Queue[tuple[Change, ...]] | None = None,
         block_ms: int = 1_000,
         refresh_s: float = 1.5,
         watch_s: float = _WATCH_S,
     ) -> None:
         self._source = RedisSource(redis, reader, keys, block_ms)
-        self._own_writes = own_writes
         self._options = options
         self.metrics = metrics
         self._prices = prices
@@ -186,18 +184,6 @@ class StreamHub:
             asyncio.create_task(self._refresh(), name="hub-refresh"),
             asyncio.create_task(self._watch(), name="hub-watch"),
         ]
-        if self._own_writes is not None:
-            self._tasks.append(asyncio.create_task(self._take_own(), name="hub-own-writes"))
-
-    async def _take_own(self) -> None:
-        """What this process's writer flushed (``own_writes``), applied as it comes."""
-        assert self._own_writes is not None
-        queue = self._own_writes
-        while True:
-            changes = list(await queue.get())
-            while not queue.empty():  # everything already waiting, as one batch
-                changes.extend(queue.get_nowait())
-            self.take_local(changes)
 
     async def stop(self) -> None:
         """Close every client with 1001, stop the reader, release its connection."""

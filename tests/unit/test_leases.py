@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from app.leases import LeaseManager
 from app.store import Keys
@@ -143,3 +144,22 @@ async def test_locally_expired_leases_are_reported(
     assert a.expired_locally() == set()
     a.renewed_at["acct"] = time.monotonic() - LEASE_MS / 1000
     assert a.expired_locally() == {"acct"}
+
+
+async def test_renewal_goes_on_after_redis_forgot_the_scripts(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """Renewals pipeline their script by SHA1 alone; a Redis that lost it (restart,
+    flushed cache) fails one tick and the next one loads it again."""
+    leases = manager(redis_client, key_prefix, "i1")
+    assert await leases.acquire_many(["a", "b"]) == ["a", "b"]
+    assert await leases.renew_all() == (set(), set())
+    await redis_client.script_flush()
+    with pytest.raises(NoScriptError):
+        await leases.renew_all()
+    assert await leases.renew_all() == (set(), set())
+    assert leases.owned() == {"a", "b"}
+    await redis_client.script_flush()
+    with pytest.raises(NoScriptError):
+        await leases.acquire_many(["c"])
+    assert await leases.acquire_many(["c"]) == ["c"]

@@ -428,3 +428,44 @@ def test_decimal_text_is_canonical() -> None:
     assert decimal_str(Decimal("0E-8")) == "0"
     assert decimal_str(Decimal("1E+2")) == "100"
     assert decimal_str(Decimal("999999999999.99999999")) == "999999999999.99999999"
+
+
+async def calls(client: aioredis.Redis, command: str) -> int:
+    """How many times Redis ran ``command`` (``INFO commandstats``)."""
+    stats = await client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_a_flush_is_one_round_trip_without_script_checks(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """Each flush sends its scripts by SHA1 alone: no ``SCRIPT EXISTS`` before it."""
+    writer = BalanceWriter(redis_client, Keys(key_prefix))
+    writer.submit_update("a", "bitopro", [bal("BTC", "1")])
+    await writer.flush_once()  # the first flush loads the scripts
+    exists, evalsha = (
+        await calls(redis_client, "script|exists"),
+        await calls(redis_client, "evalsha"),
+    )
+    for n in range(2, 5):
+        writer.submit_update("a", "bitopro", [bal("BTC", str(n))])
+        assert [r.changes for r in await writer.flush_once()] == [1]
+    assert await calls(redis_client, "script|exists") == exists
+    assert await calls(redis_client, "evalsha") == evalsha + 3
+
+
+async def test_writes_go_on_after_redis_forgot_the_scripts(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    writer, reader = await make(redis_client, key_prefix)
+    writer.submit_update("a", "bitopro", [bal("BTC", "1")])
+    writer.submit_status("a", {"account": "a", "venue": "bitopro", "state": "live"})
+    assert await writer.drain(10)
+    await redis_client.script_flush()  # as after a restart: the cache is empty
+    writer.submit_update("a", "bitopro", [bal("BTC", "2")])
+    writer.submit_status("a", {"account": "a", "venue": "bitopro", "state": "stale"})
+    assert await writer.drain(10)
+    snap = await reader.snapshot(["a"])
+    assert [(r.asset, r.total) for r in snap.records] == [("BTC", Decimal(2))]
+    assert snap.statuses["a"]["state"] == "stale"
+    await writer.close()

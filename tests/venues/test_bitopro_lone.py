@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from app.domain import AssetBalance, BalanceUpdate
+from app.domain import AssetBalance, BalanceUpdate, adds_up
 from app.venues.base import ProtocolError
 from app.venues.bitopro import BitoproSession
 from tests.venues.conftest import account
@@ -201,7 +201,7 @@ def check(raw: str | bytes) -> None:
     assert isinstance(update, BalanceUpdate)
     assert digits(update.balances[0]) == digits(expected)  # the same digits, not just equal
     assert dict(update.balances[0].extra) == dict(extra)
-    assert total == available + locked
+    assert adds_up(total, available, locked)  # exactly: past 28 digits too
 
 
 @SETTINGS
