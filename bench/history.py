@@ -35,7 +35,8 @@ import orjson
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 
-from app.history import queries, schema
+from app.history import links, queries, schema
+from app.history.rows import balance_row
 from app.history.snapshot_cache import SnapshotCache
 from app.history.times import iso_us
 from app.history.writer import HistoryWriter
@@ -106,16 +107,16 @@ async def _fill_tables(url: str, n: int, every: int) -> tuple[int, int]:
             await queries.insert_ignore(
                 conn, schema.snapshots, [{"seq": 0, "time_us": t_first - 1, "reason": "genesis"}]
             )
+        memory = links.LinkMemory()  # the writer's linking, as the writer stores them
         for start in range(1, n + 1, 10_000):
             rows = []
             for seq in range(start, min(start + 10_000, n + 1)):
-                b = _balance(seq, rng)
-                rows.append({**b, "seq": seq, "time_us": t_first + seq * 100, "kind": "balance",
-                             "extra": "{}"})  # fmt: skip
+                rows.append(balance_row(seq, t_first + seq * 100, _balance(seq, rng)))
             async with w.begin() as conn:
-                await conn.execute(schema.changes.insert(), rows)
+                linked = await links.store_changes(conn, rows, memory)
                 if every:
-                    await queries.write_checkpoint(conn, rows[-1]["seq"], every)
+                    await queries.write_checkpoint(conn, rows[-1][0], every)
+            linked.remember(memory)
     finally:
         await engine.dispose()
     return t_first, t_first + n * 100
