@@ -10,9 +10,10 @@
   :func:`app.history.queries.state_at` answers 50 random instants (with a snapshot cache,
   as the service keeps one) and :func:`~app.history.queries.balances_json` encodes each
   answer as the route does (p50/p99/max, in the process: the HTTP layer adds the same
-  ~1 ms as any route). PostgreSQL is analyzed first (``VACUUM ANALYZE``, as autovacuum
-  would have by then); SQLite has no statistics unless someone runs ``ANALYZE``, and the
-  service does not.
+  ~1 ms as any route). The bench's heap is frozen first (``gc.freeze()``), as the
+  service's is once started, so a full collection does not walk it. PostgreSQL is
+  analyzed first (``VACUUM ANALYZE``, as autovacuum would have by then); SQLite has no
+  statistics unless someone runs ``ANALYZE``, and the service does not.
 - **fold**: fold throughput of ``python -m app serve`` with history on and off (target:
   on within 5 % of off), the same ``fold_run`` as the main bench, alternated on/off.
 
@@ -24,6 +25,7 @@ PostgreSQL figures are skipped and say so.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import statistics
 import tempfile
@@ -136,6 +138,8 @@ async def at_run(url: str, n: int, name: str, every: int = 10_000) -> dict[str, 
             auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
             await auto.exec_driver_sql("VACUUM ANALYZE")
     snapshots = SnapshotCache()  # as the service keeps one per database
+    gc.collect()
+    gc.freeze()  # as the service does once started (app/service.py)
     rng = random.Random(3)
     times: list[float] = []
     sizes: list[int] = []
