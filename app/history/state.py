@@ -190,9 +190,13 @@ def _numbered(sql: str) -> str:
 
 
 async def run_plan(conn: AsyncConnection, plan: Plan) -> Any:
-    """Run ``plan`` on ``conn`` in its transaction (on SQLite in one thread hop; a read
-    transaction of its own when ``conn`` has none open)."""
+    """Run ``plan`` on ``conn`` in its transaction (on SQLite in one thread hop).
+
+    As any statement on ``conn`` would, it begins the connection's transaction when none
+    is open, so several answers on one connection (a series) read one snapshot."""
     if conn.dialect.name == "sqlite":
+        if not conn.in_transaction():
+            await conn.begin()
         return await in_sqlite_thread(conn, functools.partial(_run_sync, plan=plan))
     rows: Rows | None = None
     while True:
@@ -205,7 +209,7 @@ async def run_plan(conn: AsyncConnection, plan: Plan) -> Any:
 
 
 def _run_sync(db: Any, plan: Plan) -> Any:
-    own = not db.in_transaction  # one snapshot for the whole plan
+    own = not db.in_transaction  # one snapshot for the whole plan in any case
     if own:
         db.execute("BEGIN")
     try:
