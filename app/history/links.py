@@ -153,21 +153,35 @@ def key_of(row: Sequence[Any]) -> Key:
 
 
 def link_batch(
-    rows: Sequence[tuple[Any, ...]], before: dict[Key, int]
-) -> tuple[list[tuple[Any, ...]], dict[Key, list[int]]]:
-    """The batch's rows with ``prev_seq`` appended, and each record's seqs in the batch
-    (ascending; a seq given twice is kept once). Within the batch each change links to
-    the one before it; a record's first change links to ``before`` (else null)."""
-    by_seq = {r[0]: r for r in rows}
-    seqs: dict[Key, list[int]] = {}
-    for seq in sorted(by_seq):
-        seqs.setdefault(key_of(by_seq[seq]), []).append(seq)
-    prev: dict[int, int] = {}
-    for key, chain in seqs.items():
-        if key in before:
-            prev[chain[0]] = before[key]
-        prev.update((b, a) for a, b in itertools.pairwise(chain))
-    return [(*by_seq[s], prev.get(s)) for s in sorted(by_seq)], seqs
+    rows: Sequence[tuple[Any, ...]], known: dict[Key, int]
+) -> tuple[list[tuple[Any, ...]], dict[Key, tuple[int, int]], set[Key]]:
+    """The batch's rows in seq order with ``prev_seq`` appended (a seq given twice is kept
+    once); each record's lowest and highest seq in the batch; and the records linked from
+    ``known`` (the newest stored seq per record, when below the batch's first change).
+    Within the batch each change links to the one before it; a record's first change
+    links to its ``known`` seq, else to nothing yet (the slow path links it)."""
+    out: list[tuple[Any, ...]] = []
+    last: dict[Key, int] = {}
+    first: dict[Key, int] = {}
+    fast: set[Key] = set()
+    previous = None
+    for row in sorted(rows, key=_seq):  # one pass; already in order almost always
+        seq = row[0]
+        if seq == previous:
+            continue
+        previous = seq
+        key = (row[3], row[5], row[6])
+        prev = last.get(key)
+        if prev is None:
+            first[key] = seq
+            prev = known.get(key)
+            if prev is not None and prev < seq:
+                fast.add(key)
+            else:
+                prev = None
+        last[key] = seq
+        out.append((*row, prev))
+    return out, {k: (first[k], last[k]) for k in first}, fast
 
 
 async def store_changes(
@@ -184,13 +198,10 @@ async def store_changes(
         await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
     commits = int((await conn.exec_driver_sql(_COUNT)).scalar_one())
     trusted = memory.commits is not None and commits == memory.commits + 1
-    known = memory.newest if trusted else {}
-    first = {key_of(r): r[0] for r in sorted(rows, key=_seq, reverse=True)}  # lowest wins
-    before = {k: p for k, s in first.items() if (p := known.get(k)) is not None and p < s}
-    linked, seqs = link_batch(rows, before)
+    linked, spans, fast = link_batch(rows, memory.newest if trusted else {})
     await _insert(conn, linked)
-    newest: dict[Key, int | None] = {k: s[-1] for k, s in seqs.items() if k in before}
-    slow = [(k, s[0], s[-1]) for k, s in seqs.items() if k not in before]
+    newest: dict[Key, int | None] = {k: spans[k][1] for k in fast}
+    slow = [(k, lo, hi) for k, (lo, hi) in spans.items() if k not in fast]
     if slow:
         chains = await (_chains_pg(conn, slow) if pg else _chains_sqlite(conn, slow))
         fixes: list[tuple[int, int]] = []
