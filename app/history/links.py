@@ -263,4 +263,6 @@ async def in_sqlite_thread(conn: AsyncConnection, fn: Any) -> Any:
     the event loop). It runs inside whatever transaction ``conn`` has open."""
     raw = await conn.get_raw_connection()
     aio = cast(Any, raw.driver_connection)  # aiosqlite.Connection
+    # aiosqlite's own way to run a call in its thread (what each of its methods does);
+    # not public API, so an aiosqlite upgrade is checked by the history tests
     return await aio._execute(fn, aio._conn)
