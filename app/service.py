@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import time
@@ -208,6 +209,12 @@ def create_app(
                 sum(1 for a in resolved if a.enabled),
                 settings.instance_id,
             )
+            # What start-up built lives as long as the process: moved out of the
+            # collector's generations (its garbage collected first), a full collection no
+            # longer walks it in the middle of a request (40-80 ms on a 2-core machine:
+            # docs/benchmarks.md, history `?at=`).
+            gc.collect()
+            gc.freeze()
             yield
         finally:
             log.info("shutting down")

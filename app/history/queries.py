@@ -1,7 +1,8 @@
 """Reads of the history tables: the state at an instant, changes by seq, per-step series.
 
-Also the two writes every part shares: the idempotent insert and retention. Everything
-here is dialect-neutral SQLAlchemy Core, so SQLite and PostgreSQL answer alike. Amounts
+Also the writes every part shares: the idempotent insert, checkpoints and retention. The
+state at an instant is :mod:`app.history.state` (re-exported here); everything else is
+dialect-neutral SQLAlchemy Core, so SQLite and PostgreSQL answer alike. Amounts
 leave the database as the canonical strings they were stored as and become ``Decimal``
 only where they are summed.
 """
@@ -9,33 +10,27 @@ only where they are summed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, and_, delete, func, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import EXACT, AccountState
 from app.history import schema
 from app.history.schema import Key, RawRecord
-from app.history.snapshot_cache import SnapshotCache
+from app.history.state import RECORD_COLUMNS as RECORD_COLUMNS
+from app.history.state import NotCovered as NotCovered
+from app.history.state import Plan, current_changes, from_raw, run_plan
+from app.history.state import StateAt as StateAt
+from app.history.state import state_at as state_at
 from app.history.times import iso_us
 from app.store import decimal_str
 
 MAX_PAGE = 10_000
 MAX_POINTS = 1_000
-
-
-class NotCovered(Exception):
-    """History holds no state for that instant (before it started, or inside a gap)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 async def insert_ignore(
@@ -49,97 +44,8 @@ async def insert_ignore(
     await conn.execute(stmt, list(rows))
 
 
-RECORD_COLUMNS = (
-    "account", "venue", "wallet", "asset", "symbol", "total", "available", "locked",
-    "updated_at", "venue_ts", "extra",
-)  # fmt: skip
-"""A record's columns, in the order :func:`_raw_records` reads them (same names in
-``history_changes`` and ``history_snapshot_rows``)."""
-
-
-def _from_raw(raw: RawRecord) -> dict[str, Any]:
-    account, venue, wallet, asset, symbol, total, available, locked, updated, vts, extra = raw
-    return {
-        "account": account, "venue": venue, "wallet": wallet, "asset": asset,
-        "symbol": symbol, "total": total, "available": available, "locked": locked,
-        "updated_at": updated, "venue_ts": vts,
-        # most records carry no extra fields: skip the parse for the empty object
-        "extra": orjson.loads(extra) if extra and extra != "{}" else {},
-    }  # fmt: skip
-
-
-@dataclass(slots=True)
-class StateAt:
-    """The records at ``time_us``; ``seq`` is the newest change they include.
-
-    ``raw`` holds each record as stored (:data:`RECORD_COLUMNS`); :attr:`records` builds
-    the record dicts on first use. The REST body is encoded straight from ``raw``
-    (:func:`balances_json`), so an answer builds each record once, as JSON.
-    """
-
-    seq: int
-    time_us: int
-    raw: dict[Key, RawRecord]
-    live: dict[str, bool]
-    _records: dict[Key, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def records(self) -> dict[Key, dict[str, Any]]:
-        if self._records is None:
-            self._records = {key: _from_raw(r) for key, r in self.raw.items()}
-        return self._records
-
-
-async def _raw_records(
-    conn: AsyncConnection, base_seq: int, where: Sequence[Any]
-) -> dict[Key, RawRecord]:
-    """The rows of snapshot ``base_seq`` (also matching ``where``) as stored, by key.
-
-    Rows stay plain tuples until the state is complete: most of a snapshot's records are
-    replaced by a later change in the window, and building a record only to drop it was
-    most of an answer's time.
-    """
-    rows = schema.snapshot_rows
-    result = await conn.execute(
-        select(*[rows.c[n] for n in RECORD_COLUMNS]).where(rows.c.snapshot_seq == base_seq, *where)
-    )
-    # all() fetches the rows in one call; iterating the result fetches them one by one
-    return {(r[0], r[2], r[3]): tuple(r) for r in result.all()}
-
-
-async def _snapshot(
-    conn: AsyncConnection,
-    base_seq: int,
-    accounts: Sequence[str] | None,
-    assets: Sequence[str] | None,
-    snapshots: SnapshotCache | None,
-) -> dict[Key, RawRecord]:
-    """The rows of snapshot ``base_seq`` matching the filters, by key (a dict of its own)."""
-    kept = snapshots.get(base_seq) if snapshots is not None else None
-    if kept is None:
-        if accounts is not None or assets is not None:  # a part: read only that
-            return await _raw_records(
-                conn, base_seq, _filters(schema.snapshot_rows, accounts, assets)
-            )
-        kept = await _raw_records(conn, base_seq, [])
-        if snapshots is None:
-            return kept
-        snapshots.put(base_seq, kept)
-    if accounts is None and assets is None:
-        return dict(kept)
-    # the same rows the SQL filters select: exact matches on the stored text
-    want_accounts = set(accounts) if accounts is not None else None
-    want_assets = set(assets) if assets is not None else None
-    return {
-        key: r
-        for key, r in kept.items()
-        if (want_accounts is None or key[0] in want_accounts)
-        and (want_assets is None or key[2] in want_assets)
-    }
-
-
 def _record(row: Any) -> dict[str, Any]:
-    return _from_raw(tuple(row._mapping[n] for n in RECORD_COLUMNS))
+    return from_raw(tuple(row._mapping[n] for n in RECORD_COLUMNS))
 
 
 def _filters(
@@ -151,113 +57,6 @@ def _filters(
     if assets is not None:
         out.append(table.c.asset.in_(list(assets)))
     return out
-
-
-async def _base(conn: AsyncConnection, time_us: int) -> tuple[int, int]:
-    """The newest snapshot at or before ``time_us``, unless a gap covers the instant."""
-    gap = (
-        await conn.execute(
-            select(schema.gaps)
-            .where(and_(schema.gaps.c.from_time_us <= time_us, schema.gaps.c.to_time_us > time_us))
-            .limit(1)
-        )
-    ).first()
-    if gap is not None:
-        raise NotCovered(
-            "history_gap",
-            f"history has a gap from {iso_us(gap.from_time_us)} to {iso_us(gap.to_time_us)} "
-            f"(changes {gap.from_seq}..{gap.to_seq} were never written): the state at that "
-            "instant is unknown",
-        )
-    base = (
-        await conn.execute(
-            select(schema.snapshots.c.seq, schema.snapshots.c.time_us)
-            .where(schema.snapshots.c.time_us <= time_us)
-            .order_by(schema.snapshots.c.seq.desc())
-            .limit(1)
-        )
-    ).first()
-    if base is None:
-        first = (await conn.execute(select(func.min(schema.snapshots.c.time_us)))).scalar()
-        since = f"starts at {iso_us(int(first))}" if first is not None else "is empty"
-        raise NotCovered("not_covered", f"history {since}; nothing is known before that")
-    return int(base.seq), int(base.time_us)
-
-
-async def state_at(
-    conn: AsyncConnection,
-    time_us: int,
-    accounts: Sequence[str] | None = None,
-    assets: Sequence[str] | None = None,
-    snapshots: SnapshotCache | None = None,
-) -> StateAt:
-    """The exact records at ``time_us``: the base snapshot plus every later change up to it.
-
-    "Up to it" is stream order: every change up to the newest one written at or before
-    ``time_us``, so the answer is always a state the change stream really passed through
-    (with one clock, exactly the changes timed at or before the instant). ``snapshots``
-    (one per database) keeps base snapshots read in full for the next answers.
-    """
-    base_seq, _base_time = await _base(conn, time_us)
-    raw = await _snapshot(conn, base_seq, accounts, assets, snapshots)
-    c = schema.changes
-    # The newest change written at or before the instant (by the time index, one lookup),
-    # and of the changes sharing that µs the last one; the state is every change up to it
-    # in stream order. Both ends of the window are seqs, so it is one primary-key range
-    # no longer than the checkpoint interval, however long history is (a window open at
-    # the top would walk to the newest change).
-    newest_time = select(func.max(c.c.time_us)).where(c.c.time_us <= time_us).scalar_subquery()
-    last = (
-        await conn.execute(select(func.max(c.c.seq)).where(c.c.time_us == newest_time))
-    ).scalar()
-    seq = max(base_seq, int(last or 0))
-    window = [c.c.seq > base_seq, c.c.seq <= seq, *_filters(c, accounts, assets)]
-    await _apply_latest(conn, raw, window)
-    s = schema.statuses
-    newest_status = (
-        select(s.c.account, func.max(s.c.seq).label("seq"))
-        .where(s.c.time_us <= time_us)
-        .group_by(s.c.account)
-        .subquery()
-    )
-    live: dict[str, bool] = {}
-    result = await conn.execute(
-        select(s.c.account, s.c.state).join(
-            newest_status,
-            and_(s.c.account == newest_status.c.account, s.c.seq == newest_status.c.seq),
-        )
-    )
-    for row in result:
-        live[row.account] = row.state == AccountState.LIVE
-    return StateAt(seq, time_us, raw, live)
-
-
-async def _apply_latest(
-    conn: AsyncConnection, records: dict[Key, RawRecord], window: Sequence[Any]
-) -> None:
-    """Apply the newest change per key among the changes matching ``window``."""
-    c = schema.changes
-    # The window is read first, by its seq range, as a subquery the planner cannot flatten
-    # (the LIMIT): grouped directly, SQLite scans the whole (account, wallet, asset, seq)
-    # index instead, which grows with all of history rather than with the window.
-    window_rows = (
-        select(c.c.seq, c.c.account, c.c.wallet, c.c.asset)
-        .where(*window)
-        .order_by(c.c.seq)
-        .limit(2**62)
-        .subquery()
-    )
-    w = window_rows.c
-    latest = select(func.max(w.seq).label("seq")).group_by(w.account, w.wallet, w.asset).subquery()
-    result = await conn.execute(
-        select(c.c.kind, *[c.c[n] for n in RECORD_COLUMNS]).join(latest, c.c.seq == latest.c.seq)
-    )
-    for row in result.all():
-        key = (row[1], row[3], row[4])
-        if row[0] == "removed":
-            records.pop(key, None)
-        else:
-            records[key] = tuple(row)[1:]
 
 
 async def write_checkpoint(conn: AsyncConnection, safe_seq: int, every: int) -> int | None:
@@ -300,8 +99,14 @@ async def write_checkpoint(conn: AsyncConnection, safe_seq: int, every: int) -> 
     if found is None or found[0] is None:
         return None
     seq, time_us = int(found[0]), max(int(found[1]), int(base.time_us))
-    records = await _raw_records(conn, base_seq, [])
-    await _apply_latest(conn, records, window)
+    stored, current = await run_plan(conn, _checkpoint_plan(base_seq, seq))
+    records: dict[Key, RawRecord] = {(r[0], r[2], r[3]): tuple(r) for r in stored}
+    for row in current:
+        key = (row[1], row[3], row[4])
+        if row[0] == "removed":
+            records.pop(key, None)
+        else:
+            records[key] = tuple(row[1:])
     await insert_ignore(conn, snaps, [{"seq": seq, "time_us": time_us, "reason": "checkpoint"}])
     # the stored values carried over as they are (extra is already its JSON text)
     out = [
@@ -312,6 +117,17 @@ async def write_checkpoint(conn: AsyncConnection, safe_seq: int, every: int) -> 
     if out:
         await insert_ignore(conn, schema.snapshot_rows, out)
     return seq
+
+
+def _checkpoint_plan(base_seq: int, seq: int) -> Plan:
+    stored = yield (_SNAPSHOT_ROWS, (base_seq,))
+    current = yield from current_changes(base_seq, seq, None, None)
+    return stored, current
+
+
+_SNAPSHOT_ROWS = (
+    f"SELECT {', '.join(RECORD_COLUMNS)} FROM {schema.snapshot_rows.name} WHERE snapshot_seq = ?"
+)
 
 
 def _is_zero(amount: str) -> bool:

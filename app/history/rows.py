@@ -1,8 +1,9 @@
 """The history database rows the writer stores: changes, snapshots, statuses.
 
 Where it sits: the history writer (:mod:`app.history.writer`) turns each batch of
-change-stream entries into change rows (:func:`balance_row`, :data:`CHANGE_COLUMNS`) and
-inserts them with :func:`insert_changes`; a gap or checkpoint stores the full state with
+change-stream entries into change rows (:func:`balance_row`, in
+:data:`app.history.links.CHANGE_COLUMNS` order) and stores them with
+:func:`app.history.links.store_changes`; a gap or checkpoint stores the full state with
 :func:`write_snapshot`. The tables are :mod:`app.history.schema`.
 """
 
@@ -27,40 +28,6 @@ def balance_row(seq: int, time_us: int, b: dict[str, Any]) -> tuple[Any, ...]:
         b.get("symbol"), b["total"], b["available"], b["locked"], b.get("updated_at"),
         b.get("venue_ts"), orjson.dumps(extra).decode() if extra else "{}",
     )  # fmt: skip
-
-
-CHANGE_COLUMNS = (
-    "seq", "time_us", "kind", "account", "venue", "wallet", "asset", "symbol", "total",
-    "available", "locked", "updated_at", "venue_ts", "extra",
-)  # fmt: skip
-"""The order of a change row's values (:func:`balance_row`, :func:`insert_changes`)."""
-
-
-def _insert_changes_sql(dialect: str) -> str:
-    marks = (
-        [f"${i}" for i in range(1, len(CHANGE_COLUMNS) + 1)]
-        if dialect == "postgresql"
-        else ["?"] * len(CHANGE_COLUMNS)
-    )
-    return (
-        f"INSERT INTO {schema.changes.name} ({', '.join(CHANGE_COLUMNS)}) "
-        f"VALUES ({', '.join(marks)}) ON CONFLICT (seq) DO NOTHING"
-    )
-
-
-_INSERT_CHANGES = {d: _insert_changes_sql(d) for d in ("postgresql", "sqlite")}
-
-
-async def insert_changes(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert change rows (positional, :data:`CHANGE_COLUMNS` order), skipping stored seqs.
-
-    The same idempotent insert as :func:`app.history.queries.insert_ignore`, but handed to
-    the driver's own ``executemany`` as positional tuples (asyncpg's pipelined
-    executemany, sqlite3's C loop): SQLAlchemy's per-row parameter processing of dicts
-    cost more than the database did at the writer's rates. It runs in the caller's
-    transaction like any statement on ``conn``.
-    """
-    await conn.exec_driver_sql(_INSERT_CHANGES[conn.dialect.name], list(rows))
 
 
 async def time_before(conn: AsyncConnection, seq: int) -> int:

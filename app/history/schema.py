@@ -54,28 +54,47 @@ schema_version = Table(
     Column("version", Integer, primary_key=True, autoincrement=False),
 )
 
+
+def _change_columns() -> list[Any]:
+    """The columns and indexes of ``history_changes`` as version 1 created them (new
+    objects on each call: one table per metadata)."""
+    return [
+        Column("seq", BigInteger, primary_key=True, autoincrement=False),
+        Column("time_us", BigInteger, nullable=False),
+        Column("kind", String(8), nullable=False),
+        Column("account", String(64), nullable=False),
+        Column("venue", String(32)),
+        Column("wallet", String(160), nullable=False),
+        Column("asset", String(160), nullable=False),
+        Column("symbol", String(64)),
+        Column("total", Text),
+        Column("available", Text),
+        Column("locked", Text),
+        Column("updated_at", String(40)),
+        Column("venue_ts", String(40)),
+        Column("extra", Text),  # JSON object as stored in Redis
+        Index("ix_history_changes_account_asset_time", "account", "asset", "time_us"),
+        Index("ix_history_changes_key_seq", "account", "wallet", "asset", "seq"),
+        Index("ix_history_changes_time", "time_us"),
+    ]
+
+
 # One row per change on the stream that history needs: a balance record written
 # (kind "balance") or removed (kind "removed"). Amount columns are null for removals.
-changes = Table(
-    "history_changes",
+# prev_seq (version 2) is the seq of the change before it of the same record (account,
+# wallet, asset), null for the first one stored: a change is the record's state from its
+# seq until the first change naming it as prev_seq. The writer keeps it exact
+# (app.history.links).
+changes = Table("history_changes", metadata, *_change_columns(), Column("prev_seq", BigInteger))
+
+# One row (id 1): the number of transactions that stored changes. A writer that finds it
+# one above what its own last batch left knows no other writer stored changes in between
+# (app.history.links).
+link_state = Table(
+    "history_links",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("time_us", BigInteger, nullable=False),
-    Column("kind", String(8), nullable=False),
-    Column("account", String(64), nullable=False),
-    Column("venue", String(32)),
-    Column("wallet", String(160), nullable=False),
-    Column("asset", String(160), nullable=False),
-    Column("symbol", String(64)),
-    Column("total", Text),
-    Column("available", Text),
-    Column("locked", Text),
-    Column("updated_at", String(40)),
-    Column("venue_ts", String(40)),
-    Column("extra", Text),  # JSON object as stored in Redis
-    Index("ix_history_changes_account_asset_time", "account", "asset", "time_us"),
-    Index("ix_history_changes_key_seq", "account", "wallet", "asset", "seq"),
-    Index("ix_history_changes_time", "time_us"),
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("commits", BigInteger, nullable=False),
 )
 
 # Account lifecycle states over time (from status messages and snapshots): a record at a
@@ -146,11 +165,33 @@ prices = Table(
 
 
 def _v1(conn: Connection) -> None:
-    for table in (changes, statuses, snapshots, snapshot_rows, gaps, prices):
+    # version 1 as shipped: history_changes without prev_seq
+    for table in (statuses, snapshots, snapshot_rows, gaps, prices):
         table.create(conn, checkfirst=True)
+    Table(changes.name, MetaData(), *_change_columns()).create(conn, checkfirst=True)
 
 
-MIGRATIONS: Sequence[Callable[[Connection], None]] = (_v1,)
+def _v2(conn: Connection) -> None:
+    # prev_seq, filled in for the changes already stored: each one's predecessor among
+    # the changes of its record (one pass over the table: about 10 s per million changes
+    # on SQLite, see docs/operations.md)
+    t = changes.name
+    conn.exec_driver_sql(f"ALTER TABLE {t} ADD COLUMN prev_seq BIGINT")
+    conn.exec_driver_sql(
+        f"UPDATE {t} SET prev_seq = n.prev_seq FROM ("
+        "SELECT seq, lag(seq) OVER (PARTITION BY account, wallet, asset ORDER BY seq) "
+        f"AS prev_seq FROM {t}) AS n WHERE {t}.seq = n.seq AND n.prev_seq IS NOT NULL"
+    )
+    if conn.dialect.name == "postgresql":
+        # the UPDATE wrote every row anew, in record order: put the table back in seq
+        # order (?at= reads ranges of seqs) and drop the old row versions
+        conn.exec_driver_sql(f"CLUSTER {t} USING {t}_pkey")
+        conn.exec_driver_sql(f"ANALYZE {t}")
+    link_state.create(conn)
+    conn.execute(link_state.insert().values(id=1, commits=0))
+
+
+MIGRATIONS: Sequence[Callable[[Connection], None]] = (_v1, _v2)
 """Append-only: step ``i`` upgrades version ``i`` to ``i + 1``. Never edit a shipped step."""
 
 LATEST = len(MIGRATIONS)

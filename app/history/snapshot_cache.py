@@ -38,6 +38,10 @@ class SnapshotCache:
             self._entries.move_to_end(seq)
         return rows
 
+    def seqs(self) -> list[int]:
+        """The seqs of the snapshots kept now."""
+        return list(self._entries)
+
     def put(self, seq: int, rows: dict[Key, RawRecord]) -> None:
         """Keep ``rows`` (all of snapshot ``seq``; the cache owns the dict from now on)."""
         if len(rows) > self.max_rows or seq in self._entries:

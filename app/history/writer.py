@@ -52,13 +52,9 @@ from app.history.entries import (
     unframe,
     wall_us,
 )
+from app.history.links import Linked, LinkMemory, store_changes
 from app.history.queries import apply_retention, insert_ignore, write_checkpoint
-from app.history.rows import (
-    balance_row,
-    insert_changes,
-    time_before,
-    write_snapshot,
-)
+from app.history.rows import balance_row, time_before, write_snapshot
 from app.metrics import Metrics
 from app.store import BalanceReader, Keys
 
@@ -124,6 +120,7 @@ class HistoryWriter:
         self.healthy = False
         self.last_error = ""
         self.written = 0  # rows committed by this writer (redeliveries included)
+        self._links = LinkMemory()  # for linking each change to the one before it
         # set while no database transaction is in progress: stop waits for one to end
         self._not_committing = asyncio.Event()
         self._not_committing.set()
@@ -440,11 +437,18 @@ class HistoryWriter:
                          "time_us": time_us}
                     )  # fmt: skip
             # venue events never change balances; history does not keep them
-        async with self._engine.begin() as conn:
-            if rows:
-                await insert_changes(conn, rows)
-            if states:
-                await insert_ignore(conn, schema.statuses, states)
+        linked: Linked | None = None
+        try:
+            async with self._engine.begin() as conn:
+                if rows:
+                    linked = await store_changes(conn, rows, self._links)
+                if states:
+                    await insert_ignore(conn, schema.statuses, states)
+        except BaseException:
+            self._links.forget()  # the commit may have happened all the same
+            raise
+        if linked is not None:
+            linked.remember(self._links)
         if trimmed:
             await self._gap(min(trimmed), move_group=False)
         await self._redis.xack(self._keys.changes, self.group, *ids)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.history import queries, schema
+from app.history import links, queries, schema
 from app.history.snapshot_cache import SnapshotCache
 
 ACCOUNTS = ("a1", "a2", "a3")
@@ -44,11 +44,15 @@ async def _fill(engine: AsyncEngine, n: int, every: int) -> None:
         await queries.insert_ignore(
             conn, schema.snapshots, [{"seq": 0, "time_us": 0, "reason": "genesis"}]
         )
+    memory = links.LinkMemory()
     for start in range(1, n + 1, 25):
         async with schema.writes(engine).begin() as conn:
             rows = [_change(seq, rng) for seq in range(start, min(start + 25, n + 1))]
-            await queries.insert_ignore(conn, schema.changes, rows)
+            linked = await links.store_changes(
+                conn, [tuple(r[c] for c in links.CHANGE_COLUMNS) for r in rows], memory
+            )
             await queries.write_checkpoint(conn, rows[-1]["seq"], every)
+        linked.remember(memory)
 
 
 async def test_answers_with_and_without_the_cache_are_the_same(engine: AsyncEngine) -> None:
@@ -86,3 +90,28 @@ def test_the_cache_keeps_at_most_its_rows_least_recently_used_first() -> None:
     assert cache.get(2) is None and cache.get(1) is not None and cache.get(3) is not None
     cache.put(4, rows(6))  # larger than the whole budget: never kept
     assert cache.get(4) is None and len(cache) == 2
+
+
+class _Evicting(SnapshotCache):
+    """Lists its snapshots, then has dropped each one by the time it is asked for (as
+    when other answers fill the cache while this one reads)."""
+
+    def get(self, seq: int) -> dict[schema.Key, schema.RawRecord] | None:
+        super().get(seq)
+        return None
+
+
+async def test_a_snapshot_dropped_from_the_cache_meanwhile_is_read_again(
+    engine: AsyncEngine,
+) -> None:
+    await _fill(engine, 200, every=50)
+    cache = _Evicting()
+    async with engine.connect() as conn:
+        for at in (1_000 + 10 * s for s in (60, 120, 180)):
+            first = await queries.state_at(conn, at, snapshots=cache)  # read, kept
+            again = await queries.state_at(conn, at, snapshots=cache)  # kept, then gone
+            part = await queries.state_at(conn, at, ["a1"], None, cache)
+            plain = await queries.state_at(conn, at)
+            assert first.raw == again.raw == plain.raw
+            assert part.raw == {k: r for k, r in plain.raw.items() if k[0] == "a1"}
+    assert len(cache) == 3

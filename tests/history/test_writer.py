@@ -21,6 +21,7 @@ from app.history import queries, schema
 from app.history.writer import HistoryWriter
 from app.metrics import Metrics
 from app.store import BalanceReader, BalanceWriter, Keys, decimal_str
+from tests.history.linkcheck import assert_links_exact
 from tests.pgserver import PrivatePostgres
 
 ACCOUNTS = ["acct-a", "acct-b"]
@@ -169,6 +170,7 @@ async def test_three_writers_store_every_change_exactly_once(
     assert sum(w.written for w in writers) == len(expected)
     pending: Any = await redis_client.xpending(Keys(key_prefix).changes, "history")
     assert pending["pending"] == 0
+    await assert_links_exact(engine)  # batches of three writers, committed in any order
 
 
 async def test_a_dead_consumers_entries_are_claimed(
@@ -194,6 +196,7 @@ async def test_a_dead_consumers_entries_are_claimed(
         await survivor.stop()
     pending: Any = await redis_client.xpending(keys.changes, "history")
     assert pending["pending"] == 0
+    await assert_links_exact(engine)
 
 
 async def test_falling_behind_the_stream_records_a_gap_and_a_snapshot(
