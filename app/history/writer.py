@@ -10,9 +10,8 @@ crash or a database outage leaves the entries pending, and they are written on r
 (``XAUTOCLAIM`` after ``claim_idle_ms``). While full batches keep coming, the next batch
 is read while the previous one commits (up to :data:`OVERLAP_BATCHES` per round); a batch
 read ahead is pending like any other until its own commit. Once caught up, it lets the
-next changes gather for ``gather_s`` before reading again: every read and commit costs
-Redis round trips and a transaction on the service's own loop, which otherwise came once
-per writer flush (nearly half the service's CPU per update at 5,000 updates/s).
+next changes gather for ``gather_s`` before reading again: a read and commit per writer
+flush cost nearly half the service's CPU per update at 5,000 updates/s.
 
 If the writer falls further behind than the capped stream keeps, the changes it never
 read are gone. It then records a **gap** (the seqs and the time span whose state is
