@@ -6,7 +6,8 @@ in-process Python API of the simulators:
 
     POST /bench/accounts  {"accounts": [bitopro account body, ...]}  -> {"keys"}
     POST /bench/fire      {"keys", "count", "asset"}  one prepared burst per key, written
-                          together; -> {"t0", "t1", "frames"} (``time.monotonic()``)
+                          together; -> {"t0", "t1", "frames", "totals"} (times are
+                          ``time.monotonic()``; totals: each key's final asset total)
     POST /bench/pace      {"key", "asset", "rate", "seconds", "start"}  one frame per push,
                           paced; frame k carries amount ``start + k * 1e-8``;
                           -> {"sent": [[k, t_send], ...]}
@@ -72,10 +73,19 @@ def build_bench_app(sim: BitoproSimulator) -> web.Application:
             plan.commit()
             for conn in plan.targets:
                 jobs.append(_write(conn, plan.chunks_for(conn)))
+        # the truth once the burst is folded, so the bench asks nothing while it runs
+        totals = {
+            key: str(row.total)
+            for key in body["keys"]
+            for row in sim.truth(key)
+            if row.wallet == "" and row.asset == asset.upper()
+        }
         t0 = time.monotonic()
         done = await asyncio.gather(*jobs)
         t1 = time.monotonic()
-        return web.json_response({"t0": t0, "t1": t1, "frames": sum(done) * count})
+        return web.json_response(
+            {"t0": t0, "t1": t1, "frames": sum(done) * count, "totals": totals}
+        )
 
     async def pace(request: web.Request) -> web.Response:
         body = await request.json()
