@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -166,17 +166,7 @@ class LeaseManager:
         if not accounts:
             return []
         tokens = {a: f"{self.instance_id}:{secrets.token_hex(8)}" for a in accounts}
-        k = self._keys
-        await self._load_pipelined()
-        pipe = self._client.pipeline(transaction=False)
-        for start in range(0, len(accounts), RENEW_BATCH):
-            batch = accounts[start : start + RENEW_BATCH]
-            self._acquire_many.queue(
-                pipe,
-                [key for a in batch for key in (k.lease(a), k.holder(a))],
-                [self.lease_ms, *(tokens[a] for a in batch)],
-            )
-        replies = [code for batch in await self._execute(pipe) for code in batch]
+        replies = await self._per_account(self._acquire_many, accounts, tokens)
         now = time.monotonic()
         acquired = []
         for account, reply in zip(accounts, replies, strict=True):
@@ -195,17 +185,7 @@ class LeaseManager:
         if not self.tokens:
             return set(), set()
         accounts = list(self.tokens)
-        k = self._keys
-        await self._load_pipelined()
-        pipe = self._client.pipeline(transaction=False)
-        for start in range(0, len(accounts), RENEW_BATCH):
-            batch = accounts[start : start + RENEW_BATCH]
-            self._renew.queue(
-                pipe,
-                [key for a in batch for key in (k.lease(a), k.holder(a))],
-                [self.lease_ms, *(self.tokens[a] for a in batch)],
-            )
-        replies = [code for batch in await self._execute(pipe) for code in batch]
+        replies = await self._per_account(self._renew, accounts, self.tokens)
         lost: set[str] = set()
         retaken: set[str] = set()
         now = time.monotonic()
@@ -218,6 +198,24 @@ class LeaseManager:
                 lost.add(account)
                 self.forget(account)
         return lost, retaken
+
+    async def _per_account(
+        self, script: PipelinedScript, accounts: list[str], tokens: Mapping[str, str]
+    ) -> list[Any]:
+        """One reply per account of ``script`` (acquire or renew), called with each
+        account's lease and holder keys and token, :data:`RENEW_BATCH` accounts per call,
+        every call in one pipeline: one round trip for any number of accounts."""
+        k = self._keys
+        await self._load_pipelined()
+        pipe = self._client.pipeline(transaction=False)
+        for start in range(0, len(accounts), RENEW_BATCH):
+            batch = accounts[start : start + RENEW_BATCH]
+            script.queue(
+                pipe,
+                [key for a in batch for key in (k.lease(a), k.holder(a))],
+                [self.lease_ms, *(tokens[a] for a in batch)],
+            )
+        return [code for batch in await self._execute(pipe) for code in batch]
 
     async def _load_pipelined(self) -> None:
         """Load the pipelined scripts before their first use and after Redis lost them."""
