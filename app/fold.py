@@ -213,7 +213,7 @@ class AccountFold:
                 touched.add(key)
         batch = self._batch
         if batch is not None:
-            if pending is not None and self._writer.keeping:
+            if pending is not None and self._writer.keeps(self.account, wallet, asset):
                 older = batch.pop(key, None)  # settled earlier in this batch: it came first
                 if older is not None:
                     self._supersede(older[0], older[1])
@@ -230,7 +230,7 @@ class AccountFold:
         """A later frame of the batch replaces ``older``: hand it to the writer now while
         it still keeps superseded values (see ``BalanceWriter.submit_update``), so the
         change stream carries it too."""
-        if self._writer.keeping:
+        if self._writer.keeps(self.account, older.wallet, older.asset):
             self._writer.submit_update(self.account, self.venue, (older,), venue_ts)
 
     def _settle(self) -> None:

@@ -128,7 +128,8 @@ class BalanceWriter:
         self.keep_per_second = keep_per_second
         self.keep_per_key = keep_per_key
         self._keep = keep_per_second  # left in this second's window
-        self._kept: dict[tuple[str, str], int] = {}  # (account, field) -> kept this second
+        # (account, wallet, asset) -> superseded values kept this second
+        self._kept: dict[tuple[str, str, str], int] = {}
         self._window = int(time.monotonic())
         self.dropped_notes = 0
         self._wake = asyncio.Event()
@@ -187,9 +188,10 @@ class BalanceWriter:
             name = field_name(b.wallet, b.asset)
             older = pending.add_update(name, Content(b, venue_ts))
             if older is not None and self._keep > 0 and self.healthy:
-                kept = self._kept.get((account, name), 0)
+                key = (account, b.wallet, b.asset)
+                kept = self._kept.get(key, 0)
                 if kept < self.keep_per_key:
-                    self._kept[(account, name)] = kept + 1
+                    self._kept[key] = kept + 1
                     self._keep -= 1
                     pending.earlier.append((name, older))
         self._kick()
@@ -198,6 +200,16 @@ class BalanceWriter:
     def keeping(self) -> bool:
         """A superseded pending value may still be kept (see :meth:`submit_update`)."""
         return self._keep > 0 and self.healthy
+
+    def keeps(self, account: str, wallet: str, asset: str) -> bool:
+        """A superseded pending value of this balance would still be kept: callers that
+        must build the value first ask before they do (a burst of one key costs no more
+        than it did before values were kept)."""
+        return (
+            self._keep > 0
+            and self.healthy
+            and self._kept.get((account, wallet, asset), 0) < self.keep_per_key
+        )
 
     def _next_window(self) -> None:
         """Renew the budgets of superseded values kept once a second."""

@@ -299,6 +299,7 @@ async def test_past_its_budgets_the_writer_keeps_only_the_newest_value(
     for n in range(1, 6):
         writer.submit_update("a", "bitopro", [bal("BTC", str(n)), bal("ETH", str(n))])
     assert not writer.keeping  # three kept this second: BTC 1, ETH 1, BTC 2
+    assert not writer.keeps("a", "", "SOL")  # the second's budget is spent for every key
     await writer.flush_once()
     docs = await messages(reader)
     by_asset: dict[str, list[str]] = {}
@@ -469,3 +470,14 @@ async def test_writes_go_on_after_redis_forgot_the_scripts(
     assert [(r.asset, r.total) for r in snap.records] == [("BTC", Decimal(2))]
     assert snap.statuses["a"]["state"] == "stale"
     await writer.close()
+
+
+async def test_a_key_past_its_own_budget_is_not_kept_while_others_are(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    writer = BalanceWriter(redis_client, Keys(key_prefix), keep_per_key=2)
+    for n in range(1, 5):
+        writer.submit_update("a", "bitopro", [bal("BTC", str(n))])
+    assert writer.keeping  # the second's budget in all is not spent
+    assert not writer.keeps("a", "", "BTC")  # but BTC's is: a caller need not build values
+    assert writer.keeps("a", "", "ETH") and writer.keeps("b", "", "BTC")
