@@ -332,9 +332,9 @@ async def test_value_over_time_only_with_a_history_api_and_with_its_gaps(
             await expect(page, "document.querySelector('#history').dataset.loaded", "true")
             assert await page.evaluate("document.querySelector('#history').hidden") is True
 
-            # the history contract, served by a stand-in route (a real gap needs the
-            # history writer to fall behind the trimmed stream): a null and a listed gap
-            # both break the line
+            # the history contract with exact control over nulls and gaps, served by a
+            # stand-in route (test_history_view draws a real gap from the real route):
+            # a null and a listed gap both break the line
             points = [
                 {"t": 1000, "value": "1", "coverage": "1"},
                 {"t": 1060, "value": "2", "coverage": "1"},
