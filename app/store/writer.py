@@ -187,19 +187,12 @@ class BalanceWriter:
         for b in balances:
             name = field_name(b.wallet, b.asset)
             older = pending.add_update(name, Content(b, venue_ts))
-            if older is not None and self._keep > 0 and self.healthy:
+            if older is not None and self.keeps(account, b.wallet, b.asset):
                 key = (account, b.wallet, b.asset)
-                kept = self._kept.get(key, 0)
-                if kept < self.keep_per_key:
-                    self._kept[key] = kept + 1
-                    self._keep -= 1
-                    pending.earlier.append((name, older))
+                self._kept[key] = self._kept.get(key, 0) + 1
+                self._keep -= 1
+                pending.earlier.append((name, older))
         self._kick()
-
-    @property
-    def keeping(self) -> bool:
-        """A superseded pending value may still be kept (see :meth:`submit_update`)."""
-        return self._keep > 0 and self.healthy
 
     def keeps(self, account: str, wallet: str, asset: str) -> bool:
         """A superseded pending value of this balance would still be kept: callers that
