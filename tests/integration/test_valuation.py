@@ -76,6 +76,10 @@ class Api:
             assert response.status == 200, await response.text()
             return await response.json()
 
+    async def prices(self) -> dict[str, str]:
+        """Every known price by pair, as ``/v1/prices`` lists it."""
+        return {p["pair"]: p["price"] for p in (await self.get("/v1/prices"))["prices"]}
+
     async def totals(self, quote: str = "USD") -> dict[str, Any]:
         doc: dict[str, Any] = await self.get("/v1/totals", quote=quote)
         return doc
@@ -98,6 +102,45 @@ async def service(
             yield api
         finally:
             await api.client.aclose()
+
+
+REJECT_REASONS = ("parse", "schema", "amount")
+"""The reasons a frame that cannot be read whole is counted under."""
+
+
+def rejected(rt: Services, name: str, labels: dict[str, str]) -> float:
+    """Frames counted in ``name`` under ``labels`` for any of :data:`REJECT_REASONS`."""
+    return sum(metric(rt, name, {**labels, "reason": r}) for r in REJECT_REASONS)
+
+
+async def live_and_priced(
+    api: Api, accounts: list[AccountConfig], sources: set[str], timeout: float
+) -> dict[str, int]:
+    """Every account live and a price from each of ``sources``; each runner's reconnects
+    so far (counted when a connection ends, attempts only when the next one is made)."""
+    for account in accounts:
+        await go_live(api.runtime, api.sims, account)
+
+    async def priced() -> bool:
+        listed = {p["source"] for p in (await api.get("/v1/prices"))["prices"]}
+        return sources <= listed
+
+    assert await wait_until(priced, timeout)
+    runners = supervisor_of(api.runtime).runners
+    return {a.id: runners[a.id].reconnects for a in accounts}
+
+
+async def assert_untouched(
+    api: Api, accounts: list[AccountConfig], reconnects: dict[str, int]
+) -> None:
+    """The account sockets and states never noticed: no reconnect, live, state exact."""
+    runners = supervisor_of(api.runtime).runners
+    for account in accounts:
+        runner = runners[account.id]
+        assert runner.reconnects == reconnects[account.id], (account.id, runner.last_error)
+        assert str(runner.state) == "live"
+        ours, truth = await converge(api.runtime, api.sims, account.venue, account.id)
+        assert ours == truth
 
 
 def big_bitopro(sims: Simulators) -> AccountConfig:
@@ -247,18 +290,9 @@ async def test_bad_ticker_frames_are_rejected_whole_and_counted(
     accounts = [account_for(sims, "bitopro"), account_for(sims, "sfox")]
     async with service(fast_settings(redis_url, key_prefix), accounts, sims) as api:
         rt = api.runtime
-        for account in accounts:
-            await go_live(rt, sims, account)
-
-        async def both_priced() -> bool:
-            sources = {p["source"] for p in (await api.get("/v1/prices"))["prices"]}
-            return {"bitopro", "sfox"} <= sources
-
-        assert await wait_until(both_priced, 15)
+        reconnects = await live_and_priced(api, accounts, {"bitopro", "sfox"}, 15)
         runners = supervisor_of(rt).runners
-        # counted when a connection ends (attempts only when the next one is made)
-        reconnects = {a.id: runners[a.id].reconnects for a in accounts}
-        before = {p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]}
+        before = await api.prices()
         kinds = ("bad_json", "wrong_types", "negative", "non_numeric", "zero")
         # every kind but bad_json is a readable ticker envelope with a bad price in it; a
         # frame that is not JSON at all is tried on sFOX below
@@ -271,28 +305,17 @@ async def test_bad_ticker_frames_are_rejected_whole_and_counted(
             assert (await api.control("sfox", "POST", "/_sim/prices/malformed", body))["frames"]
 
         def feed_errors() -> float:
-            return sum(
-                metric(
-                    rt, "balagg_price_feed_errors_total", {"feed": "bitopro-tickers", "reason": r}
-                )
-                for r in ("parse", "schema", "amount")
-            )
+            return rejected(rt, "balagg_price_feed_errors_total", {"feed": "bitopro-tickers"})
 
         def sfox_errors() -> float:
-            return sum(
-                metric(
-                    rt,
-                    "balagg_upstream_errors_total",
-                    {"account": "sfox-main", "venue": "sfox", "reason": r},
-                )
-                for r in ("parse", "schema", "amount")
-            )
+            labels = {"account": "sfox-main", "venue": "sfox"}
+            return rejected(rt, "balagg_upstream_errors_total", labels)
 
         async def counted() -> bool:
             return feed_errors() == len(kinds) and sfox_errors() == len(sfox_kinds)
 
         assert await wait_until(counted, 10), (feed_errors(), sfox_errors())
-        after = {p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]}
+        after = await api.prices()
         assert after["BTC_TWD"] == before["BTC_TWD"] and after["btcusd"] == before["btcusd"]
 
         # good tickers after the bad ones: the next sFOX frame would show a sequence gap
@@ -300,19 +323,11 @@ async def test_bad_ticker_frames_are_rejected_whole_and_counted(
         await api.control("sfox", "PUT", "/_sim/prices/btcusd", {"price": "96999.5"})
 
         async def good_ones_read() -> bool:
-            now: dict[str, str] = {
-                p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]
-            }
+            now = await api.prices()
             return now["BTC_TWD"] == "3012399.5" and now["btcusd"] == "96999.5"
 
         assert await wait_until(good_ones_read, 10)
-        # the account sockets and states never noticed
-        for account in accounts:
-            runner = runners[account.id]
-            assert runner.reconnects == reconnects[account.id], (account.id, runner.last_error)
-            assert str(runner.state) == "live"
-            ours, truth = await converge(rt, sims, account.venue, account.id)
-            assert ours == truth
+        await assert_untouched(api, accounts, reconnects)
 
         # sFOX: a frame that is not JSON has no readable sequence number or recipient, so
         # nothing tells a broken ticker from a lost balance frame; the next frame shows

@@ -23,16 +23,20 @@ from app.simulators.runner import DEMO_WALLETS, Simulators
 from tests.integration.conftest import (
     account_for,
     all_default_accounts,
-    converge,
     fast_settings,
     free_port,
     go_live,
-    metric,
-    supervisor_of,
     wait_until,
 )
 from tests.integration.test_data_dir_lock import VENUES, _ready, _serve
-from tests.integration.test_valuation import Api, service, sims
+from tests.integration.test_valuation import (
+    Api,
+    assert_untouched,
+    live_and_priced,
+    rejected,
+    service,
+    sims,
+)
 
 pytestmark = pytest.mark.timeout(120)
 _ = sims  # the fixture, re-exported for this module
@@ -125,17 +129,8 @@ async def test_bad_price_frames_from_deltadefi_and_solanatracker_are_rejected_an
     accounts = [account_for(sims, "deltadefi"), account_for(sims, "solanatracker")]
     async with service(fast_settings(redis_url, key_prefix), accounts, sims) as api:
         rt = api.runtime
-        for account in accounts:
-            await go_live(rt, sims, account)
-
-        async def both_priced() -> bool:
-            sources = {p["source"] for p in (await api.get("/v1/prices"))["prices"]}
-            return {"deltadefi", "solanatracker"} <= sources
-
-        assert await wait_until(both_priced, 20)
-        runners = supervisor_of(rt).runners
-        reconnects = {a.id: runners[a.id].reconnects for a in accounts}
-        before = {p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]}
+        reconnects = await live_and_priced(api, accounts, {"deltadefi", "solanatracker"}, 20)
+        before = await api.prices()
         kinds = ("bad_json", "wrong_types", "negative", "non_numeric", "zero")
         for kind in kinds:
             for venue, pair in (("deltadefi", "ADAUSDM"), ("solanatracker", BONK)):
@@ -144,45 +139,29 @@ async def test_bad_price_frames_from_deltadefi_and_solanatracker_are_rejected_an
                 assert sent["frames"], (venue, kind)
 
         def market_errors() -> float:
-            return sum(
-                metric(
-                    rt,
-                    "balagg_price_feed_errors_total",
-                    {"feed": "deltadefi-market-ADAUSDM", "reason": r},
-                )
-                for r in ("parse", "schema", "amount")
-            )
+            labels = {"feed": "deltadefi-market-ADAUSDM"}
+            return rejected(rt, "balagg_price_feed_errors_total", labels)
 
         def room_errors() -> float:
             labels = {"account": "solanatracker-main", "venue": "solanatracker"}
-            return sum(
-                metric(rt, "balagg_upstream_errors_total", {**labels, "reason": r})
-                for r in ("parse", "schema", "amount")
-            )
+            return rejected(rt, "balagg_upstream_errors_total", labels)
 
         async def counted() -> bool:
             return market_errors() == len(kinds) and room_errors() == len(kinds)
 
         assert await wait_until(counted, 10), (market_errors(), room_errors())
-        after = {p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]}
+        after = await api.prices()
         assert after["ADAUSDM"] == before["ADAUSDM"] and after[BONK] == before[BONK]
         # good prices after the bad ones are read on the same sockets
         await api.control("deltadefi", "PUT", "/_sim/prices/ADAUSDM", {"price": "0.91234567"})
         await api.control("solanatracker", "PUT", f"/_sim/prices/{BONK}", {"price": "0.0000251"})
 
         async def good_ones_read() -> bool:
-            now: dict[str, str] = {
-                p["pair"]: p["price"] for p in (await api.get("/v1/prices"))["prices"]
-            }
+            now = await api.prices()
             return now["ADAUSDM"] == "0.91234567" and now[BONK] == "0.0000251"
 
         assert await wait_until(good_ones_read, 10)
-        for account in accounts:  # the account sockets and states never noticed
-            runner = runners[account.id]
-            assert runner.reconnects == reconnects[account.id], (account.id, runner.last_error)
-            assert str(runner.state) == "live"
-            ours, truth = await converge(rt, sims, account.venue, account.id)
-            assert ours == truth
+        await assert_untouched(api, accounts, reconnects)
 
 
 async def test_coverage_is_exported_by_count_when_a_holding_has_no_price(
