@@ -73,11 +73,9 @@ collection walked the whole heap: a quarter of the service's CPU during a burst.
 
 
 def tune_gc() -> None:
-    """Collect what start-up left, freeze the survivors (modules, the app, settings: the
-    bulk of the heap, never garbage) out of every later collection, and collect young
-    objects less often (:data:`GC_THRESHOLDS`). Cycles are still collected."""
-    gc.collect()
-    gc.freeze()
+    """Collect young objects less often (:data:`GC_THRESHOLDS`); cycles are still
+    collected. The heap start-up built is frozen out of every collection once the app
+    has started (its lifespan, :func:`app.service.create_app`), after this."""
     gc.set_threshold(*GC_THRESHOLDS)
 
 
